@@ -1,0 +1,252 @@
+"""Command line: ``python -m asdcore {synth,info,evaluate} ...``.
+
+Every command prints a clear one-line error (no traceback) and exits with status 2 on bad
+input, so scripts can tell user errors (2) from success (0). ``ASDCORE_DEBUG=1`` shows the
+traceback instead, for developers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from asdcore.data import AudioError, DataError
+from asdcore.runs import RunError
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from asdcore.synth import generate_dataset
+
+    t0 = time.perf_counter()
+    machines = args.machines.split(",") if args.machines else None
+    root = generate_dataset(args.out, scale=args.scale, seed=args.seed, machines=machines, workers=args.workers)
+    print(f"wrote synthetic '{args.scale}' data set (seed {args.seed}) to {root} in {time.perf_counter() - t0:.1f} s")
+    print(f"next: python -m asdcore info {root}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from asdcore.data import discover
+
+    ds = discover(args.data, ground_truth=args.ground_truth)
+    print(f"data folder: {ds.root}")
+    print(f"layout:      {ds.layout}")
+    print(f"clips:       {len(ds.clips)} in {len(ds.machines())} machine type(s): {', '.join(ds.machines())}")
+    summary = ds.summary()
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(summary.to_string(index=False))
+    unlabelled = [m for m in ds.machines() if not ds.has_test_labels(m)]
+    if unlabelled:
+        print(
+            f"\nno test labels for: {', '.join(unlabelled)} (evaluation-style clips; scores and "
+            "submission files can be made, metrics need the ground-truth CSVs: --ground-truth DIR)"
+        )
+    if ds.problems:
+        print(f"\n{len(ds.problems)} problem(s); skipped:")
+        for p in ds.problems[: args.max_problems]:
+            print(f"  {p}")
+        if len(ds.problems) > args.max_problems:
+            print(f"  ... and {len(ds.problems) - args.max_problems} more (--max-problems N)")
+    else:
+        print("\nno problems found")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from asdcore.data import discover
+    from asdcore.export import read_scores, scores_for_evaluation
+    from asdcore.metrics import format_table, metrics_table, write_metrics_csv
+
+    ds = discover(args.data, ground_truth=args.ground_truth)
+    scores = read_scores(args.scores)
+    clips = ds.to_frame()
+    clips = clips[(clips["split"] == "test") & clips["machine"].isin(sorted(set(scores["machine"])))]
+    if clips.empty:
+        raise DataError(
+            f"none of the machine types in {args.scores} ({', '.join(sorted(set(scores['machine'])))}) "
+            f"has test clips in {ds.root} ({', '.join(ds.machines())})"
+        )
+    missing_labels = clips[clips["label"].isna() | clips["domain"].isna()]
+    if not missing_labels.empty:
+        raise DataError(
+            f"{len(missing_labels)} test clip(s) have no label/domain (e.g. {missing_labels['file_name'].iloc[0]}); "
+            "give the official ground-truth folder with --ground-truth DIR"
+        )
+    joined = scores_for_evaluation(scores, clips)
+    table = metrics_table(joined)
+    print(format_table(table))
+    out = Path(args.out) if args.out else Path(args.scores) / "metrics.csv"
+    write_metrics_csv(table, out)
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from asdcore.data import discover
+    from asdcore.runs import official_score_of
+    from asdcore.systems import get_system
+
+    system = get_system(args.system)
+    machines = args.machines.split(",") if args.machines else None
+    ds = discover(args.data, machines=machines)
+    machines = machines or ds.machines()
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                 "device": args.device}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.replace("-", "_")] = _parse_value(value)
+    run = system.new_run(Path(args.out), ds, machines, resume=args.resume, **overrides)
+    t0 = time.perf_counter()
+    system.train(run, ds, resume=args.resume, progress=not args.quiet)
+    print(f"trained {args.system} on {len(machines)} machine type(s) in {time.perf_counter() - t0:.1f} s -> {run.path}")
+    _print_metrics(run.path)
+    score = official_score_of(run)
+    if score is not None:
+        print(f"official score (hmean): {100 * score:.2f} %")
+    return 0
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _print_metrics(folder: Path) -> None:
+    from asdcore.metrics import format_table, read_metrics_csv
+
+    path = Path(folder) / "metrics.csv"
+    if path.exists():
+        print(format_table(read_metrics_csv(path)))
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from asdcore.data import discover
+    from asdcore.runs import Run
+    from asdcore.systems import compatible, get_system
+
+    run = Run.open(args.run)
+    name = args.system or run.config.system
+    if not compatible(run.config.system, name):
+        raise ValueError(f"{name} cannot score a {run.config.system} run (different frontend)")
+    ds = discover(args.data, ground_truth=args.ground_truth)
+    out = Path(args.out) if args.out else run.path / "scored" / Path(args.data).resolve().name
+    if name != run.config.system and not args.out:
+        out = out.with_name(f"{out.name}-{name}")
+    get_system(name).score(run, ds, out, progress=not args.quiet)
+    print(f"scores and submission files written to {out / 'scores'}")
+    if (out / "metrics.csv").exists():
+        _print_metrics(out)
+    else:
+        print("no metrics: the test clips have no labels (give --ground-truth DIR for an evaluation set)")
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from asdcore.runs import list_runs
+
+    table = list_runs(args.folder)
+    if table.empty:
+        print(f"no run folders under {args.folder}")
+        return 0
+    table["hmean"] = table["hmean"].map(lambda v: "-" if v is None or pd.isna(v) else f"{100 * v:.2f} %")
+    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+        print(table.to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m asdcore",
+        description="ASD Workbench: anomalous sound detection for machines (DCASE 2024 Task 2 setting).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic machine-sound data set in the DCASE 2024 layout",
+                       description="Write a synthetic data set (seven 2024 dev machine types) in the DCASE development layout.")
+    p.add_argument("--out", required=True, help="folder to write (the data root; dev_data/raw/<machine>/ inside)")
+    p.add_argument("--scale", default="small", choices=["tiny", "small", "full"],
+                   help="tiny: a few clips (tests); small: quick demo; full: DCASE-sized (990 source train clips, 50 per test group)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
+    p.add_argument("--machines", default=None, help="comma-separated subset of machine types (default: all seven)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of CPU cores)")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("info", help="what a data folder holds: machines, sections, domains, attributes, counts, problems",
+                       description="Summarise a data folder in any known DCASE layout and list problems found.")
+    p.add_argument("data", help="data root (DCASE layout)")
+    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+    p.add_argument("--max-problems", type=int, default=20, help="how many problems to list (default 20)")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("evaluate", help="official AUC/pAUC table of anomaly-score CSVs against a labelled data folder",
+                       description="Read official anomaly_score_*.csv files, print the per-machine table "
+                                   "(AUC source, AUC target, pAUC, official harmonic mean) and write it as CSV.")
+    p.add_argument("data", help="data root with labelled test clips (or give --ground-truth)")
+    p.add_argument("scores", metavar="SCORES_DIR", help="folder holding anomaly_score_<machine>_section_<ss>_test.csv files")
+    p.add_argument("--out", default=None, help="CSV to write (default: SCORES_DIR/metrics.csv)")
+    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    from asdcore.systems import SYSTEM_INFO
+
+    systems_help = "; ".join(f"{k}: {v.description}" for k, v in sorted(SYSTEM_INFO.items()))
+    p = sub.add_parser("train", help="train a system on a data folder into a run folder, then score it",
+                       description=f"Train a system and score its own data. Systems: {systems_help}")
+    p.add_argument("data", help="data root (DCASE layout)")
+    p.add_argument("--system", required=True, choices=sorted(SYSTEM_INFO), help="system to train")
+    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--machines", default=None, help="comma-separated machine types (default: all in DATA)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (system default if omitted)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (system default if omitted)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (system default if omitted)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other system setting, repeatable")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("score", help="score a data folder with a trained run (submission files, metrics if labelled)",
+                       description="Score DATA with the run's model: official anomaly_score/decision_result CSVs, "
+                                   "embeddings and, for labelled test clips, metrics.csv.")
+    p.add_argument("run", metavar="RUN", help="run folder made by 'train'")
+    p.add_argument("data", metavar="DATA", help="data folder to score (the run's own data or e.g. an evaluation set)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/scored/<data folder name>)")
+    p.add_argument("--system", default=None, help="score with another backend of the same frontend (e.g. ae-mahala)")
+    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("runs", help="list run folders with their official score",
+                       description="List run folders (searched two levels deep) with system, status and official hmean.")
+    p.add_argument("folder", nargs="?", default="runs", help="folder holding run folders (default: runs)")
+    p.set_defaults(func=_cmd_runs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, AudioError, RunError, ValueError, FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        if os.environ.get("ASDCORE_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,613 @@
+"""DCASE Task 2 data layer: clip records, layout discovery, ground truth and audio loading.
+
+Layouts understood (DCASE 2020-2025 share them):
+
+* development: ``<root>/dev_data/raw/<machine>/{train,test}/`` (also ``eval_data/raw``),
+  or the same machine folders directly under ``<root>``, or ``<root>`` itself being one
+  machine folder;
+* file names ``section_SS_<domain>_<split>_<label>_NNNN_<attrs>.wav`` where ``<attrs>`` is
+  ``name_value`` pairs joined by ``_`` or the literal ``noAttribute``;
+* evaluation test clips ``section_SS_NNNN.wav`` carry no domain or label; those come from the
+  official headerless ground-truth CSVs (``ground_truth_data/ground_truth_<machine>_section_SS_test.csv``
+  with ``file,0|1`` and ``ground_truth_domain/...`` with ``file,0|1`` where 0 = source) when they
+  are found under the root or in a folder given by the caller.
+
+Names that do not parse are listed as problems and skipped; discovery never stops at the
+first bad file because a real download often contains stray files (``.DS_Store``, notes).
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+
+SAMPLE_RATE = 16_000
+DEFAULT_SECONDS = 12.0
+MAX_SECONDS = 600.0  # refuse to decode longer files: a 10-minute clip is surely not a DCASE clip
+DOMAINS = ("source", "target")
+SPLITS = ("train", "test")
+NO_ATTRIBUTE = "noAttribute"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+DEV_NAME = re.compile(
+    r"^section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)_"
+    r"(?P<label>normal|anomaly)_(?P<index>\d+)(?:_(?P<attrs>.+?))?\.(?:wav|flac|ogg)$"
+)
+EVAL_NAME = re.compile(r"^section_(?P<section>\d{2})_(?P<index>\d+)\.(?:wav|flac|ogg)$")
+GT_FILE = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d{2})_test\.csv$")
+
+
+class DataError(ValueError):
+    """A data folder that cannot be used; the message says what was expected and found."""
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used (unreadable, not audio, empty, too long ...)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path.name}: {reason}")
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One clip, with everything its file name (and ground truth) says about it.
+
+    ``domain`` and ``label`` are ``None`` for evaluation test clips whose ground truth is
+    unknown; ``attributes`` is empty for ``noAttribute`` clips and for evaluation test clips.
+    """
+
+    path: Path
+    machine: str
+    section: str
+    split: str
+    domain: str | None
+    label: int | None
+    index: str
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def file_name(self) -> str:
+        return self.path.name
+
+    @property
+    def is_anomaly(self) -> bool:
+        return self.label == 1
+
+    @property
+    def attribute_string(self) -> str:
+        """``vel_6_loc_A`` style string, ``noAttribute`` when there are none."""
+        if not self.attributes:
+            return NO_ATTRIBUTE
+        return "_".join(f"{k}_{v}" for k, v in self.attributes)
+
+    def as_dict(self) -> dict:
+        return {
+            "machine": self.machine,
+            "section": self.section,
+            "split": self.split,
+            "domain": self.domain,
+            "label": self.label,
+            "index": self.index,
+            "attributes": self.attribute_string,
+            "file_name": self.file_name,
+            "path": str(self.path),
+        }
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something discovery skipped or could not use, kept to show the user."""
+
+    kind: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.path}: {self.message}"
+
+
+def parse_attributes(text: str | None) -> tuple[tuple[str, str], ...] | None:
+    """Split ``vel_6_loc_A`` into pairs; ``noAttribute``/empty -> (); odd token count -> None."""
+    if text is None or text == "" or text == NO_ATTRIBUTE:
+        return ()
+    tokens = text.split("_")
+    if len(tokens) % 2:
+        return None
+    return tuple((tokens[i], tokens[i + 1]) for i in range(0, len(tokens), 2))
+
+
+def parse_name(
+    path: str | Path, machine: str, split: str | None = None
+) -> ClipRecord:
+    """Parse a DCASE clip file name into a :class:`ClipRecord`.
+
+    ``split`` is the folder the clip sits in; it is needed for evaluation test names, which do
+    not carry it. Raises :class:`DataError` for a name of no known shape.
+    """
+    path = Path(path)
+    name = path.name
+    m = DEV_NAME.match(name)
+    if m:
+        attrs = parse_attributes(m.group("attrs"))
+        if attrs is None:
+            # Keep the raw string rather than guess how to split it; attributes_XX.csv can fix it.
+            attrs = (("attributes", m.group("attrs")),)
+        return ClipRecord(
+            path=path,
+            machine=machine,
+            section=m.group("section"),
+            split=m.group("split"),
+            domain=m.group("domain"),
+            label=1 if m.group("label") == "anomaly" else 0,
+            index=m.group("index"),
+            attributes=attrs,
+        )
+    m = EVAL_NAME.match(name)
+    if m:
+        return ClipRecord(
+            path=path,
+            machine=machine,
+            section=m.group("section"),
+            split=split or "test",
+            domain=None,
+            label=None,
+            index=m.group("index"),
+        )
+    raise DataError(
+        f"unrecognised clip name {name!r}: expected "
+        "'section_00_<source|target>_<train|test>_<normal|anomaly>_0000_<attrs>.wav' "
+        "or the evaluation form 'section_00_0000.wav'"
+    )
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+@dataclass
+class Dataset:
+    """Clips found under a root, the layout they were found in, and what was skipped."""
+
+    root: Path
+    layout: str
+    clips: list[ClipRecord]
+    problems: list[Problem] = field(default_factory=list)
+
+    def machines(self) -> list[str]:
+        return sorted({c.machine for c in self.clips}, key=str.lower)
+
+    def select(
+        self,
+        machine: str | None = None,
+        section: str | None = None,
+        split: str | None = None,
+        domain: str | None = None,
+        label: int | None = None,
+    ) -> list[ClipRecord]:
+        """Clips matching every given field (None = any)."""
+        out = []
+        for c in self.clips:
+            if machine is not None and c.machine != machine:
+                continue
+            if section is not None and c.section != section:
+                continue
+            if split is not None and c.split != split:
+                continue
+            if domain is not None and c.domain != domain:
+                continue
+            if label is not None and c.label != label:
+                continue
+            out.append(c)
+        return out
+
+    def has_test_labels(self, machine: str | None = None) -> bool:
+        """True when every test clip (of ``machine``) has both domain and label."""
+        test = self.select(machine=machine, split="test")
+        return bool(test) and all(c.label is not None and c.domain is not None for c in test)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([c.as_dict() for c in self.clips])
+
+    def summary(self):
+        """Per machine/section counts by split, domain and label, plus attribute names."""
+        import pandas as pd
+
+        rows = []
+        for machine in self.machines():
+            for section in sorted({c.section for c in self.select(machine=machine)}):
+                clips = self.select(machine=machine, section=section)
+                counts = Counter((c.split, c.domain or "?", {0: "normal", 1: "anomaly"}.get(c.label, "?")) for c in clips)
+                attr_names = sorted({k for c in clips for k, _ in c.attributes})
+                rows.append(
+                    {
+                        "machine": machine,
+                        "section": section,
+                        "train_source": counts[("train", "source", "normal")],
+                        "train_target": counts[("train", "target", "normal")],
+                        "test_source_normal": counts[("test", "source", "normal")],
+                        "test_source_anomaly": counts[("test", "source", "anomaly")],
+                        "test_target_normal": counts[("test", "target", "normal")],
+                        "test_target_anomaly": counts[("test", "target", "anomaly")],
+                        "test_unlabelled": sum(1 for c in clips if c.split == "test" and c.label is None),
+                        "attributes": ",".join(attr_names) if attr_names else NO_ATTRIBUTE,
+                        "attribute_values": len({c.attribute_string for c in clips if c.split == "train"}),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+
+def _is_machine_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / s).is_dir() for s in SPLITS)
+
+
+def find_machine_dirs(root: Path) -> tuple[str, list[Path]]:
+    """Locate machine folders under ``root``; returns (layout name, folders)."""
+    if _is_machine_dir(root):
+        return "single machine folder", [root]
+    for sub in ("dev_data/raw", "eval_data/raw", "raw"):
+        base = root / sub
+        if base.is_dir():
+            dirs = sorted((p for p in base.iterdir() if _is_machine_dir(p)), key=lambda p: p.name.lower())
+            if dirs:
+                return f"{sub}/<machine>", dirs
+    dirs = sorted((p for p in root.iterdir() if _is_machine_dir(p)), key=lambda p: p.name.lower())
+    if dirs:
+        return "<machine>", dirs
+    # dev_data and eval_data side by side (the official download unpacked in one place)
+    merged = []
+    for sub in ("dev_data", "eval_data"):
+        base = root / sub
+        if base.is_dir():
+            merged += [p for p in base.iterdir() if _is_machine_dir(p)]
+    if merged:
+        return "{dev,eval}_data/<machine>", sorted(merged, key=lambda p: p.name.lower())
+    return "", []
+
+
+def _describe_folder(root: Path, limit: int = 12) -> str:
+    try:
+        entries = sorted(root.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        return f"(cannot list: {exc})"
+    if not entries:
+        return "an empty folder"
+    shown = [p.name + ("/" if p.is_dir() else "") for p in entries[:limit]]
+    more = f" and {len(entries) - limit} more" if len(entries) > limit else ""
+    return ", ".join(shown) + more
+
+
+def read_attribute_csv(path: str | Path) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Read ``attributes_SS.csv`` (``file_name,d1p,d1v,d2p,d2v,...``) -> {file name: pairs}.
+
+    Keys are bare file names (the CSV stores ``<machine>/<split>/<file>``). ``noAttribute`` and
+    empty cells give no pair.
+    """
+    path = Path(path)
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header or header[0].strip() != "file_name":
+            raise DataError(f"{path}: expected a header starting with 'file_name', found {header!r}")
+        for row in reader:
+            if not row:
+                continue
+            pairs = []
+            for i in range(1, len(row) - 1, 2):
+                key, value = row[i].strip(), row[i + 1].strip()
+                if key and key != NO_ATTRIBUTE:
+                    pairs.append((key, value))
+            out[Path(row[0].strip()).name] = tuple(pairs)
+    return out
+
+
+def read_ground_truth(folder: str | Path) -> dict[tuple[str, str], dict[str, tuple[str | None, int | None]]]:
+    """Find official ground-truth CSVs under ``folder``.
+
+    Returns {(machine, section): {file name: (domain, label)}}. Label files live in a folder
+    whose name contains ``data`` (``ground_truth_data``), domain files in one containing
+    ``domain``; both are headerless ``file_name,0|1`` (domain 0 = source, 1 = target).
+    """
+    folder = Path(folder)
+    labels: dict[tuple[str, str], dict[str, int]] = {}
+    domains: dict[tuple[str, str], dict[str, str]] = {}
+    for csv_path in sorted(folder.rglob("ground_truth_*_section_*_test.csv")):
+        m = GT_FILE.match(csv_path.name)
+        if not m:
+            continue
+        key = (m.group("machine"), m.group("section"))
+        kind = csv_path.parent.name.lower()
+        if "attribute" in kind:
+            continue
+        values: dict[str, int] = {}
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            for lineno, row in enumerate(csv.reader(fh), 1):
+                if not row or not row[0].strip():
+                    continue
+                if len(row) < 2 or row[1].strip() not in ("0", "1"):
+                    if lineno == 1:
+                        continue  # tolerate a header line
+                    raise DataError(f"{csv_path}:{lineno}: expected 'file_name,0|1', found {row!r}")
+                values[Path(row[0].strip()).name] = int(row[1].strip())
+        if "domain" in kind:
+            domains[key] = {k: DOMAINS[v] for k, v in values.items()}
+        else:
+            labels[key] = values
+    out: dict[tuple[str, str], dict[str, tuple[str | None, int | None]]] = {}
+    for key in set(labels) | set(domains):
+        names = set(labels.get(key, {})) | set(domains.get(key, {}))
+        out[key] = {n: (domains.get(key, {}).get(n), labels.get(key, {}).get(n)) for n in names}
+    return out
+
+
+def _apply_ground_truth(
+    clip: ClipRecord, gt: dict[tuple[str, str], dict[str, tuple[str | None, int | None]]]
+) -> ClipRecord:
+    entry = gt.get((clip.machine, clip.section), {}).get(clip.file_name)
+    if entry is None:
+        return clip
+    domain, label = entry
+    return replace(
+        clip,
+        domain=clip.domain if domain is None else domain,
+        label=clip.label if label is None else label,
+    )
+
+
+def discover(
+    root: str | Path,
+    machines: Sequence[str] | None = None,
+    ground_truth: str | Path | None = None,
+) -> Dataset:
+    """Find every clip under ``root`` in any known DCASE layout.
+
+    ``machines`` restricts the machine types (unknown names are an error that lists those
+    present). ``ground_truth`` is a folder with the official ground-truth CSVs for evaluation
+    sets; when omitted, CSVs found under ``root`` are used.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, expected a data folder")
+    layout, machine_dirs = find_machine_dirs(root)
+    if not machine_dirs:
+        raise DataError(
+            f"{root} is not in any known DCASE layout. Expected '<root>/dev_data/raw/<machine>/train/' "
+            f"(or '<root>/<machine>/train/' or a machine folder with 'train/' and 'test/'), "
+            f"with clips like 'section_00_source_train_normal_0000_<attrs>.wav'. Found: {_describe_folder(root)}"
+        )
+    if machines is not None:
+        present = {d.name for d in machine_dirs}
+        missing = [m for m in machines if m not in present]
+        if missing:
+            raise DataError(
+                f"machine type(s) {', '.join(missing)} not found in {root}; present: {', '.join(sorted(present, key=str.lower))}"
+            )
+        machine_dirs = [d for d in machine_dirs if d.name in set(machines)]
+
+    gt = read_ground_truth(ground_truth if ground_truth is not None else root)
+    if ground_truth is not None and not gt:
+        raise DataError(f"no ground-truth CSVs (ground_truth_<machine>_section_SS_test.csv) found in {ground_truth}")
+
+    clips: list[ClipRecord] = []
+    problems: list[Problem] = []
+    for mdir in machine_dirs:
+        machine = mdir.name
+        attr_maps: dict[str, tuple[tuple[str, str], ...]] = {}
+        for attr_csv in sorted(mdir.glob("attributes_*.csv")):
+            try:
+                attr_maps.update(read_attribute_csv(attr_csv))
+            except (DataError, OSError, UnicodeDecodeError) as exc:
+                problems.append(Problem("attributes", str(attr_csv), str(exc)))
+        for split in SPLITS:
+            sdir = mdir / split
+            if not sdir.is_dir():
+                continue
+            for path in sorted(sdir.iterdir()):
+                if path.is_dir() or path.name.startswith("."):
+                    continue
+                if path.suffix.lower() not in AUDIO_SUFFIXES:
+                    problems.append(Problem("not audio", str(path), "skipped: not a .wav/.flac/.ogg file"))
+                    continue
+                try:
+                    clip = parse_name(path, machine, split)
+                except DataError as exc:
+                    problems.append(Problem("bad name", str(path), str(exc)))
+                    continue
+                if clip.split != split:
+                    problems.append(
+                        Problem("misplaced", str(path), f"name says split '{clip.split}' but it is in '{split}/'")
+                    )
+                    continue
+                if path.name in attr_maps and (
+                    not clip.attributes or clip.attributes[0][0] == "attributes"
+                ):
+                    # the CSV is authoritative where the name could not be split into pairs
+                    if attr_maps[path.name]:
+                        clip = replace(clip, attributes=attr_maps[path.name])
+                clip = _apply_ground_truth(clip, gt)
+                clips.append(clip)
+    if not clips:
+        raise DataError(
+            f"{root} has machine folders ({', '.join(d.name for d in machine_dirs)}) but no usable clips; "
+            f"{len(problems)} file(s) were skipped"
+            + (f", e.g. {problems[0]}" if problems else "")
+        )
+    return Dataset(root=root, layout=layout, clips=clips, problems=problems)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int):
+    import torchaudio
+
+    return torchaudio.transforms.Resample(orig_freq=orig, new_freq=new)
+
+
+def load_audio(
+    path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS
+) -> np.ndarray:
+    """Read a clip as mono float32 at ``sample_rate``.
+
+    Multi-channel audio is averaged to mono (DCASE clips are single microphones; averaging keeps
+    the level comparable). Other rates are resampled with torchaudio's band-limited sinc
+    resampler. Raises :class:`AudioError` with a specific reason for anything unusable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "file not found" if not path.exists() else "not a file")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(path, f"not a readable audio file ({_short(exc)})") from None
+    if info.samplerate <= 0:
+        raise AudioError(path, f"invalid sample rate {info.samplerate}")
+    if info.frames == 0:
+        raise AudioError(path, "empty clip (0 samples)")
+    declared = _wav_declared_data_bytes(path)
+    if declared is not None and declared[0] > declared[1]:
+        raise AudioError(
+            path, f"truncated WAV: its header declares {declared[0]} bytes of audio but only {declared[1]} are present"
+        )
+    seconds = info.frames / info.samplerate
+    if seconds > max_seconds:
+        raise AudioError(path, f"clip is {seconds:.0f} s long; the limit is {max_seconds:.0f} s")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(path, f"corrupt or truncated audio ({_short(exc)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(path, "empty clip (0 samples could be decoded)")
+    if data.shape[0] < info.frames:
+        raise AudioError(path, f"truncated: header declares {info.frames} samples but only {data.shape[0]} decode")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "contains NaN or infinite samples")
+    return _to_mono_rate(data, sr, sample_rate)
+
+
+def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
+    """(declared, present) size of a RIFF/WAVE 'data' chunk, or None when not applicable.
+
+    libsndfile quietly shortens a truncated WAV to what is left, so a half-copied download
+    would otherwise pass as a shorter clip. Streaming writers that leave the size at
+    0 or 0xFFFFFFFF are not flagged.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = path.stat().st_size
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk_id, chunk_len = struct.unpack("<4sI", fh.read(8))
+                if chunk_id == b"data":
+                    if chunk_len in (0, 0xFFFFFFFF):
+                        return None
+                    return chunk_len, size - pos - 8
+                pos += 8 + chunk_len + (chunk_len & 1)
+    except OSError:
+        return None
+    return None
+
+
+def decode_audio(data: bytes, name: str = "upload", sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """Like :func:`load_audio` for bytes in memory (uploads), with the same checks."""
+    import io
+
+    if not data:
+        raise AudioError(name, "empty file (0 bytes)")
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(name, f"not a readable audio file ({_short(exc)})") from None
+    if info.frames == 0:
+        raise AudioError(name, "empty clip (0 samples)")
+    if info.frames / info.samplerate > max_seconds:
+        raise AudioError(name, f"clip is {info.frames / info.samplerate:.0f} s long; the limit is {max_seconds:.0f} s")
+    try:
+        wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(name, f"corrupt or truncated audio ({_short(exc)})") from None
+    if wave.shape[0] == 0:
+        raise AudioError(name, "empty clip (0 samples could be decoded)")
+    if not np.isfinite(wave).all():
+        raise AudioError(name, "contains NaN or infinite samples")
+    return _to_mono_rate(wave, sr, sample_rate)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _to_mono_rate(data: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if sr != sample_rate:
+        import torch
+
+        mono = _resampler(int(sr), int(sample_rate))(torch.from_numpy(mono)).numpy().astype(np.float32)
+    return mono
+
+
+def fix_length(wave: np.ndarray, length: int) -> np.ndarray:
+    """Pad or crop to exactly ``length`` samples.
+
+    Longer clips keep their first ``length`` samples (deterministic, so a clip always gives the
+    same embedding). Shorter clips are *tiled*: repeated end to end and cut. Machine sounds are
+    close to stationary, so tiling keeps the spectrum and level of the clip, while zero padding
+    would add silence whose length differs by machine type and leaks into the amplitude
+    spectrum and the learned embedding.
+    """
+    n = wave.shape[-1]
+    if n == 0:
+        raise ValueError("cannot pad an empty clip")
+    if n >= length:
+        return wave[..., :length]
+    reps = math.ceil(length / n)
+    return np.tile(wave, reps)[..., :length]
+
+
+def load_clip(
+    path: str | Path, sample_rate: int = SAMPLE_RATE, seconds: float | None = DEFAULT_SECONDS
+) -> np.ndarray:
+    """Load, downmix, resample and (when ``seconds`` is set) pad/crop one clip."""
+    wave = load_audio(path, sample_rate)
+    if seconds is None:
+        return wave
+    return fix_length(wave, int(round(seconds * sample_rate)))
+
+
+def load_clips(
+    paths: Iterable[str | Path],
+    sample_rate: int = SAMPLE_RATE,
+    seconds: float = DEFAULT_SECONDS,
+    progress: bool = False,
+    desc: str = "loading",
+) -> np.ndarray:
+    """Load many clips into one (N, samples) float32 array, with an optional tqdm bar."""
+    from tqdm.auto import tqdm
+
+    paths = list(paths)
+    out = np.empty((len(paths), int(round(seconds * sample_rate))), dtype=np.float32)
+    for i, p in enumerate(tqdm(paths, desc=desc, disable=not progress, unit="clip")):
+        out[i] = load_clip(p, sample_rate, seconds)
+    return out

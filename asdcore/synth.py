@@ -1,0 +1,1288 @@
+"""Synthetic machine sounds in the exact DCASE 2024 Task 2 development-set layout.
+
+Why this exists
+---------------
+The real DCASE data cannot be shipped with the project, yet every part of the toolkit (loaders, models,
+metrics, the UI) needs a data set with the real folder layout, file names, attribute files, clip lengths,
+domain shift and, above all, a realistic difficulty. This module synthesises one. The sounds are built from
+the physics of each machine rather than from arbitrary tones, so that
+
+* normal clips vary the way real recordings vary (speed jitter, load, phases, levels, factory noise),
+* the target domain is a *real* shift (other operating points and other background noise), represented by
+  only 10 training clips, as in DCASE,
+* anomalies are plausible, mostly subtle deviations (random severity per clip, many small) of several kinds
+  per machine, which a simple spectral-statistics detector only partly catches while a model that looks at
+  temporal structure (impulse periodicity, timing, modulation) can in principle do better.
+
+Layout written (``<out>`` is what :func:`generate_dataset` returns)::
+
+    <out>/dev_data/raw/<machine>/train/section_00_{source,target}_train_normal_NNNN_<attrs>.wav
+    <out>/dev_data/raw/<machine>/test/section_00_{source,target}_test_{normal,anomaly}_NNNN_<attrs>.wav
+    <out>/dev_data/raw/<machine>/attributes_00.csv
+
+``NNNN`` counts within each file group (domain x split x label) from 0000, as in DCASE. ``<attrs>`` is
+``name_value`` pairs joined by ``_``, or ``noAttribute`` for ToyTrain, gearbox and slider, whose operating
+conditions still vary internally but are hidden, as in the 2024 development set. Clips are 16 kHz mono
+16-bit PCM; 10 s long, 12 s for ToyCar and ToyTrain.
+
+Common signal chain (every machine)
+-----------------------------------
+``clip = gain * (machine(t) + background(t))``. The machine part is written in "reference units" where a
+typical machine at a middle operating point has RMS about 1, so faster / more loaded operating points are
+genuinely louder. The background is a factory hall: coloured broadband noise (spectral tilt and HVAC /
+compressor bumps), mains hum at twice the mains frequency (transformer and motor magnetostriction), tonal
+harmonics of other machines running in the hall, distant clanks (impacts ringing in the hall) and slow level
+sway (doors, forklifts). Its level relative to the machine is drawn per clip from a domain-specific range and
+its type comes from the domain's pool, so the *target domain hears different halls* (other hum frequency,
+other colour, more impacts, lower SNR).
+
+Machines and their physics
+--------------------------
+bearing (attributes ``vel``, ``loc``)
+    A shaft turning at ``fr = 2.5 * vel`` Hz in a rolling-element bearing (9 balls, d/D = 0.22). Normal
+    sound: shaft harmonics from residual imbalance/misalignment (force ~ omega^2), motor hum, and rolling
+    noise, i.e. broadband noise filtered by the housing resonances, weakly amplitude-modulated at the cage
+    (FTF = 0.39 fr) and outer-race pass frequency (balls passing the load zone), plus rare random
+    micro-impacts from surface roughness. ``loc`` is the microphone position: a different transfer function
+    (close/high-frequency rich, far/low-passed, or with a floor reflection comb). Anomalies: outer-race
+    defect (impulses at BPFO = 3.51 fr with slip jitter, ringing the housing resonances), inner-race defect
+    (impulses at BPFI = 5.49 fr, amplitude-modulated once per revolution as the defect passes through the
+    load zone), rolling-element defect (impulses at 2 BSF, modulated at the cage frequency), lubrication
+    loss (rising high-frequency rolling noise and more micro-impacts).
+
+fan (attributes ``m-n``, ``spd``)
+    An axial fan with 7 blades at ``fr`` = 17.5 / 21 / 24.5 Hz for speed steps 1 / 2 / 3. Aerodynamics
+    dominate: turbulent broadband noise whose spectral hump scales with speed (Strouhal) and whose level
+    grows with the 5th power of speed, amplitude-modulated at the blade-pass frequency (BPF = 7 fr), plus
+    BPF harmonics (rotor-stator interaction), the motor's 100/120 Hz hum and rotor-slot harmonic, and a
+    small 1x component from residual imbalance. ``m-n`` names the factory noise mixed in (W/X/Y in the
+    source domain, Z in the target domain). Anomalies: increased imbalance (stronger once-per-revolution
+    amplitude modulation and 1x/2x vibration), blade damage (one blade differs, breaking the 7-fold symmetry:
+    energy at non-BPF multiples of fr around the BPF harmonics and a once-per-rev flutter of the turbulence),
+    motor-bearing wear (high-frequency rolling noise and bearing impulses), flow obstruction / clogging (the
+    fan unloads: slightly higher speed, lower turbulence hump, stronger BPF tones).
+
+gearbox (hidden: motor voltage ``volt`` and load weight ``wt``)
+    A DC motor (speed ~ voltage, drooping with load) drives a 12/37 tooth spur stage. Gear-mesh frequency
+    fm = 12 fr_in with harmonics whose balance depends on the load (tooth deflection raises the 2nd/3rd
+    harmonics), weak sidebands at fm +- k fr_in and fm +- k fr_out from normal run-out, commutator ripple and
+    brush hiss of the motor, all coloured by housing resonances. Anomalies: tooth crack (a stiffness drop once
+    per pinion revolution: an impulse ringing the housing plus a momentary dip of the mesh tone, i.e.
+    sidebands), wear (stronger higher mesh harmonics and broadband sliding noise), eccentric gear (amplitude
+    and phase modulation of the mesh at the output-shaft rate), backlash rattle (impacts when the load
+    fluctuates).
+
+slider (hidden: speed ``vel`` and acceleration ``acc``)
+    A ball-screw linear slide moving back and forth over a 0.3 m stroke with a trapezoidal velocity profile
+    and a dwell at each end. The servo tone follows the screw speed (cogging harmonics of v / lead), a PWM
+    whine grows with motor torque (i.e. during acceleration and braking), the carriage's rolling noise and
+    the ball recirculation clicks scale with speed, and each start/stop gives a small settling thud.
+    Anomalies: stick-slip friction squeal (intermittent harmonic bursts during motion), a loose part
+    rattling when the carriage accelerates, a damaged rail spot (a click at the same position on every pass),
+    stuttering motion (velocity ripple that modulates all motion sounds).
+
+valve (attributes ``v1pat``, ``v2pat``)
+    Two solenoid valves on a pressurised line, each opening and closing in a repeating timing pattern (the
+    pattern codes). Each switching event is a plunger impact (metallic ring plus a lower thunk; closing is a
+    little different from opening); while open, turbulent flow noise coloured by the pipe's quarter-wave
+    resonances, with opening/closing ramps; closing causes a short low-frequency water-hammer oscillation.
+    A pump hums underneath. Per clip the pattern phase, the event timing (ms jitter) and levels vary.
+    Anomalies: sticking (opening/closing delayed, occasionally a cycle missed), seat leak (a weak hiss while
+    closed), contamination (partly blocked: less and higher-pitched flow, softer clicks), chattering (the
+    plunger bounces: small extra clicks right after an event). Timing anomalies barely change the average
+    spectrum, as in the real valve data.
+
+ToyCar (attributes ``car``, ``spd``, ``mic``, ``noise``)
+    A toy car running on a roller. DC motor at ``fr_m = 2.9 * V`` Hz: 3-pole commutator torque ripple
+    (harmonics at multiples of 6 fr_m), brush noise modulated at the commutation rate, pinion mesh tone
+    (10 fr_m); the wheels turn at fr_m / ratio (ratio by car model) and the tread hits the roller at
+    N_tread * fr_wheel (tread count by model variant) over broadband rolling noise. The car model also sets
+    the plastic body resonances; ``mic`` moves the microphone (motor side vs. wheel side); ``noise`` selects
+    the background. Anomalies: a chipped wheel (a thud once per wheel revolution), a bent shaft (once-per-rev
+    modulation of rolling noise and of the mesh tone), a damaged gear tooth (impulses once per gear
+    revolution), motor brush damage (arcing crackle and irregular commutation).
+
+ToyTrain (hidden: model, speed, mic, noise)
+    A toy train circling a track loop. The wheels click over rail joints every 0.2 m (four axles, so a
+    characteristic click group per joint), the rolling rumble and the motor's commutator whine and worm-gear
+    tone scale with speed, and because the train goes round the loop the level rises and falls as it
+    approaches and leaves the microphone (high frequencies more strongly). Anomalies: a wheel flat (an
+    impact once per wheel revolution), a damaged track spot (a louder click group once per loop), motor
+    brush damage (crackle), a loose coupling (random rattling).
+
+Reproducibility: every clip draws from its own ``numpy`` generator seeded with
+``SeedSequence([seed, machine, split, domain, label, index])``, so the bytes do not depend on the number of
+workers or on the order in which a process pool finishes the clips.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing as mp
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import lfilter
+
+from asdcore.atomic import atomic_path, atomic_write_text
+
+FS = 16000
+TWO_PI = 2.0 * np.pi
+NYQUIST_GUARD_HZ = 7800.0
+SECTION = "00"
+
+MACHINES: tuple[str, ...] = ("bearing", "fan", "gearbox", "slider", "ToyCar", "ToyTrain", "valve")
+HIDDEN_ATTRIBUTE_MACHINES: frozenset[str] = frozenset({"ToyTrain", "gearbox", "slider"})
+DEFAULT_CLIP_SECONDS: Mapping[str, float] = {
+    "bearing": 10.0, "fan": 10.0, "gearbox": 10.0, "slider": 10.0, "valve": 10.0,
+    "ToyCar": 12.0, "ToyTrain": 12.0,
+}
+
+# File-group order (domain, split, label) used for numbering and for the attributes file.
+GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("source", "train", "normal"),
+    ("target", "train", "normal"),
+    ("source", "test", "normal"),
+    ("source", "test", "anomaly"),
+    ("target", "test", "normal"),
+    ("target", "test", "anomaly"),
+)
+FILE_NAME_RE = re.compile(
+    r"^section_(\d{2})_(source|target)_(train|test)_(normal|anomaly)_(\d{4})_(noAttribute|[^_]+_[^_]+(?:_[^_]+_[^_]+)*)\.wav$"
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scales
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScaleConfig:
+    """How many clips each file group gets, and optionally a clip length overriding the DCASE defaults.
+
+    ``full`` mirrors the DCASE 2024 development set (990 + 10 training clips, 50 test clips per group).
+    ``small`` keeps 10 target training clips (the domain-shift setting must not change) and cuts the rest so
+    the 7 machine types generate in well under a minute on 2 cores, yet with enough test clips (15 per group)
+    for AUCs that mean something. ``tiny`` is for unit tests: a few short clips.
+    """
+
+    name: str
+    source_train: int
+    target_train: int
+    test_per_group: int
+    clip_seconds: float | None = None
+
+    def count(self, domain: str, split: str, label: str) -> int:
+        """Number of clips in one file group."""
+        if split == "train":
+            return self.source_train if domain == "source" else self.target_train
+        return self.test_per_group
+
+    def seconds_for(self, machine: str) -> float:
+        """Clip length for ``machine``: the override, else the DCASE 2024 length of that machine type."""
+        return float(self.clip_seconds) if self.clip_seconds is not None else DEFAULT_CLIP_SECONDS[machine]
+
+    def clips_per_machine(self) -> int:
+        return sum(self.count(*g) for g in GROUPS)
+
+
+SCALES: dict[str, ScaleConfig] = {
+    "tiny": ScaleConfig("tiny", source_train=4, target_train=2, test_per_group=2, clip_seconds=2.0),
+    "small": ScaleConfig("small", source_train=80, target_train=10, test_per_group=15),
+    "full": ScaleConfig("full", source_train=990, target_train=10, test_per_group=50),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Signal primitives
+# ----------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _freq_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """rfft bin frequencies and their log2 (bin 0 clamped) for an ``n``-sample clip; cached per length."""
+    f = np.fft.rfftfreq(n, 1.0 / FS)
+    f_safe = f.copy()
+    f_safe[0] = f[1]
+    return f, np.log2(f_safe)
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """A smooth magnitude response: tilt around 1 kHz, log-frequency Gaussian bumps/dips, band edges.
+
+    Used both to colour noise (rolling, turbulence, flow, factory noise) and as a transfer function
+    (housing, car body, microphone position). Working on a log-frequency axis matches how resonances and
+    octave-band colour are described acoustically.
+    """
+
+    tilt_db_oct: float = 0.0
+    bumps: tuple[tuple[float, float, float], ...] = ()  # (centre Hz, width in octaves (sd), gain dB)
+    lowcut_hz: float = 25.0
+    highcut_hz: float = 7600.0
+
+    def gain(self, n: int) -> np.ndarray:
+        f, lf = _freq_grid(n)
+        db = self.tilt_db_oct * (lf - np.log2(1000.0))
+        for fc, width, g in self.bumps:
+            db = db + g * np.exp(-0.5 * ((lf - np.log2(fc)) / width) ** 2)
+        amp = 10.0 ** (db / 20.0)
+        amp /= np.sqrt(1.0 + (self.lowcut_hz / np.maximum(f, 1e-3)) ** 4)
+        amp /= np.sqrt(1.0 + (f / self.highcut_hz) ** 8)
+        amp[0] = 0.0
+        return amp
+
+    def jittered(self, rng: np.random.Generator, tilt_sd: float = 0.3, gain_sd: float = 1.0,
+                 freq_sd: float = 0.03) -> "Spectrum":
+        """Per-clip variation: small changes of tilt, bump gains and bump frequencies."""
+        bumps = tuple(
+            (fc * float(np.exp(rng.normal(0.0, freq_sd))), w, g + float(rng.normal(0.0, gain_sd)))
+            for fc, w, g in self.bumps
+        )
+        return Spectrum(self.tilt_db_oct + float(rng.normal(0.0, tilt_sd)), bumps, self.lowcut_hz,
+                        self.highcut_hz)
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)) + 1e-20))
+
+
+def at_db(x: np.ndarray, db: float) -> np.ndarray:
+    """Scale ``x`` to an RMS of ``db`` decibels (re 1 reference unit)."""
+    return x * (10.0 ** (db / 20.0) / rms(x))
+
+
+def db_to_amp(db: float | np.ndarray) -> float | np.ndarray:
+    return 10.0 ** (np.asarray(db) / 20.0)
+
+
+def shaped_noise(rng: np.random.Generator, n: int, spec: Spectrum) -> np.ndarray:
+    """Gaussian noise with the magnitude response ``spec`` (drawn directly in the frequency domain)."""
+    m = n // 2 + 1
+    z = (rng.standard_normal(m, dtype=np.float32) + 1j * rng.standard_normal(m, dtype=np.float32)) * spec.gain(n)
+    return np.fft.irfft(z, n)
+
+
+def filter_spectrum(x: np.ndarray, spec: Spectrum) -> np.ndarray:
+    """Apply a transfer function (circular FFT filtering; clips are long compared to the responses)."""
+    return np.fft.irfft(np.fft.rfft(x) * spec.gain(len(x)), len(x))
+
+
+def wander(rng: np.random.Generator, n: int, knot_s: float, sd: float) -> np.ndarray:
+    """A slow random curve (linear interpolation of Gaussian knots every ``knot_s`` seconds)."""
+    step = knot_s * FS
+    k = int(n / step) + 3
+    knots = rng.normal(0.0, sd, k)
+    return np.interp(np.arange(n) / step, np.arange(k), knots)
+
+
+def speed_track(rng: np.random.Generator, n: int, f0: float, offset_sd: float = 0.004,
+                drift_sd: float = 0.002, knot_s: float = 0.5) -> np.ndarray:
+    """Instantaneous rotation frequency: nominal ``f0``, a per-clip offset and slow drift (supply, load)."""
+    return f0 * (1.0 + rng.normal(0.0, offset_sd) + wander(rng, n, knot_s, drift_sd))
+
+
+def cycles(freq: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Running phase in cycles of an instantaneous frequency, starting at a random phase."""
+    return np.cumsum(freq) / FS + rng.random()
+
+
+def frac(cyc: np.ndarray) -> np.ndarray:
+    """Fractional part of a phase in cycles (exact in float64, unlike float32 for long clips)."""
+    return cyc - np.floor(cyc)
+
+
+def osc(cyc: np.ndarray) -> np.ndarray:
+    """sin(2 pi cyc) computed on the fractional phase in float32 (fast SIMD path, precise enough for audio)."""
+    return np.sin((frac(cyc) * TWO_PI).astype(np.float32))
+
+
+def _cpow(z: np.ndarray, d: int) -> np.ndarray:
+    """z**d for a unit-modulus complex array by binary exponentiation (a few complex multiplies)."""
+    out, base = None, z
+    while d:
+        if d & 1:
+            out = base if out is None else out * base
+        d >>= 1
+        if d:
+            base = base * base
+    return out
+
+
+def harmonic_sum(rng: np.random.Generator, cyc: np.ndarray, amps: Sequence[float],
+                 f_nominal: float, amp_sd_db: float = 1.5) -> np.ndarray:
+    """Sum of harmonics k = 1..len(amps) of a running phase (in cycles), random phases, per-clip level jitter.
+
+    Harmonics above the Nyquist guard are dropped (they would alias). Works in complex64 on the fractional
+    phase: one sin/cos, then z**k by successive multiplication, which is much cheaper than a float64 sin per
+    harmonic. Random draws happen for every listed harmonic so the stream does not depend on the speed.
+    """
+    ph = (frac(cyc) * TWO_PI).astype(np.float32)
+    z = (np.cos(ph) + 1j * np.sin(ph)).astype(np.complex64)
+    acc = np.zeros(len(cyc), dtype=np.complex64)
+    w, k_prev = None, 0
+    steps: dict[int, np.ndarray] = {}
+    for k, a in enumerate(amps, start=1):
+        phase0 = rng.random() * TWO_PI
+        a_k = a * float(db_to_amp(rng.normal(0.0, amp_sd_db)))
+        if a <= 0.0 or k * f_nominal > NYQUIST_GUARD_HZ:
+            continue
+        gap = k - k_prev
+        if gap not in steps:
+            steps[gap] = _cpow(z, gap)
+        w = steps[gap] if w is None else w * steps[gap]
+        k_prev = k
+        acc += np.complex64(a_k * np.exp(1j * phase0)) * w
+    return acc.imag.astype(np.float64)
+
+
+def ring(x: np.ndarray, freq: float, decay_s: float) -> np.ndarray:
+    """Two-pole resonator: an impulse becomes a decaying sinusoid (a struck structural mode)."""
+    r = np.exp(-1.0 / (decay_s * FS))
+    th = TWO_PI * freq / FS
+    return lfilter([1.0 - r], [1.0, -2.0 * r * np.cos(th), r * r], x)
+
+
+Mode = tuple[float, float, float]  # (frequency Hz, decay time constant s, relative gain)
+
+
+def ring_bank(x: np.ndarray, modes: Sequence[Mode], rng: np.random.Generator | None = None) -> np.ndarray:
+    """Excite several structural modes with the same excitation; optional small per-clip mode detuning."""
+    out = np.zeros(len(x))
+    for f, d, g in modes:
+        if rng is not None:
+            f = f * float(np.exp(rng.normal(0.0, 0.01)))
+        out += g * ring(x, f, d)
+    return out
+
+
+def spikes(n: int, idx: np.ndarray, amps: np.ndarray | float) -> np.ndarray:
+    """An impulse train with impulses of ``amps`` at sample indices ``idx`` (out-of-range dropped)."""
+    x = np.zeros(n)
+    idx = np.asarray(idx, dtype=np.int64)
+    a = np.broadcast_to(np.asarray(amps, dtype=float), idx.shape)
+    keep = (idx >= 0) & (idx < n)
+    np.add.at(x, idx[keep], a[keep])
+    return x
+
+
+def crossings(cyc: np.ndarray) -> np.ndarray:
+    """Sample indices where a running phase (in cycles) passes an integer: one event per cycle."""
+    return np.nonzero(np.diff(np.floor(cyc)) > 0)[0] + 1
+
+
+def jitter_idx(rng: np.random.Generator, idx: np.ndarray, sd_s: float) -> np.ndarray:
+    return idx + np.round(rng.normal(0.0, sd_s * FS, len(idx))).astype(np.int64)
+
+
+def poisson_idx(rng: np.random.Generator, rate: np.ndarray | float, n: int) -> np.ndarray:
+    """Event sample indices of a (possibly time-varying) Poisson process with ``rate`` events/s."""
+    if np.isscalar(rate):
+        k = rng.poisson(float(rate) * n / FS)
+        return np.sort(rng.integers(0, n, k))
+    return np.nonzero(rng.random(n) < np.asarray(rate) / FS)[0]
+
+
+def gate_from_intervals(n: int, intervals: Sequence[tuple[float, float]], rise_s: float,
+                        fall_s: float) -> np.ndarray:
+    """0/1 gate with raised-cosine ramps: 1 between each (on, off) time in seconds."""
+    g = np.zeros(n)
+    for on, off in intervals:
+        a, b = int(round(on * FS)), int(round(off * FS))
+        if b <= 0 or a >= n or b <= a:
+            continue
+        ra, rb = max(int(rise_s * FS), 1), max(int(fall_s * FS), 1)
+        seg = np.ones(b - a + rb)
+        up = min(ra, b - a)
+        seg[:up] = 0.5 - 0.5 * np.cos(np.pi * np.arange(up) / ra)
+        seg[b - a:] = seg[b - a - 1] * (0.5 + 0.5 * np.cos(np.pi * np.arange(rb) / rb))
+        lo, hi = max(a, 0), min(a + len(seg), n)
+        g[lo:hi] = np.maximum(g[lo:hi], seg[lo - a:hi - a])
+    return g
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Background (factory hall) noise
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Background:
+    """A factory hall: coloured noise, mains hum, other machines' tones, distant clanks, level sway."""
+
+    name: str
+    spectrum: Spectrum
+    mains_hz: float          # 50 or 60; hum appears at twice this (magnetostriction) and harmonics
+    hum_db: float            # hum level relative to the broadband noise
+    tones: tuple[float, ...]  # fundamentals of other machines in the hall
+    tone_db: float
+    clank_rate: float        # distant impacts per second
+    clank_db: float
+    sway_db: float           # sd of slow level fluctuation in dB
+
+
+BACKGROUNDS: dict[str, Background] = {
+    # Source-domain halls: 50 Hz mains, pinkish, HVAC / compressor bumps.
+    "hall_a": Background("hall_a", Spectrum(-3.0, ((130.0, 0.8, 6.0), (700.0, 1.2, 3.0))), 50.0, -8.0,
+                         (37.0,), -14.0, 0.3, -8.0, 1.0),
+    "hall_b": Background("hall_b", Spectrum(-4.5, ((250.0, 0.7, 5.0), (1800.0, 0.8, 2.0))), 50.0, -11.0,
+                         (29.5, 61.0), -16.0, 0.5, -10.0, 1.5),
+    "hall_c": Background("hall_c", Spectrum(-2.5, ((90.0, 0.6, 4.0), (1200.0, 1.0, 4.0))), 50.0, -9.0,
+                         (48.5,), -12.0, 0.2, -9.0, 0.8),
+    # Target-domain halls: 60 Hz mains, whiter (compressed-air hiss), more impacts, other machines.
+    "hall_x": Background("hall_x", Spectrum(-1.2, ((4000.0, 0.9, 5.0), (300.0, 1.0, 3.0))), 60.0, -7.0,
+                         (43.0,), -12.0, 0.9, -6.0, 2.0),
+    "hall_y": Background("hall_y", Spectrum(-5.5, ((65.0, 0.7, 8.0), (520.0, 0.9, 4.0))), 60.0, -10.0,
+                         (33.0, 83.0), -11.0, 0.6, -7.0, 2.0),
+}
+
+HALL_MODES: tuple[Mode, ...] = ((310.0, 0.12, 1.0), (1150.0, 0.08, 0.6), (2700.0, 0.05, 0.35))
+
+
+def render_background(rng: np.random.Generator, n: int, bg: Background) -> np.ndarray:
+    """Render one clip of hall noise with RMS 1 (the caller sets its level)."""
+    x = at_db(shaped_noise(rng, n, bg.spectrum.jittered(rng, 0.4, 1.5, 0.05)), 0.0)
+    x = x * db_to_amp(wander(rng, n, 1.5, bg.sway_db))
+    hum_f = 2.0 * bg.mains_hz * (1.0 + rng.normal(0.0, 0.0005))
+    hum = harmonic_sum(rng, cycles(np.full(n, hum_f), rng), (1.0, 0.35, 0.5, 0.15, 0.2), hum_f, 3.0)
+    x += at_db(hum, bg.hum_db + rng.normal(0.0, 2.5))
+    for f0 in bg.tones:
+        f = speed_track(rng, n, f0, 0.01, 0.002, 1.0)
+        x += at_db(harmonic_sum(rng, cycles(f, rng), (1.0, 0.6, 0.4, 0.3, 0.2, 0.15, 0.1), f0, 3.0),
+                   bg.tone_db + rng.normal(0.0, 3.0))
+    idx = poisson_idx(rng, bg.clank_rate * float(np.exp(rng.normal(0.0, 0.4))), n)
+    if len(idx):
+        amps = np.exp(rng.normal(0.0, 0.6, len(idx)))
+        cl = ring_bank(spikes(n, idx, amps), HALL_MODES, rng)
+        x += cl * (db_to_amp(bg.clank_db + rng.normal(0.0, 2.0)) / max(rms(cl), 1e-9)
+                   * np.sqrt(len(idx) / max(bg.clank_rate * n / FS, 1e-9)))
+    return at_db(x, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-clip context and machine models
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class ClipContext:
+    """Everything a machine synthesiser needs for one clip."""
+
+    rng: np.random.Generator
+    n: int
+    cond: dict[str, str]
+    domain: str
+    anomaly: str | None = None
+    severity: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.n / FS
+
+    def sev(self, lo: float, hi: float) -> float:
+        """Map the clip's severity (0..1) linearly onto [lo, hi]."""
+        return lo + (hi - lo) * self.severity
+
+
+Synth = Callable[[ClipContext], np.ndarray]
+
+
+@dataclass(frozen=True)
+class MachineModel:
+    """One machine type: its attribute names, operating points per domain, anomaly kinds and noise pools.
+
+    ``source_conditions`` / ``target_conditions`` are tuples of attribute values (in ``attr_names`` order);
+    for hidden-attribute machines they still drive the sound but file names say ``noAttribute``.
+    ``noise_attr`` names the attribute that selects the background (``m-n`` / ``noise``), else the
+    background is drawn from the domain's pool. ``snr_db`` is the machine-to-background ratio range.
+    """
+
+    name: str
+    attr_names: tuple[str, ...]
+    source_conditions: tuple[tuple[str, ...], ...]
+    target_conditions: tuple[tuple[str, ...], ...]
+    anomaly_kinds: tuple[str, ...]
+    synth: Synth
+    source_noises: tuple[str, ...] = ("hall_a", "hall_b", "hall_c")
+    target_noises: tuple[str, ...] = ("hall_x", "hall_y")
+    noise_attr: str | None = None
+    noise_map: Mapping[str, str] = field(default_factory=dict)
+    snr_db: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: {"source": (4.0, 12.0), "target": (0.0, 8.0)})
+    level_dbfs: float = -26.0
+
+    @property
+    def hidden(self) -> bool:
+        return self.name in HIDDEN_ATTRIBUTE_MACHINES
+
+    def conditions(self, domain: str) -> tuple[tuple[str, ...], ...]:
+        return self.source_conditions if domain == "source" else self.target_conditions
+
+
+# ----- bearing --------------------------------------------------------------------------------------------
+BEARING_HOUSING = Spectrum(-2.0, ((1300.0, 0.35, 6.0), (2900.0, 0.25, 9.0), (4600.0, 0.3, 7.0),
+                                  (6300.0, 0.25, 3.0)), 40.0)
+BEARING_MODES: tuple[Mode, ...] = ((2900.0, 0.0025, 1.0), (4600.0, 0.0018, 0.7), (1300.0, 0.004, 0.4))
+BEARING_LOC: Mapping[str, Spectrum] = {
+    "A": Spectrum(0.5, ((3500.0, 1.0, 2.0),)),                       # on the housing: bright
+    "B": Spectrum(-1.5, ((250.0, 1.0, 2.0),), 25.0, 5000.0),        # further away: darker
+    "C": Spectrum(0.0, ((900.0, 0.15, -6.0), (2700.0, 0.12, -5.0), (4500.0, 0.1, -4.0))),  # floor-reflection comb
+    "D": Spectrum(-0.8, ((1800.0, 0.6, 3.0),)),
+}
+
+
+def synth_bearing(c: ClipContext) -> np.ndarray:
+    rng, n = c.rng, c.n
+    vel = float(c.cond["vel"])
+    fr0 = 2.5 * vel
+    fr = speed_track(rng, n, fr0)
+    shaft = cycles(fr, rng)
+    speed_db = 20.0 * np.log10(vel / 14.0)
+    # Shaft harmonics: imbalance (1x), misalignment (2x), looseness (higher), force ~ omega^2.
+    shaft_amps = (1.0, 0.55, 0.25, 0.2, 0.12, 0.1, 0.07, 0.05, 0.04, 0.03)
+    sig = at_db(harmonic_sum(rng, shaft, shaft_amps, fr0), -9.0 + 1.6 * speed_db + rng.normal(0, 1.0))
+    hum = harmonic_sum(rng, cycles(np.full(n, 100.0), rng), (1.0, 0.3, 0.2), 100.0)
+    sig += at_db(hum, -16.0 + rng.normal(0, 1.0))
+    # Rolling noise through the housing resonances, modulated by the cage and by balls passing the load zone.
+    roll = shaped_noise(rng, n, BEARING_HOUSING.jittered(rng, 0.2, 0.8, 0.01))
+    mod = (1.0 + 0.12 * osc(0.39 * shaft + rng.random())
+           + 0.05 * osc(3.51 * shaft + rng.random()))
+    roll_db = -2.0 + 1.1 * speed_db + rng.normal(0, 0.8)
+    micro_rate = 2.0 * vel
+    hf_extra_db = None
+    if c.anomaly == "lubrication":
+        roll_db += c.sev(0.3, 3.0)
+        micro_rate *= 1.0 + c.sev(0.5, 6.0)
+        hf_extra_db = roll_db + c.sev(-24.0, -9.0)
+    sig += at_db(roll * mod, roll_db)
+    if hf_extra_db is not None:
+        sig += at_db(shaped_noise(rng, n, Spectrum(3.0, ((5000.0, 0.5, 4.0),), 2500.0)), hf_extra_db)
+    # Random micro-impacts from surface roughness (present in healthy bearings too).
+    idx = poisson_idx(rng, micro_rate, n)
+    sig += at_db(ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))), BEARING_MODES, rng) + 1e-12,
+                 roll_db - 17.0)
+    # Defect impulses: periodic at a characteristic frequency, slip jitter, ringing the housing.
+    if c.anomaly in ("outer_race", "inner_race", "ball"):
+        ratio = {"outer_race": 3.51, "inner_race": 5.49, "ball": 4.33}[c.anomaly]
+        idx = crossings(ratio * shaft)
+        idx = jitter_idx(rng, idx, 0.012 / (ratio * fr0))
+        amps = 1.0 + 0.25 * rng.standard_normal(len(idx))
+        pos = shaft[np.clip(idx, 0, n - 1)]
+        if c.anomaly == "inner_race":          # defect passes through the load zone once per revolution
+            amps *= 0.35 + 0.65 * (0.5 + 0.5 * np.cos(TWO_PI * pos))
+        elif c.anomaly == "ball":              # ball enters the load zone at the cage rate
+            amps *= 0.3 + 0.7 * (0.5 + 0.5 * np.cos(TWO_PI * 0.39 * pos))
+        imp = ring_bank(spikes(n, idx, np.abs(amps)), BEARING_MODES, rng)
+        sig += at_db(imp, roll_db + c.sev(-26.0, -8.0))
+        if c.anomaly == "inner_race":
+            sig += at_db(osc(shaft), -9.0 + 1.6 * speed_db + c.sev(-14.0, -4.0))
+    return filter_spectrum(sig, BEARING_LOC[c.cond["loc"]].jittered(rng, 0.1, 0.4, 0.005))
+
+
+# ----- fan ------------------------------------------------------------------------------------------------
+FAN_SPEEDS: Mapping[str, float] = {"1": 17.5, "2": 21.0, "3": 24.5}
+FAN_BLADES = 7
+
+
+def synth_fan(c: ClipContext) -> np.ndarray:
+    rng, n = c.rng, c.n
+    fr0 = FAN_SPEEDS[c.cond["spd"]]
+    if c.anomaly == "clog":                   # obstructed flow unloads the fan: it speeds up slightly
+        fr0 *= 1.0 + c.sev(0.003, 0.02)
+    fr = speed_track(rng, n, fr0, 0.005, 0.003, 0.8)
+    shaft = cycles(fr, rng)
+    bpf0 = FAN_BLADES * fr0
+    speed_db = 50.0 * np.log10(fr0 / 21.0)   # aerodynamic power ~ speed^5
+    # Turbulence hump follows the speed (Strouhal scaling).
+    hump = 30.0 * fr0
+    if c.anomaly == "clog":
+        hump *= 1.0 - c.sev(0.03, 0.25)
+    turb_spec = Spectrum(-3.0, ((hump, 1.2, 9.0), (hump * 6.0, 0.8, 3.0)), 30.0)
+    turb = shaped_noise(rng, n, turb_spec.jittered(rng, 0.15, 0.6, 0.02))
+    imb = 0.015 * float(np.exp(rng.normal(0.0, 0.3)))
+    if c.anomaly == "imbalance":
+        imb += c.sev(0.01, 0.2)
+    am = 1.0 + 0.1 * osc(FAN_BLADES * shaft + rng.random()) \
+        + imb * osc(shaft + rng.random())
+    if c.anomaly == "blade_damage":          # one blade sheds a different wake once per revolution
+        pulse = np.exp(-0.5 * ((np.mod(shaft, 1.0) - 0.5) / 0.04) ** 2)
+        am += c.sev(0.03, 0.35) * (pulse - pulse.mean())
+    sig = at_db(turb * am, speed_db + rng.normal(0, 0.6))
+    bpf_amps = np.zeros(FAN_BLADES * 8)
+    bpf_amps[FAN_BLADES - 1::FAN_BLADES] = (1.0, 0.45, 0.25, 0.15, 0.1, 0.07, 0.05, 0.04)
+    tone_db = speed_db - 7.0 + rng.normal(0, 1.0)
+    if c.anomaly == "clog":
+        tone_db += c.sev(0.5, 4.0)
+    sig += at_db(harmonic_sum(rng, shaft, tuple(bpf_amps), fr0), tone_db)
+    if c.anomaly == "blade_damage":          # symmetry broken: non-BPF multiples of fr near BPF harmonics
+        extra = np.zeros(FAN_BLADES * 3 + 2)
+        for h in (1, 2, 3):
+            extra[h * FAN_BLADES - 2] = 0.6 / h
+            extra[h * FAN_BLADES] = 0.6 / h
+        sig += at_db(harmonic_sum(rng, shaft, tuple(extra), fr0), tone_db + c.sev(-26.0, -8.0))
+    # Motor: magnetostriction hum (2x mains) and rotor-slot harmonic.
+    sig += at_db(harmonic_sum(rng, cycles(np.full(n, 100.0), rng), (1.0, 0.4, 0.25), 100.0), -17.0)
+    slot = 28.0
+    sig += at_db(osc(slot * shaft), -24.0 + rng.normal(0, 1.5))
+    vib_db = -20.0 + 20.0 * np.log10(imb / 0.015) * 0.8
+    sig += at_db(harmonic_sum(rng, shaft, (1.0, 0.4), fr0), vib_db)
+    if c.anomaly == "bearing":
+        roll = shaped_noise(rng, n, Spectrum(1.0, ((3800.0, 0.4, 6.0),), 2000.0))
+        sig += at_db(roll, c.sev(-28.0, -12.0))
+        idx = jitter_idx(rng, crossings(3.1 * shaft), 0.01 / (3.1 * fr0))
+        sig += at_db(ring_bank(spikes(n, idx, 1.0), ((3800.0, 0.002, 1.0), (5600.0, 0.0015, 0.5)), rng),
+                     c.sev(-30.0, -14.0))
+    duct = Spectrum(0.0, ((420.0, 0.3, 3.0), (1900.0, 0.4, 2.0)))
+    return filter_spectrum(sig, duct.jittered(rng, 0.1, 0.4, 0.01))
+
+
+# ----- gearbox --------------------------------------------------------------------------------------------
+GEAR_HOUSING_MODES: tuple[Mode, ...] = ((1800.0, 0.006, 1.0), (3300.0, 0.004, 0.7), (5100.0, 0.003, 0.4))
+GEAR_HOUSING = Spectrum(-1.0, ((1800.0, 0.25, 5.0), (3300.0, 0.2, 4.0), (5100.0, 0.2, 2.0)), 40.0)
+PINION_TEETH, GEAR_TEETH = 12, 37
+
+
+def synth_gearbox(c: ClipContext) -> np.ndarray:
+    rng, n = c.rng, c.n
+    volt, wt = float(c.cond["volt"]), float(c.cond["wt"])
+    fin0 = 38.0 * volt * (1.0 - 0.0008 * wt)         # DC motor: speed ~ voltage, drooping with load
+    fin = speed_track(rng, n, fin0, 0.005, 0.003, 0.3)
+    pin = cycles(fin, rng)
+    gear = pin * PINION_TEETH / GEAR_TEETH + rng.random()
+    fm0 = PINION_TEETH * fin0
+    load = wt / 100.0
+    mesh_cyc = PINION_TEETH * pin
+    # Mesh harmonics: transmission error grows with load; deflection raises 2nd/3rd.
+    h = np.array([1.0, 0.35 + 0.25 * load, 0.15 + 0.15 * load, 0.08, 0.05])
+    if c.anomaly == "wear":
+        h[1:] *= db_to_amp(c.sev(1.0, 7.0))
+    am = 1.0 + 0.03 * osc(pin + rng.random()) + 0.03 * osc(gear + rng.random())
+    pm = 0.02 * osc(gear + rng.random())
+    if c.anomaly == "eccentric":
+        d = c.sev(0.03, 0.35)
+        am = am + d * osc(gear + rng.random())
+        pm = pm + 0.5 * d * osc(gear)
+    if c.anomaly == "tooth_crack":           # stiffness drop while the cracked tooth is in mesh
+        dip = np.exp(-0.5 * ((np.mod(pin, 1.0) - 0.5) * PINION_TEETH / 0.8) ** 2)
+        am = am - c.sev(0.03, 0.4) * dip
+    level_db = 6.0 * np.log10(volt / 2.0) * 3.0 + 4.0 * load
+    mesh = harmonic_sum(rng, mesh_cyc + pm, tuple(h), fm0)
+    sig = at_db(mesh * am, level_db + rng.normal(0, 0.8))
+    # Motor: commutator ripple (harmonics of 6 fr_in... weighted) and brush hiss at commutation rate.
+    comm = np.zeros(24)
+    comm[5::6] = (1.0, 0.5, 0.3, 0.2)
+    comm[:3] = (0.3, 0.2, 0.1)
+    sig += at_db(harmonic_sum(rng, pin, tuple(comm), fin0), level_db - 9.0 + rng.normal(0, 1.0))
+    brush = shaped_noise(rng, n, Spectrum(0.0, ((4500.0, 0.8, 4.0),), 1500.0))
+    brush *= 1.0 + 0.4 * osc(6.0 * pin)
+    sig += at_db(brush, level_db - 12.0 + rng.normal(0, 1.0))
+    sliding_db = level_db - 14.0
+    if c.anomaly == "wear":
+        sliding_db += c.sev(1.0, 8.0)
+    sig += at_db(shaped_noise(rng, n, Spectrum(-1.0, ((fm0 * 2, 0.7, 3.0),), 200.0)), sliding_db)
+    if c.anomaly == "tooth_crack":
+        idx = jitter_idx(rng, crossings(pin), 0.0003)
+        imp = ring_bank(spikes(n, idx, 1.0 + 0.2 * rng.standard_normal(len(idx))), GEAR_HOUSING_MODES, rng)
+        sig += at_db(imp, level_db + c.sev(-26.0, -8.0))
+    if c.anomaly == "backlash":              # impacts when load torque fluctuates through zero
+        torque = wander(rng, n, 0.05, 1.0)
+        rate = c.sev(4.0, 40.0) * (np.abs(torque) < 0.3)
+        idx = poisson_idx(rng, rate, n)
+        if len(idx):
+            imp = ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))), GEAR_HOUSING_MODES, rng)
+            sig += at_db(imp, level_db + c.sev(-24.0, -8.0))
+    return filter_spectrum(sig, GEAR_HOUSING.jittered(rng, 0.1, 0.4, 0.005))
+
+
+# ----- slider ---------------------------------------------------------------------------------------------
+SLIDER_STROKE_M = 0.3
+SCREW_LEAD_M = 0.01
+SLIDER_MODES: tuple[Mode, ...] = ((650.0, 0.01, 1.0), (1700.0, 0.006, 0.6), (3900.0, 0.003, 0.3))
+RATTLE_MODES: tuple[Mode, ...] = ((920.0, 0.012, 1.0), (2300.0, 0.008, 0.7), (4100.0, 0.005, 0.4))
+
+
+def slider_motion(rng: np.random.Generator, n: int, vmax: float, acc: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trapezoidal back-and-forth motion: returns speed |v| (m/s), signed acceleration and position (m)."""
+    vmax = min(vmax, np.sqrt(SLIDER_STROKE_M * acc))           # triangular profile if stroke too short
+    t_move = SLIDER_STROKE_M / vmax + vmax / acc
+    dwell = 0.15 * float(np.exp(rng.normal(0.0, 0.05)))
+    half = t_move + dwell
+    t = np.arange(n) / FS + rng.random() * 2.0 * half
+    th = np.mod(t, half)
+    speed = np.clip(np.minimum(np.minimum(acc * th, vmax), acc * (t_move - th)), 0.0, None)
+    speed *= 1.0 + wander(rng, n, 0.25, 0.01)
+    direction = np.where(np.mod(t, 2.0 * half) < half, 1.0, -1.0)
+    pos_half = np.cumsum(speed) / FS
+    # Position within the stroke: distance travelled since the start of the current half cycle.
+    start = np.floor(t / half)
+    first = np.r_[0, np.nonzero(np.diff(start))[0] + 1]
+    offs = np.repeat(pos_half[first] - speed[first] / FS, np.diff(np.r_[first, n]))
+    travelled = pos_half - offs
+    pos = np.where(direction > 0, travelled, SLIDER_STROKE_M - travelled)
+    accel = np.gradient(speed) * FS * direction
+    return speed, accel, pos
+
+
+def synth_slider(c: ClipContext) -> np.ndarray:
+    rng, n = c.rng, c.n
+    vmax, acc = float(c.cond["vel"]), float(c.cond["acc"])
+    speed, accel, pos = slider_motion(rng, n, vmax, acc)
+    if c.anomaly == "stutter":                # velocity ripple from a binding spot / loose coupling
+        speed = speed * (1.0 + c.sev(0.03, 0.3) * wander(rng, n, 0.04, 1.0).clip(-1.5, 1.5))
+        speed = np.clip(speed, 0.0, None)
+    moving = speed / max(vmax, 1e-6)
+    screw = SCREW_LEAD_M
+    rot = cycles(speed / screw, rng)         # screw revolutions
+    level_db = 20.0 * np.log10(vmax / 0.5)
+    # Servo tone: cogging harmonics of the screw rotation (8 pole pairs) follow the speed.
+    cog = np.zeros(32)
+    cog[7::8] = (1.0, 0.5, 0.3, 0.15)
+    cog[:2] = (0.4, 0.2)
+    tone = harmonic_sum(rng, rot, tuple(cog), 50.0 * vmax / 0.5 * 4) * np.sqrt(moving)
+    sig = at_db(tone + 1e-12, level_db - 6.0 + rng.normal(0, 1.0))
+    # PWM whine: current (torque) dependent -> loud while accelerating/braking, faint while holding.
+    torque = 0.15 + np.abs(accel) / acc
+    pwm_f = 3900.0 * (1.0 + rng.normal(0, 0.002))
+    pwm = osc(pwm_f * np.arange(n) / FS + rng.random()) * torque
+    sig += at_db(pwm, level_db - 18.0 + rng.normal(0, 1.5))
+    # Carriage rolling noise ~ speed^1.2 and ball recirculation clicks at a rate ~ speed.
+    roll = shaped_noise(rng, n, Spectrum(-2.0, ((1200.0, 0.8, 5.0), (3000.0, 0.5, 3.0)), 80.0).jittered(rng))
+    sig += at_db(roll * moving ** 1.2, level_db + rng.normal(0, 0.8))
+    idx = poisson_idx(rng, 150.0 * moving, n)
+    sig += at_db(ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))), SLIDER_MODES[1:], rng) + 1e-12,
+                 level_db - 12.0)
+    # Settling thuds at each start and stop.
+    ev = np.nonzero(np.diff((speed > 1e-3).astype(np.int8)) != 0)[0]
+    sig += at_db(ring_bank(spikes(n, ev, np.exp(rng.normal(0, 0.2, len(ev)))), SLIDER_MODES, rng) + 1e-12,
+                 level_db - 10.0 + rng.normal(0, 1.0))
+    if c.anomaly == "squeal":                 # stick-slip bursts at a friction mode during motion
+        f_sq = 1300.0 + 1300.0 * rng.random()
+        gate = (wander(rng, n, 0.12, 1.0) > 1.2 - c.sev(0.0, 1.2)) & (moving > 0.3)
+        env = np.convolve(gate.astype(float), np.hanning(801) / 400.5, mode="same")
+        fsq = f_sq * (1.0 + 0.02 * wander(rng, n, 0.05, 1.0))
+        sq = harmonic_sum(rng, cycles(fsq, rng), (1.0, 0.5, 0.3), f_sq, 0.0) * env
+        sig += sq * (db_to_amp(level_db + c.sev(-28.0, -6.0)) / 0.82)   # burst level; 0.82 = unit RMS
+    if c.anomaly == "rattle":                 # loose part hammered by acceleration
+        rate = c.sev(6.0, 60.0) * np.clip(np.abs(accel) / acc, 0.0, 1.0)
+        idx = poisson_idx(rng, rate, n)
+        if len(idx):
+            sig += at_db(ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))), RATTLE_MODES, rng),
+                         level_db + c.sev(-26.0, -8.0))
+    if c.anomaly == "rail_damage":            # click when the carriage passes the damaged spot
+        x0 = 0.05 + 0.2 * rng.random()
+        idx = np.nonzero(np.diff(np.sign(pos - x0)) != 0)[0]
+        if len(idx):
+            sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * rng.standard_normal(len(idx))),
+                                   SLIDER_MODES, rng), level_db + c.sev(-22.0, -6.0))
+    rail = Spectrum(0.0, ((520.0, 0.4, 3.0), (2400.0, 0.5, 2.0)))
+    return filter_spectrum(sig, rail.jittered(rng, 0.1, 0.4, 0.005))
+
+
+# ----- valve ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ValvePattern:
+    """A repeating open/close schedule: ``period`` seconds, open intervals (on, off) within a period."""
+
+    period: float
+    opens: tuple[tuple[float, float], ...]
+
+
+VALVE_PATTERNS: Mapping[str, ValvePattern] = {
+    "00": ValvePattern(2.0, ((0.0, 0.5),)),
+    "01": ValvePattern(1.5, ((0.0, 0.3),)),
+    "02": ValvePattern(3.0, ((0.0, 1.2),)),
+    "03": ValvePattern(2.5, ((0.0, 0.15), (0.4, 0.55))),
+    "04": ValvePattern(1.2, ((0.0, 0.6),)),
+    "05": ValvePattern(4.0, ((0.0, 2.5),)),
+    "06": ValvePattern(2.0, ((0.0, 0.1), (0.25, 0.35), (0.5, 0.6))),
+    "07": ValvePattern(3.5, ((0.0, 0.8), (1.6, 1.9))),
+}
+VALVE_CLICK_MODES: tuple[tuple[Mode, ...], ...] = (
+    ((3100.0, 0.006, 1.0), (5400.0, 0.004, 0.6), (7000.0, 0.003, 0.3), (620.0, 0.015, 0.8)),
+    ((2600.0, 0.007, 1.0), (4800.0, 0.004, 0.6), (6500.0, 0.003, 0.3), (540.0, 0.015, 0.8)),
+)
+VALVE_FLOW: tuple[Spectrum, ...] = (
+    Spectrum(-1.5, ((700.0, 0.15, 6.0), (2100.0, 0.12, 5.0), (3500.0, 0.1, 4.0)), 100.0),
+    Spectrum(-1.0, ((850.0, 0.15, 6.0), (2550.0, 0.12, 5.0), (4250.0, 0.1, 4.0)), 100.0),
+)
+
+
+def valve_schedule(rng: np.random.Generator, pat: ValvePattern, seconds: float) -> list[tuple[float, float]]:
+    """Open intervals (s) of one valve over the clip: random pattern phase, ms-level timing jitter."""
+    start = -rng.random() * pat.period
+    out: list[tuple[float, float]] = []
+    k = 0
+    while start + k * pat.period < seconds:
+        base = start + k * pat.period
+        for on, off in pat.opens:
+            a = base + on + rng.normal(0.0, 0.006)
+            b = base + off + rng.normal(0.0, 0.006)
+            if b > 0 and a < seconds:
+                out.append((a, b))
+        k += 1
+    return out
+
+
+def synth_valve(c: ClipContext) -> np.ndarray:
+    rng, n, seconds = c.rng, c.n, c.seconds
+    sig = np.zeros(n)
+    # Pump feeding the line: a steady low hum.
+    pump_f = 24.5 * (1.0 + rng.normal(0, 0.004))
+    pump = harmonic_sum(rng, cycles(speed_track(rng, n, pump_f, 0.0, 0.002), rng),
+                        (0.3, 0.2, 0.2, 0.5, 0.2, 0.3, 0.1, 0.2), pump_f)
+    sig += at_db(pump, -12.0 + rng.normal(0, 1.0))
+    faulty = int(rng.integers(0, 2))          # which valve carries the anomaly
+    scheds: list[list[tuple[float, float]]] = []
+    for v, key in enumerate(("v1pat", "v2pat")):
+        sched = valve_schedule(rng, VALVE_PATTERNS[c.cond[key]], seconds)
+        if c.anomaly == "sticking" and v == faulty:
+            p_stick = c.sev(0.3, 1.0)
+            new: list[tuple[float, float]] = []
+            for a, b in sched:
+                if rng.random() < 0.15 * c.severity:
+                    continue                    # stuck closed for a whole cycle
+                if rng.random() < p_stick:
+                    a += c.sev(0.02, 0.25) * float(np.exp(rng.normal(0, 0.3)))
+                if rng.random() < p_stick:
+                    b += c.sev(0.02, 0.2) * float(np.exp(rng.normal(0, 0.3)))
+                if b > a + 0.02:
+                    new.append((a, b))
+            sched = new
+        scheds.append(sched)
+    gates = [gate_from_intervals(n, s, 0.025, 0.015) for s in scheds]
+    both = gates[0] * gates[1]
+    for v, sched in enumerate(scheds):
+        flow_spec = VALVE_FLOW[v]
+        flow_db = -3.0 + rng.normal(0, 0.8)
+        click_db = 0.0
+        if c.anomaly == "contamination" and v == faulty:
+            shift = 1.0 + c.sev(0.05, 0.35)
+            flow_spec = Spectrum(flow_spec.tilt_db_oct + c.sev(0.5, 3.0),
+                                 tuple((f * shift, w, g) for f, w, g in flow_spec.bumps), 100.0)
+            flow_db -= c.sev(0.5, 6.0)
+            click_db -= c.sev(1.0, 8.0)
+        flow = shaped_noise(rng, n, flow_spec.jittered(rng, 0.1, 0.5, 0.01))
+        flow *= 1.0 + wander(rng, n, 0.03, 0.08)
+        g = gates[v] * (1.0 - 0.15 * both)    # shared supply pressure drops when both are open
+        sig += flow * g * (db_to_amp(flow_db) / rms(flow))
+        on_idx = np.array([int(a * FS) for a, _ in sched], dtype=np.int64)
+        off_idx = np.array([int(b * FS) for _, b in sched], dtype=np.int64)
+        click_amp = db_to_amp(click_db + 9.0)
+        exc = spikes(n, on_idx, click_amp * np.exp(rng.normal(0, 0.15, len(on_idx))))
+        exc += spikes(n, off_idx, 0.7 * click_amp * np.exp(rng.normal(0, 0.15, len(off_idx))))
+        if c.anomaly == "chatter" and v == faulty:
+            for k in range(1, 4):
+                d = (0.008 + 0.01 * k) * FS
+                a = c.sev(0.1, 0.7) ** k * click_amp
+                exc += spikes(n, on_idx + int(d) + rng.integers(-40, 40, len(on_idx)), a)
+                exc += spikes(n, off_idx + int(d * 0.8) + rng.integers(-40, 40, len(off_idx)), 0.7 * a)
+        modes = VALVE_CLICK_MODES[v]
+        sig += ring_bank(exc, modes, rng) * 0.05
+        hammer = ring(spikes(n, off_idx, np.exp(rng.normal(0, 0.2, len(off_idx)))), 95.0 + 10.0 * v, 0.06)
+        sig += hammer * 0.03
+    if c.anomaly == "leak":                    # seat leak: a weak hiss whose pitch comes from the small gap
+        leak = shaped_noise(rng, n, Spectrum(0.0, ((5200.0, 0.35, 8.0),), 1500.0))
+        sig += at_db(leak, -3.0 + c.sev(-34.0, -16.0)) * (1.0 - 0.8 * np.maximum(gates[0], gates[1]))
+    return sig
+
+
+# ----- ToyCar ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToyCarModel:
+    ratio: float              # motor revolutions per wheel revolution
+    treads: int               # tread blocks hitting the roller per wheel revolution
+    body: Spectrum            # plastic body resonances
+
+
+TOYCAR_MODELS: Mapping[str, ToyCarModel] = {
+    "A1": ToyCarModel(13.0, 24, Spectrum(0.0, ((1100.0, 0.3, 5.0), (2900.0, 0.25, 4.0)))),
+    "A2": ToyCarModel(13.0, 30, Spectrum(0.0, ((1150.0, 0.3, 5.0), (3000.0, 0.25, 4.0)))),
+    "B1": ToyCarModel(16.0, 24, Spectrum(0.0, ((1400.0, 0.3, 5.0), (3600.0, 0.25, 4.0)))),
+    "B2": ToyCarModel(16.0, 30, Spectrum(0.0, ((1450.0, 0.3, 5.0), (3700.0, 0.25, 4.0)))),
+    "C1": ToyCarModel(11.0, 20, Spectrum(0.0, ((900.0, 0.3, 5.0), (2400.0, 0.25, 4.0)))),
+}
+TOY_MIC: Mapping[str, Spectrum] = {
+    "1": Spectrum(0.5, ((3000.0, 1.0, 2.0),)),                 # motor side
+    "2": Spectrum(-1.5, ((400.0, 0.8, 3.0),), 25.0, 6000.0),   # wheel side, further away
+}
+WHEEL_MODES: tuple[Mode, ...] = ((260.0, 0.01, 1.0), (720.0, 0.007, 0.7), (1600.0, 0.004, 0.4))
+TOY_GEAR_MODES: tuple[Mode, ...] = ((1250.0, 0.004, 1.0), (2450.0, 0.003, 0.6), (4300.0, 0.002, 0.3))
+
+
+def dc_motor(c: ClipContext, fr_m: np.ndarray, fr0: float, poles: int, level_db: float,
+             brush_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """A small brushed DC motor: commutator ripple harmonics and commutation-modulated brush noise."""
+    rng, n = c.rng, c.n
+    rot = cycles(fr_m, rng)
+    ripple = 2 * poles if poles % 2 else poles
+    amps = np.zeros(ripple * 4)
+    amps[ripple - 1::ripple] = (1.0, 0.5, 0.3, 0.15)
+    amps[:2] = (0.25, 0.15)
+    sig = at_db(harmonic_sum(rng, rot, tuple(amps), fr0), level_db)
+    brush = shaped_noise(rng, n, Spectrum(0.5, ((4500.0, 0.8, 3.0),), 1500.0))
+    brush *= 1.0 + 0.5 * osc(ripple * rot)
+    if c.anomaly == "motor_damage":           # worn brushes: arcing crackle and irregular commutation
+        idx = poisson_idx(rng, c.sev(20.0, 300.0), n)
+        sparks = np.convolve(spikes(n, idx, rng.exponential(1.0, len(idx))), np.hanning(24), "same")
+        sparks = filter_spectrum(sparks * rng.standard_normal(n), Spectrum(1.0, (), 1500.0))
+        sig += at_db(sparks + 1e-12, brush_db + c.sev(-10.0, 3.0))
+        sig *= 1.0 + c.sev(0.02, 0.2) * wander(rng, n, 1.0 / (ripple * fr0), 1.0)
+    sig += at_db(brush, brush_db)
+    return sig, rot
+
+
+def synth_toycar(c: ClipContext) -> np.ndarray:
+    rng, n = c.rng, c.n
+    model = TOYCAR_MODELS[c.cond["car"]]
+    volt = float(c.cond["spd"].rstrip("V"))
+    fr0 = 2.9 * volt
+    fr_m = speed_track(rng, n, fr0, 0.006, 0.004, 0.3)
+    mic1 = c.cond["mic"] == "1"
+    level_db = 20.0 * np.log10(volt / 34.0) * 1.5
+    sig, rot = dc_motor(c, fr_m, fr0, 3, level_db - (3.0 if mic1 else 7.0), level_db - (9.0 if mic1 else 14.0))
+    wheel = rot / model.ratio + rng.random()
+    fw0 = fr0 / model.ratio
+    # Pinion mesh tone (10 teeth) with load-dependent sidebands from the wheel rotation.
+    mesh_am = 1.0 + 0.05 * osc(wheel)
+    pm = 0.0
+    if c.anomaly == "shaft_bent":
+        d = c.sev(0.05, 0.5)
+        mesh_am = mesh_am + d * osc(wheel)
+        pm = 0.3 * d * osc(wheel)
+    mesh = harmonic_sum(rng, 10.0 * rot + pm, (1.0, 0.4, 0.2), 10.0 * fr0) * mesh_am
+    sig += at_db(mesh, level_db - (8.0 if mic1 else 12.0) + rng.normal(0, 1.0))
+    # Tyre on roller: tread impacts at N * f_wheel over rolling noise modulated by tyre non-uniformity.
+    roll_am = 1.0 + 0.08 * osc(wheel)
+    if c.anomaly == "shaft_bent":
+        roll_am = roll_am + c.sev(0.05, 0.45) * osc(wheel + 0.25)
+    roll = shaped_noise(rng, n, Spectrum(-3.0, ((500.0, 1.0, 6.0),), 60.0).jittered(rng)) * roll_am
+    sig += at_db(roll, level_db - (4.0 if mic1 else 0.0) + rng.normal(0, 0.8))
+    tread = harmonic_sum(rng, model.treads * wheel, (1.0, 0.5, 0.25), model.treads * fw0) * roll_am
+    sig += at_db(tread, level_db - (12.0 if mic1 else 8.0) + rng.normal(0, 1.0))
+    if c.anomaly == "wheel_damage":           # chipped tyre: a thud once per wheel revolution
+        idx = jitter_idx(rng, crossings(wheel), 0.001)
+        sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * rng.standard_normal(len(idx))), WHEEL_MODES, rng),
+                     level_db + c.sev(-24.0, -6.0))
+    if c.anomaly == "gear_damage":            # broken tooth on the intermediate gear (4 motor revs per turn)
+        idx = jitter_idx(rng, crossings(rot / 4.0), 0.0003)
+        sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * rng.standard_normal(len(idx))), TOY_GEAR_MODES, rng),
+                     level_db + c.sev(-26.0, -8.0))
+    sig = filter_spectrum(sig, Spectrum(0.0, model.body.bumps).jittered(rng, 0.1, 0.4, 0.005))
+    return filter_spectrum(sig, TOY_MIC[c.cond["mic"]])
+
+
+# ----- ToyTrain -------------------------------------------------------------------------------------------
+TRAIN_MODELS: Mapping[str, tuple[tuple[float, ...], Spectrum]] = {
+    # axle positions along the train (m) and body/track resonances
+    "A": ((0.0, 0.05, 0.16, 0.21), Spectrum(0.0, ((950.0, 0.3, 5.0), (2300.0, 0.3, 4.0)))),
+    "B": ((0.0, 0.06, 0.2, 0.26), Spectrum(0.0, ((800.0, 0.3, 5.0), (2000.0, 0.3, 4.0)))),
+    "C": ((0.0, 0.045, 0.13, 0.175, 0.26, 0.305), Spectrum(0.0, ((1100.0, 0.3, 5.0), (2700.0, 0.3, 4.0)))),
+}
+TRACK_MODES: tuple[Mode, ...] = ((900.0, 0.006, 1.0), (2200.0, 0.004, 0.6), (3800.0, 0.003, 0.3))
+LOOP_M, JOINT_M, WHEEL_CIRC_M = 2.4, 0.2, 0.035
+
+
+def synth_toytrain(c: ClipContext) -> np.ndarray:
+    rng, n = c.rng, c.n
+    axles, body = TRAIN_MODELS[c.cond["model"]]
+    volt = float(c.cond["spd"])
+    v0 = 0.055 * volt
+    v = v0 * (1.0 + rng.normal(0, 0.01) + wander(rng, n, 0.5, 0.01))
+    x = np.cumsum(v) / FS + rng.random() * LOOP_M      # distance of the front axle along the loop
+    level_db = 20.0 * np.log10(volt / 8.0) * 1.5
+    fr0 = 22.0 * volt
+    motor, rot = dc_motor(c, fr0 * v / v0, fr0, 5, level_db - 8.0, level_db - 15.0)
+    worm = harmonic_sum(rng, rot, (1.0, 0.5, 0.3), fr0)
+    motor += at_db(worm, level_db - 10.0 + rng.normal(0, 1.0))
+    lf = motor
+    rumble = shaped_noise(rng, n, Spectrum(-3.0, ((350.0, 1.0, 6.0),), 50.0).jittered(rng))
+    lf = lf + at_db(rumble * (v / v0), level_db - 2.0 + rng.normal(0, 0.8))
+    # Rail-joint clicks: every axle crossing a joint.
+    exc = np.zeros(n)
+    for off in axles:
+        idx = crossings((x - off) / JOINT_M)
+        exc += spikes(n, idx, np.exp(rng.normal(0.0, 0.3, len(idx))))
+    clicks = ring_bank(exc, TRACK_MODES, rng) + 1e-12
+    click_gain = float(db_to_amp(level_db - 3.0 + rng.normal(0, 1.0))) / rms(clicks)
+    hf = clicks * click_gain
+    if c.anomaly == "wheel_flat":
+        wheel = (x - axles[int(rng.integers(len(axles)))]) / WHEEL_CIRC_M + rng.random()
+        idx = jitter_idx(rng, crossings(wheel), 0.001)
+        hf += at_db(ring_bank(spikes(n, idx, 1.0), WHEEL_MODES, rng), level_db + c.sev(-24.0, -6.0))
+    if c.anomaly == "track_damage":           # a damaged joint: louder, rattling click group once per loop
+        spot = rng.random() * LOOP_M
+        exc = np.zeros(n)
+        for off in axles:
+            idx = crossings((x - off - spot) / LOOP_M)
+            for k in range(4):
+                exc += spikes(n, idx + int(0.004 * k * FS), 0.6 ** k)
+        hf += ring_bank(exc, TRACK_MODES + ((600.0, 0.02, 0.8),), rng) * click_gain * db_to_amp(c.sev(0.0, 14.0))
+    if c.anomaly == "loose_coupling":         # a loose coupling is jolted by the joints and rattles
+        joint_idx = np.nonzero(exc)[0]
+        hit = joint_idx[rng.random(len(joint_idx)) < c.sev(0.15, 0.9)]
+        k = rng.integers(1, 4, len(hit))
+        idx = np.repeat(hit, k) + rng.integers(int(0.005 * FS), int(0.04 * FS), int(k.sum()))
+        rattle = ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))),
+                           ((1500.0, 0.006, 1.0), (3500.0, 0.004, 0.5)), rng)
+        hf += rattle * click_gain * db_to_amp(c.sev(-18.0, 0.0))
+    # Going round the loop: level follows the distance to the microphone (HF more strongly).
+    mic1 = c.cond["mic"] == "1"
+    depth = 1.5 if mic1 else 0.7
+    prox = 1.0 / (1.0 + depth * (1.0 - osc(x / LOOP_M + 0.25)))
+    sig = lf * prox + hf * prox ** 1.5
+    sig = filter_spectrum(sig, Spectrum(0.0, body.bumps).jittered(rng, 0.1, 0.4, 0.005))
+    return filter_spectrum(sig, TOY_MIC[c.cond["mic"]])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Machine registry
+# ----------------------------------------------------------------------------------------------------------
+def _grid(*axes: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    out: list[tuple[str, ...]] = [()]
+    for axis in axes:
+        out = [o + (a,) for o in out for a in axis]
+    return tuple(out)
+
+
+MODELS: dict[str, MachineModel] = {
+    "bearing": MachineModel(
+        "bearing", ("vel", "loc"),
+        _grid(("6", "10", "14", "18"), ("A", "B")),
+        (("22", "A"), ("26", "A"), ("22", "C"), ("26", "C")),
+        ("outer_race", "inner_race", "ball", "lubrication"), synth_bearing),
+    "fan": MachineModel(
+        "fan", ("m-n", "spd"),
+        _grid(("W", "X", "Y"), ("1", "2")),
+        (("Z", "1"), ("Z", "3"), ("W", "3")),
+        ("imbalance", "blade_damage", "bearing", "clog"), synth_fan,
+        noise_attr="m-n", noise_map={"W": "hall_a", "X": "hall_b", "Y": "hall_c", "Z": "hall_x"}),
+    "gearbox": MachineModel(
+        "gearbox", ("volt", "wt"),
+        _grid(("1.0", "1.5", "2.0", "2.5"), ("30", "80")),
+        (("3.0", "30"), ("3.0", "130"), ("1.5", "130")),
+        ("tooth_crack", "wear", "eccentric", "backlash"), synth_gearbox),
+    "slider": MachineModel(
+        "slider", ("vel", "acc"),
+        _grid(("0.3", "0.4", "0.5", "0.6"), ("2.0", "4.0")),
+        (("0.8", "2.0"), ("0.8", "6.0"), ("0.5", "6.0")),
+        ("squeal", "rattle", "rail_damage", "stutter"), synth_slider),
+    "ToyCar": MachineModel(
+        "ToyCar", ("car", "spd", "mic", "noise"),
+        _grid(("A1", "A2", "B1", "B2"), ("28V", "31V", "34V"), ("1",), ("1", "2")),
+        (("A1", "37V", "2", "3"), ("B2", "37V", "2", "3"), ("A2", "40V", "2", "4"), ("C1", "34V", "2", "4")),
+        ("wheel_damage", "shaft_bent", "gear_damage", "motor_damage"), synth_toycar,
+        noise_attr="noise", noise_map={"1": "hall_a", "2": "hall_b", "3": "hall_x", "4": "hall_y"}),
+    "ToyTrain": MachineModel(
+        "ToyTrain", ("model", "spd", "mic", "noise"),
+        _grid(("A", "B"), ("6", "8"), ("1",), ("1", "2")),
+        (("A", "10", "2", "3"), ("B", "10", "2", "4"), ("C", "8", "1", "3")),
+        ("wheel_flat", "track_damage", "motor_damage", "loose_coupling"), synth_toytrain,
+        noise_attr="noise", noise_map={"1": "hall_a", "2": "hall_c", "3": "hall_x", "4": "hall_y"}),
+    "valve": MachineModel(
+        "valve", ("v1pat", "v2pat"),
+        (("00", "01"), ("00", "03"), ("01", "02"), ("02", "00"), ("03", "01"), ("01", "00")),
+        (("04", "05"), ("06", "07"), ("07", "04")),
+        ("sticking", "leak", "contamination", "chatter"), synth_valve),
+}
+
+# Severity per anomalous clip: Beta(1, 2.2) on 0..1 -> many subtle anomalies, a few strong ones.
+SEVERITY_BETA = (1.0, 2.2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Clip planning, rendering and writing
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClipJob:
+    """One clip to render: where it goes and everything that determines its content."""
+
+    machine: str
+    domain: str
+    split: str
+    label: str
+    index: int
+    condition: tuple[str, ...]
+    seed: int
+    seconds: float
+
+    @property
+    def attrs(self) -> tuple[tuple[str, str], ...]:
+        """Public attribute (name, value) pairs; empty for hidden-attribute machines."""
+        model = MODELS[self.machine]
+        if model.hidden:
+            return ()
+        return tuple(zip(model.attr_names, self.condition))
+
+    @property
+    def file_name(self) -> str:
+        attr = "_".join(f"{k}_{v}" for k, v in self.attrs) or "noAttribute"
+        return f"section_{SECTION}_{self.domain}_{self.split}_{self.label}_{self.index:04d}_{attr}.wav"
+
+    @property
+    def rel_path(self) -> str:
+        """``<machine>/<split>/<file>`` as used in attributes_00.csv."""
+        return f"{self.machine}/{self.split}/{self.file_name}"
+
+
+def plan_machine(machine: str, cfg: ScaleConfig, seed: int) -> list[ClipJob]:
+    """All clips of one machine type; operating points are cycled so every group is balanced over them."""
+    model = MODELS[machine]
+    jobs: list[ClipJob] = []
+    for domain, split, label in GROUPS:
+        conds = model.conditions(domain)
+        for i in range(cfg.count(domain, split, label)):
+            jobs.append(ClipJob(machine, domain, split, label, i, conds[i % len(conds)], seed,
+                                cfg.seconds_for(machine)))
+    return jobs
+
+
+def clip_rng(job: ClipJob) -> np.random.Generator:
+    """Per-clip generator from (seed, machine, split, domain, label, index): order-independent."""
+    key = [job.seed, MACHINES.index(job.machine), ("train", "test").index(job.split),
+           ("source", "target").index(job.domain), ("normal", "anomaly").index(job.label), job.index]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def render_clip(job: ClipJob) -> np.ndarray:
+    """Synthesize one clip as float32 in [-1, 1] (machine + background, final level)."""
+    model = MODELS[job.machine]
+    rng = clip_rng(job)
+    n = int(round(job.seconds * FS))
+    cond = dict(zip(model.attr_names, job.condition))
+    anomaly, severity = None, 0.0
+    if job.label == "anomaly":
+        anomaly = model.anomaly_kinds[int(rng.integers(len(model.anomaly_kinds)))]
+        severity = float(rng.beta(*SEVERITY_BETA))
+    ctx = ClipContext(rng, n, cond, job.domain, anomaly, severity)
+    machine = model.synth(ctx)
+    if model.noise_attr is not None:
+        bg_name = model.noise_map[cond[model.noise_attr]]
+    else:
+        pool = model.source_noises if job.domain == "source" else model.target_noises
+        bg_name = pool[int(rng.integers(len(pool)))]
+    lo, hi = model.snr_db[job.domain]
+    snr = float(rng.uniform(lo, hi))
+    bg = render_background(rng, n, BACKGROUNDS[bg_name])
+    mix = machine + bg * db_to_amp(-snr)
+    gain = db_to_amp(model.level_dbfs + rng.normal(0.0, 0.7))
+    out = mix * gain
+    peak = float(np.max(np.abs(out)))
+    if peak > 0.98:                            # rare (loud valve clicks): avoid wrap-around in int16
+        out *= 0.98 / peak
+    return out.astype(np.float32)
+
+
+def _write_clip(args: tuple[ClipJob, str]) -> str:
+    """Worker: render one clip and write it atomically as 16-bit PCM."""
+    job, root = args
+    target = Path(root) / "dev_data" / "raw" / job.machine / job.split / job.file_name
+    audio = render_clip(job)
+    with atomic_path(target, suffix=".wav") as tmp:
+        sf.write(str(tmp), audio, FS, subtype="PCM_16", format="WAV")
+    return job.rel_path
+
+
+def attributes_csv(machine: str, jobs: Sequence[ClipJob]) -> str:
+    """attributes_00.csv text: header ``file_name,d1p,d1v,...``, one row per clip (train then test)."""
+    model = MODELS[machine]
+    n_pairs = 1 if model.hidden else len(model.attr_names)
+    header = ["file_name"] + [f"d{i}{s}" for i in range(1, n_pairs + 1) for s in ("p", "v")]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    ordered = sorted(jobs, key=lambda j: (("train", "test").index(j.split), j.file_name))
+    for j in ordered:
+        if model.hidden:
+            w.writerow([j.rel_path, "noAttribute", ""])
+        else:
+            w.writerow([j.rel_path] + [x for kv in j.attrs for x in kv])
+    return buf.getvalue()
+
+
+def _remove_stale(machine_dir: Path, keep: set[str]) -> None:
+    """Remove clips a previous generation left here (e.g. a full set overwritten by a small one).
+
+    Only files whose names match the DCASE clip pattern are touched, so nothing else is ever deleted.
+    Without this, regenerating into the same folder at a smaller scale would silently mix two data sets.
+    """
+    for split in ("train", "test"):
+        d = machine_dir / split
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if p.is_file() and FILE_NAME_RE.match(p.name) and f"{machine_dir.name}/{split}/{p.name}" not in keep:
+                p.unlink()
+
+
+def _resolve_scale(scale: str | ScaleConfig) -> ScaleConfig:
+    if isinstance(scale, ScaleConfig):
+        return scale
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+    return SCALES[scale]
+
+
+def _resolve_machines(machines: Sequence[str] | None) -> tuple[str, ...]:
+    if machines is None:
+        return MACHINES
+    if isinstance(machines, str):
+        machines = [machines]
+    bad = [m for m in machines if m not in MACHINES]
+    if bad:
+        raise ValueError(f"unknown machine type(s) {bad}; choose from {list(MACHINES)}")
+    return tuple(dict.fromkeys(machines))
+
+
+def _run_jobs(tasks: list[tuple[ClipJob, str]], workers: int, progress: bool) -> Iterator[str]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="synth", unit="clip", disable=not progress)
+    try:
+        if workers <= 1:
+            for t in tasks:
+                yield _write_clip(t)
+                bar.update(1)
+        else:
+            with mp.get_context().Pool(workers) as pool:
+                for r in pool.imap_unordered(_write_clip, tasks, chunksize=4):
+                    yield r
+                    bar.update(1)
+    finally:
+        bar.close()
+
+
+def generate_dataset(out: str | Path, scale: str | ScaleConfig = "small", seed: int = 0,
+                     machines: Sequence[str] | None = None, workers: int | None = None,
+                     progress: bool = True) -> Path:
+    """Generate a synthetic data set in the DCASE 2024 Task 2 development layout and return ``out``.
+
+    ``scale`` is a key of :data:`SCALES` (or a :class:`ScaleConfig`); ``machines`` defaults to all seven
+    2024 development types; ``workers`` is the number of processes (default 2). The same ``seed`` gives
+    byte-identical files whatever the number of workers.
+    """
+    cfg = _resolve_scale(scale)
+    names = _resolve_machines(machines)
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    n_workers = 2 if workers is None else int(workers)
+    if n_workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers!r}")
+    root = Path(out)
+    plans = {m: plan_machine(m, cfg, int(seed)) for m in names}
+    for m, jobs in plans.items():
+        mdir = root / "dev_data" / "raw" / m
+        for split in ("train", "test"):
+            (mdir / split).mkdir(parents=True, exist_ok=True)
+        _remove_stale(mdir, {j.rel_path for j in jobs})
+    tasks = [(j, str(root)) for m in names for j in plans[m]]
+    for _ in _run_jobs(tasks, n_workers, progress):
+        pass
+    for m, jobs in plans.items():
+        atomic_write_text(root / "dev_data" / "raw" / m / "attributes_00.csv", attributes_csv(m, jobs))
+    return root
+
+
+__all__ = [
+    "FS", "MACHINES", "SCALES", "ScaleConfig", "ClipJob", "MachineModel", "MODELS", "BACKGROUNDS",
+    "DEFAULT_CLIP_SECONDS", "HIDDEN_ATTRIBUTE_MACHINES", "FILE_NAME_RE", "generate_dataset", "plan_machine",
+    "render_clip", "attributes_csv",
+]

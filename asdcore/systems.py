@@ -1,0 +1,412 @@
+"""The registry of named systems (a frontend + a backend + settings) and their shared plumbing.
+
+Every system trains into a run folder (:mod:`asdcore.runs`) and scores a data folder the same
+way, so the CLI, the ensemble and the app treat them alike:
+
+* ``train(dataset, run)`` fits the frontend (checkpointed, resumable) and then scores the run's
+  own data;
+* ``score(run, dataset, out_dir)`` fits the backend per machine type and section on the normal
+  *training* clips of the scored folder (falling back to the run's own training data for a
+  folder that has none), scores every clip, and writes the official submission CSVs, the
+  training-clip scores, the decision thresholds, per-clip embeddings and, when the test labels
+  are known, ``metrics.csv``.
+
+Systems that share a frontend (``ae-mse``/``ae-mahala``) can score each other's runs: the
+backend is chosen at scoring time.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from asdcore.data import ClipRecord, Dataset, DataError, discover, load_clip
+from asdcore.runs import Run, RunConfig, RunError, save_arrays, save_json, write_frame_csv
+from asdcore.training import fit, iterate_minibatches, recalibrate_batchnorm, resolve_device, seed_everything
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    name: str
+    frontend: str
+    backend: str
+    description: str
+
+
+# --------------------------------------------------------------------------- shared scoring output
+
+
+def decision_threshold(train_scores: np.ndarray) -> float:
+    """90th percentile of a gamma fit to the normal training scores (the DCASE baseline rule)."""
+    from asdcore.scoring import gamma_threshold
+
+    return float(gamma_threshold(np.asarray(train_scores, dtype=np.float64), percentile=0.9))
+
+
+def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tuple[str, str, str], tuple[list[str], np.ndarray]],
+                  thresholds: dict[str, float]) -> pd.DataFrame | None:
+    """Write submission CSVs, train scores, thresholds, embeddings and (if labelled) metrics.
+
+    ``clip_scores`` has columns machine, section, split, domain, label, file_name, score.
+    Returns the metrics table when every test clip has a label and domain, else None.
+    """
+    from asdcore.export import write_scores
+    from asdcore.metrics import metrics_table, write_metrics_csv
+
+    out_dir = Path(out_dir)
+    scores_dir = out_dir / "scores"
+    for (machine, section), grp in clip_scores.groupby(["machine", "section"], sort=True):
+        thr = thresholds[f"{machine}_section_{section}"]
+        test = grp[grp["split"] == "test"]
+        if len(test):
+            write_scores(scores_dir, machine, section, list(test["file_name"]), test["score"].to_numpy(),
+                         (test["score"].to_numpy() > thr).astype(int))
+        train = grp[grp["split"] == "train"][["file_name", "domain", "score"]]
+        write_frame_csv(scores_dir / f"train_scores_{machine}_section_{section}.csv", train, index=False,
+                        float_format="%.17g")
+    save_json(scores_dir / "thresholds.json", thresholds)
+    for (machine, section, split), (names, vectors) in embeddings.items():
+        save_arrays(out_dir / "embeddings" / f"{machine}_section_{section}_{split}.npz",
+                    names=np.asarray(names), embeddings=np.asarray(vectors, dtype=np.float32))
+    test = clip_scores[clip_scores["split"] == "test"]
+    if test.empty or test["label"].isna().any() or test["domain"].isna().any():
+        return None
+    table = metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
+        label=test["label"].astype(int)))
+    write_metrics_csv(table, out_dir / "metrics.csv")
+    return table
+
+
+def read_clip_scores(out_dir: Path) -> pd.DataFrame:
+    """Test scores of a scored folder as one frame (machine, section, file_name, score)."""
+    from asdcore.export import read_scores
+
+    return read_scores(Path(out_dir) / "scores")
+
+
+# --------------------------------------------------------------------------- system base
+
+
+class System:
+    """Base class: subclasses set ``info`` and ``Settings`` and implement the frontend parts."""
+
+    info: SystemInfo
+    Settings: type
+
+    def settings(self, **overrides: Any):
+        known = {f.name for f in fields(self.Settings)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"{self.info.name} has no setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return self.Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+    def new_run(self, out: Path, ds: Dataset, machines: list[str], resume: bool, **overrides: Any) -> Run:
+        settings = self.settings(**overrides)
+        cfg = RunConfig(system=self.info.name, settings=asdict(settings), data_root=str(ds.root.resolve()),
+                        machines=machines, seed=int(getattr(settings, "seed", 0)))
+        return Run.create(out, cfg, resume=resume)
+
+    def train(self, run: Run, ds: Dataset, resume: bool = False, progress: bool = True,
+              on_epoch_end: Callable[[int, float], None] | None = None) -> None:
+        raise NotImplementedError
+
+    def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
+        raise NotImplementedError
+
+
+def training_clips(ds: Dataset, machine: str, section: str | None = None) -> list[ClipRecord]:
+    return [c for c in ds.select(machine=machine, section=section, split="train") if c.label in (0, None)]
+
+
+def backend_training_source(run: Run, ds: Dataset, machine: str, section: str) -> list[ClipRecord]:
+    """Normal training clips to fit a backend: the scored folder's own, else the run's data."""
+    clips = training_clips(ds, machine, section)
+    if clips:
+        return clips
+    try:
+        own = discover(run.config.data_root, machines=[machine])
+    except DataError:
+        own = None
+    clips = training_clips(own, machine, section) if own is not None else []
+    if not clips:
+        raise DataError(
+            f"no normal training clips for {machine} section {section} in {ds.root} or in the run's data "
+            f"{run.config.data_root}; the backend needs them to score"
+        )
+    return clips
+
+
+# --------------------------------------------------------------------------- AE baseline
+
+
+@dataclass
+class AESettings:
+    """DCASE 2023/2024 Task 2 autoencoder baseline (public recipe).
+
+    Log-mel: 128 mels, n_fft 1024, hop 512, power 2, 10*log10; 5 consecutive frames
+    concatenated to 640-d vectors. Autoencoder 640-128-128-128-128-8-128-128-128-128-640 with
+    BatchNorm + ReLU. Adam, lr 1e-3, batch 256 vectors, 10 % of the training clips held out for
+    the validation loss shown in the progress bar (the baseline holds out 10 % too; the held-out
+    clips still take part in fitting the backend). One model per machine type, trained on the
+    normal source+target training clips; 100 epochs in the public recipe. Clips are used at
+    their native length (the baseline does not pad). After the last epoch the BatchNorm running
+    statistics are re-estimated in one pass over the training vectors (see
+    :func:`asdcore.training.recalibrate_batchnorm`); the weights are those of the last epoch.
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    val_split: float = 0.1
+    n_mels: int = 128
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_frames: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+
+class _FrameBank:
+    """All log-mel frames of a set of clips in one (F, n_mels) tensor plus vector start offsets.
+
+    Batches of 640-d vectors are gathered on the fly, so memory holds log-mels (n_mels floats
+    per frame) rather than the 5x larger stacked vectors.
+    """
+
+    def __init__(self, logmels: list[torch.Tensor], n_frames: int):
+        self.n_frames = n_frames
+        self.frames = torch.cat([m.T for m in logmels], dim=0).contiguous()  # (F, M)
+        starts, offset = [], 0
+        for m in logmels:
+            t = m.shape[1]
+            if t >= n_frames:
+                starts.append(torch.arange(offset, offset + t - n_frames + 1))
+            offset += t
+        self.starts = torch.cat(starts) if starts else torch.zeros(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def vectors(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = self.starts[idx][:, None] + torch.arange(self.n_frames)[None, :]
+        return self.frames[rows].reshape(len(idx), -1)
+
+
+class AESystem(System):
+    Settings = AESettings
+
+    def __init__(self, backend: str):
+        self.backend = backend
+        self.info = SYSTEM_INFO[f"ae-{backend}"]
+
+    # ---- features
+    def _logmel_cfg(self, s: AESettings):
+        from asdcore.features import LogMelConfig
+
+        return LogMelConfig(n_fft=s.n_fft, hop_length=s.hop_length, n_mels=s.n_mels, n_frames=s.n_frames)
+
+    def _logmels(self, clips: list[ClipRecord], s: AESettings, progress: bool, desc: str) -> list[torch.Tensor]:
+        from tqdm.auto import tqdm
+
+        from asdcore.features import log_mel
+
+        cfg = self._logmel_cfg(s)
+        out = []
+        for c in tqdm(clips, desc=desc, disable=not progress, unit="clip", leave=False):
+            wave = load_clip(c.path, seconds=None)
+            out.append(log_mel(torch.from_numpy(wave), cfg)[0].float())
+        return out
+
+    def _model(self, s: AESettings):
+        from asdcore.models.autoencoder import AEConfig, AutoEncoder
+
+        return AutoEncoder(AEConfig(input_dim=s.n_mels * s.n_frames))
+
+    # ---- training
+    def train(self, run: Run, ds: Dataset, resume: bool = False, progress: bool = True,
+              on_epoch_end: Callable[[int, float], None] | None = None) -> None:
+        s = AESettings(**run.config.settings)
+        device = resolve_device(s.device)
+        t0 = time.perf_counter()
+        run.set_status("training")
+        for machine in run.config.machines:
+            weights = run.model_dir / f"ae_{machine}.safetensors"
+            if resume and weights.exists():
+                continue
+            clips = training_clips(ds, machine)
+            if not clips:
+                raise DataError(f"no normal training clips for {machine} in {ds.root}")
+            seed_everything(s.seed)
+            logmels = self._logmels(clips, s, progress, f"{machine}: log-mel")
+            rng = np.random.default_rng(s.seed)
+            n_val = int(round(len(clips) * s.val_split)) if len(clips) >= 10 else 0
+            perm = rng.permutation(len(clips))
+            val_idx, train_idx = set(perm[:n_val].tolist()), perm[n_val:]
+            bank = _FrameBank([logmels[i] for i in sorted(train_idx)], s.n_frames)
+            val_bank = _FrameBank([logmels[i] for i in sorted(val_idx)], s.n_frames) if n_val else None
+            vectors_per_clip = max(len(bank) / max(len(train_idx), 1), 1.0)
+            model = self._model(s).to(device)
+            opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+            loss_fn = torch.nn.MSELoss()
+
+            def batches(epoch: int, gen: torch.Generator) -> Iterable[tuple[int, torch.Tensor]]:
+                for idx in iterate_minibatches(len(bank), s.batch_size, gen):
+                    if len(idx) < 2:  # BatchNorm needs more than one vector
+                        continue
+                    x = bank.vectors(idx).to(device)
+                    yield int(round(len(idx) / vectors_per_clip)), loss_fn(model(x), x)
+
+            def validate() -> float:
+                losses = []
+                for i in range(0, len(val_bank), 4096):
+                    x = val_bank.vectors(torch.arange(i, min(i + 4096, len(val_bank)))).to(device)
+                    losses.append(float(loss_fn(model(x), x)) * len(x))
+                return sum(losses) / max(len(val_bank), 1)
+
+            fit(model, opt, batches, s.epochs, s.seed, run.checkpoint_dir / f"ae_{machine}.pt", resume=resume,
+                validate=validate if val_bank is not None and len(val_bank) else None, desc=f"{machine}",
+                progress=progress, on_epoch_end=on_epoch_end)
+            recalibrate_batchnorm(model, (bank.vectors(torch.arange(i, min(i + s.batch_size, len(bank)))).to(device)
+                                          for i in range(0, len(bank), s.batch_size)))
+            run.save_weights(f"ae_{machine}", model.state_dict())
+        run.set_status("trained", train_seconds=round(time.perf_counter() - t0, 2))
+        self.score(run, ds, run.path, progress=progress)
+        run.set_status("scored")
+
+    # ---- scoring
+    def _load_model(self, run: Run, machine: str, s: AESettings, device: torch.device):
+        if machine not in run.config.machines:
+            raise RunError(
+                f"{run.path} has no model for machine type {machine!r} (the AE baseline trains one model per "
+                f"machine type; this run has {', '.join(run.config.machines)}). Train a run on that data first."
+            )
+        model = self._model(s)
+        model.load_state_dict(run.load_weights(f"ae_{machine}"))
+        return model.to(device).eval()
+
+    @torch.no_grad()
+    def _errors(self, model, logmel: torch.Tensor, s: AESettings, device: torch.device) -> np.ndarray:
+        from asdcore.features import frame_stack
+
+        x = frame_stack(logmel[None], s.n_frames)[0].to(device)
+        return (x - model(x)).cpu().numpy().astype(np.float64)
+
+    def clip_errors(self, run: Run, machine: str, waves: Iterable[np.ndarray]) -> list[np.ndarray]:
+        """Per-frame reconstruction errors (T, 640) of raw 16 kHz waves (used by the app inspector)."""
+        from asdcore.features import log_mel
+
+        s = AESettings(**run.config.settings)
+        device = resolve_device(s.device)
+        model = self._load_model(run, machine, s, device)
+        cfg = self._logmel_cfg(s)
+        return [self._errors(model, log_mel(torch.from_numpy(w), cfg)[0].float(), s, device) for w in waves]
+
+    def score_waves(self, run: Run, machine: str, section: str, waves: Iterable[np.ndarray],
+                    scored_dir: Path | None = None) -> np.ndarray:
+        """Anomaly scores of raw 16 kHz clips, with the backend fitted when ``scored_dir`` was scored.
+
+        Used to score single clips (the app's inspector, tests) without re-scoring a folder.
+        """
+        from asdcore.runs import load_arrays
+        from asdcore.scoring import MahalanobisBackend
+
+        mahala = None
+        if self.backend == "mahala":
+            path = Path(scored_dir or run.path) / "scores" / "backend" / f"mahala_{machine}_section_{section}.npz"
+            if not path.exists():
+                raise RunError(f"no fitted Mahalanobis backend for {machine} section {section} in {path.parent}; "
+                               "score the data folder with ae-mahala first")
+            mahala = MahalanobisBackend.from_state_dict(load_arrays(path))
+        return np.array([self._clip_score(e, mahala) for e in self.clip_errors(run, machine, waves)])
+
+    def _clip_score(self, errors: np.ndarray, mahala) -> float:
+        from asdcore.scoring import mse_clip_score
+
+        if self.backend == "mse":
+            return float(mse_clip_score(errors, np.zeros_like(errors)))
+        return float(mahala.score_clip(errors))
+
+    def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
+        from asdcore.scoring import MahalanobisBackend
+
+        s = AESettings(**run.config.settings)
+        device = resolve_device(s.device)
+        rows, embeddings, thresholds = [], {}, {}
+        test_machines = sorted({c.machine for c in ds.select(split="test")}, key=str.lower)
+        if not test_machines:
+            raise DataError(f"{ds.root} has no test clips to score")
+        for machine in test_machines:
+            model = self._load_model(run, machine, s, device)
+            for section in sorted({c.section for c in ds.select(machine=machine, split="test")}):
+                train = backend_training_source(run, ds, machine, section)
+                test = ds.select(machine=machine, section=section, split="test")
+                train_err = [self._errors(model, m, s, device)
+                             for m in self._logmels(train, s, progress, f"{machine} {section}: train")]
+                mahala = None
+                if self.backend == "mahala":
+                    mahala = MahalanobisBackend()
+                    for c, e in zip(train, train_err):
+                        mahala.add_clip(e, "target" if c.domain == "target" else "source")
+                    mahala.finalize()
+                    save_arrays(Path(out_dir) / "scores" / "backend" / f"mahala_{machine}_section_{section}.npz",
+                                **mahala.state_dict())
+                train_scores = [self._clip_score(e, mahala) for e in train_err]
+                thresholds[f"{machine}_section_{section}"] = decision_threshold(np.array(train_scores))
+                for split, clips, errs in (("train", train, train_err), ("test", test, None)):
+                    names, vecs = [], []
+                    if errs is None:
+                        errs = (self._errors(model, m, s, device)
+                                for m in self._logmels(clips, s, progress, f"{machine} {section}: test"))
+                    for c, e in zip(clips, errs):
+                        score = self._clip_score(e, mahala)
+                        rows.append({"machine": machine, "section": section, "split": split, "domain": c.domain,
+                                     "label": c.label, "file_name": c.file_name, "score": score})
+                        names.append(c.file_name)
+                        vecs.append(per_band_error(e, s.n_frames))
+                    embeddings[(machine, section, split)] = (names, np.stack(vecs))
+        clip_scores = pd.DataFrame(rows)
+        write_outputs(Path(out_dir), clip_scores, embeddings, thresholds)
+        return clip_scores
+
+
+def per_band_error(errors: np.ndarray, n_frames: int) -> np.ndarray:
+    """Mean squared error per mel band (averaged over the 5 stacked frames and all vectors).
+
+    Stored as the AE's per-clip "embedding": it shows which frequency bands drive the score.
+    """
+    t, d = errors.shape
+    return (errors.reshape(t, n_frames, d // n_frames) ** 2).mean(axis=(0, 1)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- registry
+
+SYSTEM_INFO: dict[str, SystemInfo] = {
+    "ae-mse": SystemInfo("ae-mse", "ae", "mse", "DCASE 2024 AE baseline, MSE reconstruction error"),
+    "ae-mahala": SystemInfo("ae-mahala", "ae", "mahala",
+                            "DCASE 2024 AE baseline, Mahalanobis distance of the reconstruction error"),
+}
+
+_FACTORIES: dict[str, Callable[[], System]] = {
+    "ae-mse": lambda: AESystem("mse"),
+    "ae-mahala": lambda: AESystem("mahala"),
+}
+
+
+def system_names() -> list[str]:
+    return sorted(SYSTEM_INFO)
+
+
+def get_system(name: str) -> System:
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown system {name!r}; known systems: {', '.join(system_names())}")
+    return _FACTORIES[name]()
+
+
+def compatible(run_system: str, other: str) -> bool:
+    """Whether ``other`` can score a run trained as ``run_system`` (same frontend)."""
+    return SYSTEM_INFO[run_system].frontend == SYSTEM_INFO[other].frontend

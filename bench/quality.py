@@ -1,0 +1,85 @@
+"""Quality benchmark: train systems on a data set and print the seed-style table side by side.
+
+    python bench/quality.py DATA [--systems ae-mse,ae-mahala] [--epochs N] [--out runs/bench]
+
+Systems that share a frontend (e.g. ae-mse and ae-mahala) are trained once and scored with
+each backend. Prints per machine AUC(source), AUC(target), pAUC, the All rows and the official
+hmean for every system, plus training and scoring times. Existing finished runs in ``--out``
+are reused (``--retrain`` to start again), so the table can be re-printed cheaply.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asdcore.data import discover  # noqa: E402
+from asdcore.metrics import format_tables, read_metrics_csv  # noqa: E402
+from asdcore.runs import Run, RunError  # noqa: E402
+from asdcore.systems import SYSTEM_INFO, get_system  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data")
+    p.add_argument("--systems", default="ae-mse,ae-mahala")
+    p.add_argument("--epochs", type=int, default=None, help="override every system's epoch count")
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--device", default=None)
+    p.add_argument("--machines", default=None)
+    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+
+    names = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SYSTEM_INFO]
+    if unknown:
+        p.error(f"unknown system(s) {unknown}; known: {sorted(SYSTEM_INFO)}")
+    machines = args.machines.split(",") if args.machines else None
+    ds = discover(args.data, machines=machines)
+    machines = machines or ds.machines()
+    out = Path(args.out)
+    tables, timings = {}, []
+    trained: dict[str, Path] = {}
+    for name in names:
+        frontend = SYSTEM_INFO[name].frontend
+        if frontend not in trained:
+            run_dir = out / frontend
+            if args.retrain and run_dir.exists():
+                shutil.rmtree(run_dir)
+            try:
+                run = Run.open(run_dir)
+                if run.config.status != "scored":
+                    raise RunError("unfinished")
+                print(f"reusing finished run {run_dir} ({run.config.system}, trained in {run.config.train_seconds} s)")
+            except RunError:
+                system = get_system(name)
+                overrides = {"epochs": args.epochs, "device": args.device}
+                run = system.new_run(run_dir, ds, machines, resume=True, **overrides)
+                t0 = time.perf_counter()
+                system.train(run, ds, resume=True, progress=not args.quiet)
+                run = Run.open(run_dir)
+                timings.append(f"{frontend}: trained+scored in {time.perf_counter() - t0:.0f} s "
+                               f"(training {run.config.train_seconds} s, {run.config.settings.get('epochs')} epochs)")
+            trained[frontend] = run_dir
+        run = Run.open(trained[frontend])
+        scored = run.path if name == run.config.system else out / f"{name}-scored"
+        if scored != run.path:
+            t0 = time.perf_counter()
+            get_system(name).score(run, ds, scored, progress=not args.quiet)
+            timings.append(f"{name}: scored in {time.perf_counter() - t0:.0f} s")
+        tables[name] = read_metrics_csv(Path(scored) / "metrics.csv")
+    print()
+    print(format_tables(tables, title=f"Data: {ds.root} ({len(ds.clips)} clips)"))
+    print()
+    for line in timings:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

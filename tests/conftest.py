@@ -1,0 +1,31 @@
+"""Shared test fixtures: small audio files written on the fly."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def write_tone(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int = 1, freq: float = 440.0,
+               subtype: str = "PCM_16") -> Path:
+    """A sine tone (plus a little noise) so loaded clips are not all zeros."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    rng = np.random.default_rng(int(freq))
+    mono = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(n)
+    data = np.stack([mono * (1 + 0.1 * c) for c in range(channels)], axis=1) if channels > 1 else mono
+    sf.write(str(path), data.astype(np.float32), sr, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def tone():
+    return write_tone

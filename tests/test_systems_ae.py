@@ -1,0 +1,178 @@
+"""Systems, run folders and the train/score CLI, proven on the DCASE AE baseline."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from asdcore.cli import main
+from asdcore.data import discover, load_clip
+from asdcore.export import read_scores
+from asdcore.runs import Run, RunError, list_runs
+from asdcore.synth import generate_dataset
+from asdcore.systems import get_system
+from asdcore.training import Interrupt, load_checkpoint
+
+MACHINES = ["fan", "valve"]
+EPOCHS = 100
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("data"), scale="tiny", seed=0, machines=MACHINES,
+                            workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "ae"
+    assert main(["train", str(tiny_data), "--system", "ae-mse", "--out", str(out), "--epochs", str(EPOCHS), "--quiet"]) == 0
+    return out
+
+
+def test_run_folder_contents(trained_run):
+    run = Run.open(trained_run)
+    assert run.config.system == "ae-mse" and run.config.status == "scored"
+    assert run.config.settings["epochs"] == EPOCHS and run.config.settings["batch_size"] == 256
+    assert sorted(p.name for p in run.model_dir.iterdir()) == ["ae_fan.safetensors", "ae_valve.safetensors"]
+    for m in MACHINES:
+        assert (run.scores_dir / f"anomaly_score_{m}_section_00_test.csv").exists()
+        assert (run.scores_dir / f"decision_result_{m}_section_00_test.csv").exists()
+        assert (run.scores_dir / f"train_scores_{m}_section_00.csv").exists()
+        emb = np.load(run.embeddings_dir / f"{m}_section_00_test.npz")
+        assert emb["embeddings"].shape == (len(emb["names"]), 128)
+    table = pd.read_csv(run.metrics_path, dtype={"section": str}, keep_default_na=False)
+    assert list(table.columns) == ["machine", "section", "auc_source", "auc_target", "pauc"]
+    assert list(table["machine"]) == ["fan", "valve", "All", "hmean"]
+    runs = list_runs(trained_run.parent)
+    assert list(runs["system"]) == ["ae-mse"] and runs["hmean"].iloc[0] == pytest.approx(table.iloc[-1]["auc_source"])
+
+
+def test_loss_falls(trained_run):
+    for m in MACHINES:
+        hist = load_checkpoint(Run.open(trained_run).checkpoint_dir / f"ae_{m}.pt")["history"]
+        assert len(hist) == EPOCHS and hist[-1] < hist[0]
+
+
+def test_scores_finite_for_both_backends(trained_run, tiny_data, tmp_path):
+    own = read_scores(Run.open(trained_run).scores_dir)
+    assert np.isfinite(own["score"]).all()
+    assert main(["score", str(trained_run), str(tiny_data), "--system", "ae-mahala", "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    mahala = read_scores(tmp_path / "m" / "scores")
+    assert np.isfinite(mahala["score"]).all() and len(mahala) == len(own)
+    assert not np.allclose(np.sort(mahala["score"]), np.sort(own["score"]))
+
+
+def test_rescoring_own_data_reproduces_saved_scores(trained_run, tiny_data, tmp_path):
+    assert main(["score", str(trained_run), str(tiny_data), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    saved = read_scores(Run.open(trained_run).scores_dir).sort_values(["machine", "file_name"]).reset_index(drop=True)
+    again = read_scores(tmp_path / "again" / "scores").sort_values(["machine", "file_name"]).reset_index(drop=True)
+    assert saved["file_name"].tolist() == again["file_name"].tolist()
+    assert np.array_equal(saved["score"].to_numpy(), again["score"].to_numpy())  # exact, not approximate
+    assert (tmp_path / "again" / "metrics.csv").read_text() == Run.open(trained_run).metrics_path.read_text()
+
+
+def test_injected_fault_scores_higher(trained_run, tiny_data, tmp_path):
+    run = Run.open(trained_run)
+    ds = discover(tiny_data)
+    clean_clip = ds.select(machine="fan", split="test", label=0, domain="source")[0]
+    clean = load_clip(clean_clip.path, seconds=None)
+    t = np.arange(len(clean)) / 16000
+    # a bearing-like fault: a 3.1 kHz resonance rung by impacts 23 times a second, at the clip's own level
+    impacts = np.exp(-((t * 23) % 1.0) * 40)
+    fault = (clean + 2 * clean.std() * impacts * np.sin(2 * np.pi * 3100 * t)).astype(np.float32)
+    mse = get_system("ae-mse").score_waves(run, "fan", "00", [clean, fault])
+    assert mse[1] > mse[0]
+    assert main(["score", str(trained_run), str(tiny_data), "--system", "ae-mahala", "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    mahala = get_system("ae-mahala").score_waves(run, "fan", "00", [clean, fault], scored_dir=tmp_path / "m")
+    assert mahala[1] > mahala[0]
+
+
+def test_resume_gives_same_weights(tiny_data, tmp_path):
+    system = get_system("ae-mse")
+    ds = discover(tiny_data, machines=["valve"])
+    full = system.new_run(tmp_path / "full", ds, ["valve"], resume=False, epochs=4)
+    system.train(full, ds, progress=False)
+
+    part = system.new_run(tmp_path / "part", ds, ["valve"], resume=False, epochs=4)
+
+    def crash(epoch, loss):
+        if epoch == 2:
+            raise Interrupt("simulated power cut")
+
+    with pytest.raises(Interrupt):
+        system.train(part, ds, progress=False, on_epoch_end=crash)
+    assert not (part.model_dir / "ae_valve.safetensors").exists()
+    # as the CLI does it: `train ... --resume` on the same folder
+    assert main(["train", str(tiny_data), "--system", "ae-mse", "--out", str(tmp_path / "part"), "--epochs", "4",
+                 "--machines", "valve", "--resume", "--quiet"]) == 0
+    a = Run.open(tmp_path / "full").load_weights("ae_valve")
+    b = Run.open(tmp_path / "part").load_weights("ae_valve")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_style_folder_gets_submission_files(trained_run, tiny_data, tmp_path, capsys):
+    ev = tmp_path / "eval" / "fan"
+    src = Path(tiny_data) / "dev_data" / "raw" / "fan"
+    shutil.copytree(src / "train", ev / "train")
+    (ev / "test").mkdir()
+    tests = sorted((src / "test").iterdir())
+    for i, p in enumerate(tests):
+        shutil.copy(p, ev / "test" / f"section_00_{i:04d}.wav")
+    out = tmp_path / "eval_scores"
+    assert main(["score", str(trained_run), str(tmp_path / "eval"), "--out", str(out), "--quiet"]) == 0
+    assert "no metrics" in capsys.readouterr().out
+    scores = read_scores(out / "scores")
+    assert sorted(scores["file_name"]) == [f"section_00_{i:04d}.wav" for i in range(len(tests))]
+    assert set(scores["decision"].unique()) <= {0, 1}
+    assert not (out / "metrics.csv").exists()
+    # with ground truth the same folder gets metrics
+    gt = tmp_path / "gt"
+    (gt / "ground_truth_data").mkdir(parents=True)
+    (gt / "ground_truth_domain").mkdir(parents=True)
+    (gt / "ground_truth_data" / "ground_truth_fan_section_00_test.csv").write_text(
+        "".join(f"section_00_{i:04d}.wav,{int('anomaly' in p.name)}\n" for i, p in enumerate(tests)))
+    (gt / "ground_truth_domain" / "ground_truth_fan_section_00_test.csv").write_text(
+        "".join(f"section_00_{i:04d}.wav,{int('target' in p.name)}\n" for i, p in enumerate(tests)))
+    assert main(["evaluate", str(tmp_path / "eval"), str(out / "scores"), "--ground-truth", str(gt)]) == 0
+    assert (out / "scores" / "metrics.csv").exists()
+
+
+def test_bad_inputs_get_clear_errors(trained_run, tiny_data, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", str(empty), "--system", "ae-mse", "--out", str(tmp_path / "r")]) == 2
+    assert "not in any known DCASE layout" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "nope"), "--system", "ae-mse", "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", str(tiny_data), "--system", "ae-mse", "--out", str(tmp_path / "r"), "--machines", "drone"]) == 2
+    assert "drone" in capsys.readouterr().err
+    assert main(["train", str(tiny_data), "--system", "ae-mse", "--out", str(trained_run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(tiny_data), "--system", "nonsense", "--out", str(tmp_path / "r")])
+    capsys.readouterr()
+    # a run folder from another format version
+    other = tmp_path / "old_run"
+    shutil.copytree(trained_run, other)
+    cfg = (other / "config.json").read_text().replace('"format_version": 1', '"format_version": 99')
+    (other / "config.json").write_text(cfg)
+    assert main(["score", str(other), str(tiny_data)]) == 2
+    assert "format version 99" in capsys.readouterr().err
+    with pytest.raises(RunError, match="not a run folder"):
+        Run.open(tmp_path)
+    # a machine the per-machine AE never saw
+    with pytest.raises(RunError, match="no model for machine type 'bearing'"):
+        get_system("ae-mse").score_waves(Run.open(trained_run), "bearing", "00", [np.zeros(16000, np.float32)])
+    # corrupt weights
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken)
+    (broken / "model" / "ae_fan.safetensors").write_bytes(b"not weights")
+    assert main(["score", str(broken), str(tiny_data), "--quiet", "--out", str(tmp_path / "x")]) == 2
+    assert "corrupt" in capsys.readouterr().err
