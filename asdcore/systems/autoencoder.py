@@ -1,145 +1,29 @@
-"""The registry of named systems (a frontend + a backend + settings) and their shared plumbing.
+"""The DCASE 2023/2024 Task 2 autoencoder baseline as a system (frontend ``ae``).
 
-Every system trains into a run folder (:mod:`asdcore.runs`) and scores a data folder the same
-way, so the CLI, the ensemble and the app treat them alike:
-
-* ``train(dataset, run)`` fits the frontend (checkpointed, resumable) and then scores the run's
-  own data;
-* ``score(run, dataset, out_dir)`` fits the backend per machine type and section on the normal
-  *training* clips of the scored folder (falling back to the run's own training data for a
-  folder that has none), scores every clip, and writes the official submission CSVs, the
-  training-clip scores, the decision thresholds, per-clip embeddings and, when the test labels
-  are known, ``metrics.csv``.
-
-Systems that share a frontend (``ae-mse``/``ae-mahala``) can score each other's runs: the
-backend is chosen at scoring time.
+Backends ``mse`` and ``mahala`` share one trained model per machine type.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from asdcore.data import ClipRecord, Dataset, DataError, discover, load_clip
-from asdcore.runs import Run, RunConfig, RunError, save_arrays, save_json, write_frame_csv
+from asdcore.data import ClipRecord, Dataset, DataError, load_clip
+from asdcore.runs import Run, RunError, save_arrays
+from asdcore.systems import (
+    System,
+    SystemInfo,
+    backend_training_source,
+    decision_threshold,
+    training_clips,
+    write_outputs,
+)
 from asdcore.training import fit, iterate_minibatches, recalibrate_batchnorm, resolve_device, seed_everything
-
-
-@dataclass(frozen=True)
-class SystemInfo:
-    name: str
-    frontend: str
-    backend: str
-    description: str
-
-
-# --------------------------------------------------------------------------- shared scoring output
-
-
-def decision_threshold(train_scores: np.ndarray) -> float:
-    """90th percentile of a gamma fit to the normal training scores (the DCASE baseline rule)."""
-    from asdcore.scoring import gamma_threshold
-
-    return float(gamma_threshold(np.asarray(train_scores, dtype=np.float64), percentile=0.9))
-
-
-def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tuple[str, str, str], tuple[list[str], np.ndarray]],
-                  thresholds: dict[str, float]) -> pd.DataFrame | None:
-    """Write submission CSVs, train scores, thresholds, embeddings and (if labelled) metrics.
-
-    ``clip_scores`` has columns machine, section, split, domain, label, file_name, score.
-    Returns the metrics table when every test clip has a label and domain, else None.
-    """
-    from asdcore.export import write_scores
-    from asdcore.metrics import metrics_table, write_metrics_csv
-
-    out_dir = Path(out_dir)
-    scores_dir = out_dir / "scores"
-    for (machine, section), grp in clip_scores.groupby(["machine", "section"], sort=True):
-        thr = thresholds[f"{machine}_section_{section}"]
-        test = grp[grp["split"] == "test"]
-        if len(test):
-            write_scores(scores_dir, machine, section, list(test["file_name"]), test["score"].to_numpy(),
-                         (test["score"].to_numpy() > thr).astype(int))
-        train = grp[grp["split"] == "train"][["file_name", "domain", "score"]]
-        write_frame_csv(scores_dir / f"train_scores_{machine}_section_{section}.csv", train, index=False,
-                        float_format="%.17g")
-    save_json(scores_dir / "thresholds.json", thresholds)
-    for (machine, section, split), (names, vectors) in embeddings.items():
-        save_arrays(out_dir / "embeddings" / f"{machine}_section_{section}_{split}.npz",
-                    names=np.asarray(names), embeddings=np.asarray(vectors, dtype=np.float32))
-    test = clip_scores[clip_scores["split"] == "test"]
-    if test.empty or test["label"].isna().any() or test["domain"].isna().any():
-        return None
-    table = metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
-        label=test["label"].astype(int)))
-    write_metrics_csv(table, out_dir / "metrics.csv")
-    return table
-
-
-def read_clip_scores(out_dir: Path) -> pd.DataFrame:
-    """Test scores of a scored folder as one frame (machine, section, file_name, score)."""
-    from asdcore.export import read_scores
-
-    return read_scores(Path(out_dir) / "scores")
-
-
-# --------------------------------------------------------------------------- system base
-
-
-class System:
-    """Base class: subclasses set ``info`` and ``Settings`` and implement the frontend parts."""
-
-    info: SystemInfo
-    Settings: type
-
-    def settings(self, **overrides: Any):
-        known = {f.name for f in fields(self.Settings)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"{self.info.name} has no setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return self.Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-    def new_run(self, out: Path, ds: Dataset, machines: list[str], resume: bool, **overrides: Any) -> Run:
-        settings = self.settings(**overrides)
-        cfg = RunConfig(system=self.info.name, settings=asdict(settings), data_root=str(ds.root.resolve()),
-                        machines=machines, seed=int(getattr(settings, "seed", 0)))
-        return Run.create(out, cfg, resume=resume)
-
-    def train(self, run: Run, ds: Dataset, resume: bool = False, progress: bool = True,
-              on_epoch_end: Callable[[int, float], None] | None = None) -> None:
-        raise NotImplementedError
-
-    def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
-        raise NotImplementedError
-
-
-def training_clips(ds: Dataset, machine: str, section: str | None = None) -> list[ClipRecord]:
-    return [c for c in ds.select(machine=machine, section=section, split="train") if c.label in (0, None)]
-
-
-def backend_training_source(run: Run, ds: Dataset, machine: str, section: str) -> list[ClipRecord]:
-    """Normal training clips to fit a backend: the scored folder's own, else the run's data."""
-    clips = training_clips(ds, machine, section)
-    if clips:
-        return clips
-    try:
-        own = discover(run.config.data_root, machines=[machine])
-    except DataError:
-        own = None
-    clips = training_clips(own, machine, section) if own is not None else []
-    if not clips:
-        raise DataError(
-            f"no normal training clips for {machine} section {section} in {ds.root} or in the run's data "
-            f"{run.config.data_root}; the backend needs them to score"
-        )
-    return clips
-
 
 # --------------------------------------------------------------------------- AE baseline
 
@@ -200,9 +84,9 @@ class _FrameBank:
 class AESystem(System):
     Settings = AESettings
 
-    def __init__(self, backend: str):
-        self.backend = backend
-        self.info = SYSTEM_INFO[f"ae-{backend}"]
+    def __init__(self, info: SystemInfo):
+        self.info = info
+        self.backend = info.backend
 
     # ---- features
     def _logmel_cfg(self, s: AESettings):
@@ -383,30 +267,3 @@ def per_band_error(errors: np.ndarray, n_frames: int) -> np.ndarray:
     return (errors.reshape(t, n_frames, d // n_frames) ** 2).mean(axis=(0, 1)).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- registry
-
-SYSTEM_INFO: dict[str, SystemInfo] = {
-    "ae-mse": SystemInfo("ae-mse", "ae", "mse", "DCASE 2024 AE baseline, MSE reconstruction error"),
-    "ae-mahala": SystemInfo("ae-mahala", "ae", "mahala",
-                            "DCASE 2024 AE baseline, Mahalanobis distance of the reconstruction error"),
-}
-
-_FACTORIES: dict[str, Callable[[], System]] = {
-    "ae-mse": lambda: AESystem("mse"),
-    "ae-mahala": lambda: AESystem("mahala"),
-}
-
-
-def system_names() -> list[str]:
-    return sorted(SYSTEM_INFO)
-
-
-def get_system(name: str) -> System:
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown system {name!r}; known systems: {', '.join(system_names())}")
-    return _FACTORIES[name]()
-
-
-def compatible(run_system: str, other: str) -> bool:
-    """Whether ``other`` can score a run trained as ``run_system`` (same frontend)."""
-    return SYSTEM_INFO[run_system].frontend == SYSTEM_INFO[other].frontend
