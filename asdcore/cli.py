@@ -88,8 +88,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from asdcore.data import discover
-    from asdcore.runs import official_score_of
+    from asdcore.runs import Run, official_score_of
     from asdcore.systems import get_system
+    from asdcore.training import barrier, distributed_env, init_distributed
 
     system = get_system(args.system)
     machines = args.machines.split(",") if args.machines else None
@@ -102,9 +103,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key.replace("-", "_")] = _parse_value(value)
-    run = system.new_run(Path(args.out), ds, machines, resume=args.resume, **overrides)
+    rank, world = distributed_env()
+    if world > 1 and not system.supports_distributed:
+        raise ValueError(f"{args.system} trains in one process; run it without torchrun")
+    if world > 1:  # under torchrun: rank 0 makes the run folder, the others open it
+        init_distributed(overrides.get("device") or "auto")
+        run = system.new_run(Path(args.out), ds, machines, resume=args.resume, **overrides) if rank == 0 else None
+        barrier()
+        run = run or Run.open(args.out)
+    else:
+        run = system.new_run(Path(args.out), ds, machines, resume=args.resume, **overrides)
     t0 = time.perf_counter()
     system.train(run, ds, resume=args.resume, progress=not args.quiet)
+    if rank != 0:
+        return 0
     print(f"trained {args.system} on {len(machines)} machine type(s) in {time.perf_counter() - t0:.1f} s -> {run.path}")
     _print_metrics(run.path)
     score = official_score_of(run)

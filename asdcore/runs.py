@@ -64,6 +64,7 @@ class RunConfig:
     versions: dict[str, str] = field(default_factory=package_versions)
     created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     train_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -145,7 +146,10 @@ class Run:
     def set_status(self, status: str, **extra: Any) -> None:
         self.config.status = status
         for k, v in extra.items():
-            setattr(self.config, k, v)
+            if k in RunConfig.__dataclass_fields__:
+                setattr(self.config, k, v)
+            else:
+                self.config.extra[k] = v
         self.save_config()
 
     # ---------------------------------------------------------------- folders

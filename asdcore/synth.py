@@ -340,10 +340,10 @@ def harmonic_sum(rng: np.random.Generator, cyc: np.ndarray, amps: Sequence[float
 
 
 def ring(x: np.ndarray, freq: float, decay_s: float) -> np.ndarray:
-    """Two-pole resonator: an impulse becomes a decaying sinusoid (a struck structural mode)."""
+    """Two-pole resonator: a unit impulse becomes a decaying sinusoid of peak ~1 (a struck structural mode)."""
     r = np.exp(-1.0 / (decay_s * FS))
     th = TWO_PI * freq / FS
-    return lfilter([1.0 - r], [1.0, -2.0 * r * np.cos(th), r * r], x)
+    return lfilter([np.sin(th)], [1.0, -2.0 * r * np.cos(th), r * r], x)
 
 
 Mode = tuple[float, float, float]  # (frequency Hz, decay time constant s, relative gain)
@@ -431,17 +431,23 @@ BACKGROUNDS: dict[str, Background] = {
     "hall_c": Background("hall_c", Spectrum(-2.5, ((90.0, 0.6, 4.0), (1200.0, 1.0, 3.0))), 50.0, -16.0,
                          (48.5,), -18.0, 0.2, -11.0, 0.8),
     # Target-domain halls: another site (60 Hz mains in one), other colour, more impacts, other machines.
-    "hall_x": Background("hall_x", Spectrum(-2.0, ((3500.0, 0.9, 3.0), (300.0, 1.0, 3.0))), 60.0, -15.0,
-                         (43.0,), -19.0, 0.8, -9.0, 1.8),
-    "hall_y": Background("hall_y", Spectrum(-4.5, ((70.0, 0.7, 5.0), (520.0, 0.9, 3.0))), 50.0, -16.0,
-                         (33.0, 83.0), -19.0, 0.6, -10.0, 1.8),
+    "hall_x": Background("hall_x", Spectrum(-2.5, ((3500.0, 0.9, 2.0), (300.0, 1.0, 2.0))), 60.0, -17.0,
+                         (43.0,), -21.0, 0.8, -9.0, 1.8),
+    "hall_y": Background("hall_y", Spectrum(-4.0, ((70.0, 0.7, 3.0), (520.0, 0.9, 2.0))), 50.0, -16.0,
+                         (33.0, 83.0), -21.0, 0.6, -10.0, 1.8),
 }
 
 HALL_MODES: tuple[Mode, ...] = ((310.0, 0.12, 1.0), (1150.0, 0.08, 0.6), (2700.0, 0.05, 0.35))
 
 
 def render_background(rng: np.random.Generator, n: int, bg: Background) -> np.ndarray:
-    """Render one clip of hall noise with RMS 1 (the caller sets its level)."""
+    """Render one clip of hall noise with RMS 1 (the caller sets its level).
+
+    Besides the hall's own signature (colour, hum, resident machines, clanks) every clip may catch
+    generic, unpredictable factory activity: some other machine running nearby (random fundamental) and
+    compressed-air blow-off bursts. That activity is what makes real normal recordings vary in many
+    spectral directions at once.
+    """
     x = at_db(shaped_noise(rng, n, bg.spectrum.jittered(rng, 0.4, 1.5, 0.05)), 0.0)
     x = x * db_to_amp(wander(rng, n, 1.5, bg.sway_db))
     hum_f = 2.0 * bg.mains_hz * (1.0 + rng.normal(0.0, 0.0005))
@@ -457,6 +463,18 @@ def render_background(rng: np.random.Generator, n: int, bg: Background) -> np.nd
         cl = ring_bank(spikes(n, idx, amps), HALL_MODES, rng)
         x += cl * (db_to_amp(bg.clank_db + rng.normal(0.0, 2.0)) / max(rms(cl), 1e-9)
                    * np.sqrt(len(idx) / max(bg.clank_rate * n / FS, 1e-9)))
+    if rng.random() < 0.5:                       # another machine nearby, coming and going
+        f0 = float(np.exp(rng.uniform(np.log(20.0), np.log(180.0))))
+        amps = tuple(float(a) for a in rng.uniform(0.1, 1.0, 8) / np.arange(1, 9) ** 0.5)
+        other = harmonic_sum(rng, cycles(speed_track(rng, n, f0, 0.0, 0.003, 1.0), rng), amps, f0, 0.0)
+        x += at_db(other, rng.uniform(-22.0, -10.0)) * db_to_amp(wander(rng, n, 2.0, 3.0))
+    k = rng.poisson(1.5 * n / FS / 10.0)
+    if k:                                        # compressed-air blow-off bursts
+        starts = rng.uniform(0.0, n / FS, k)
+        gate = gate_from_intervals(n, [(a, a + rng.uniform(0.1, 1.0)) for a in starts], 0.02, 0.08)
+        fc = float(np.exp(rng.uniform(np.log(800.0), np.log(6000.0))))
+        air = shaped_noise(rng, n, Spectrum(0.0, ((fc, 0.8, 10.0),), 300.0))
+        x += at_db(air, rng.uniform(-8.0, 2.0)) * gate
     return at_db(x, 0.0)
 
 
@@ -465,9 +483,15 @@ def render_background(rng: np.random.Generator, n: int, bg: Background) -> np.nd
 # ----------------------------------------------------------------------------------------------------------
 @dataclass
 class ClipContext:
-    """Everything a machine synthesiser needs for one clip."""
+    """Everything a machine synthesiser needs for one clip.
+
+    ``rng`` drives the normal sound and must be consumed identically whether or not the clip is anomalous;
+    every random choice that only an anomaly makes comes from ``arng``. An anomalous clip is therefore its
+    normal twin plus the fault, which keeps the anomaly a physical deviation rather than a different clip.
+    """
 
     rng: np.random.Generator
+    arng: np.random.Generator
     n: int
     cond: dict[str, str]
     domain: str
@@ -507,8 +531,8 @@ class MachineModel:
     noise_attr: str | None = None
     noise_map: Mapping[str, str] = field(default_factory=dict)
     snr_db: Mapping[str, tuple[float, float]] = field(
-        default_factory=lambda: {"source": (3.0, 12.0), "target": (2.0, 10.0)})
-    level_dbfs: float = -26.0
+        default_factory=lambda: {"source": (3.0, 12.0), "target": (2.0, 11.0)})
+    level_dbfs: float = -30.0
 
     @property
     def hidden(self) -> bool:
@@ -531,106 +555,93 @@ BEARING_LOC: Mapping[str, Spectrum] = {
 
 
 def synth_bearing(c: ClipContext) -> np.ndarray:
-    rng, n = c.rng, c.n
+    rng, arng, n = c.rng, c.arng, c.n
     vel = float(c.cond["vel"])
     fr0 = 2.5 * vel
-    fr = speed_track(rng, n, fr0)
-    shaft = cycles(fr, rng)
+    shaft = cycles(speed_track(rng, n, fr0), rng)
     speed_db = 20.0 * np.log10(vel / 14.0)
-    # Shaft harmonics: imbalance (1x), misalignment (2x), looseness (higher), force ~ omega^2.
+    # Shaft harmonics: imbalance (1x), misalignment (2x), looseness (higher); force ~ omega^2.
     shaft_amps = (1.0, 0.55, 0.25, 0.2, 0.12, 0.1, 0.07, 0.05, 0.04, 0.03)
-    sig = at_db(harmonic_sum(rng, shaft, shaft_amps, fr0), -9.0 + 1.6 * speed_db + rng.normal(0, 1.0))
-    hum = harmonic_sum(rng, cycles(np.full(n, 100.0), rng), (1.0, 0.3, 0.2), 100.0)
-    sig += at_db(hum, -16.0 + rng.normal(0, 1.0))
+    shaft_db = -9.0 + 1.6 * speed_db + rng.normal(0, 1.0)
+    sig = at_db(harmonic_sum(rng, shaft, shaft_amps, fr0), shaft_db)
+    sig += at_db(harmonic_sum(rng, cycles(np.full(n, 100.0), rng), (1.0, 0.3, 0.2), 100.0),
+                 -16.0 + rng.normal(0, 1.0))
     # Rolling noise through the housing resonances, modulated by the cage and by balls passing the load zone.
     roll = shaped_noise(rng, n, BEARING_HOUSING.jittered(rng, 0.2, 0.8, 0.01))
-    mod = (1.0 + 0.12 * osc(0.39 * shaft + rng.random())
-           + 0.05 * osc(3.51 * shaft + rng.random()))
+    mod = 1.0 + 0.12 * osc(0.39 * shaft + rng.random()) + 0.05 * osc(3.51 * shaft + rng.random())
     roll_db = -2.0 + 1.1 * speed_db + rng.normal(0, 0.8)
-    micro_rate = 2.0 * vel
-    hf_extra_db = None
-    if c.anomaly == "lubrication":
-        roll_db += c.sev(0.3, 3.0)
-        micro_rate *= 1.0 + c.sev(0.5, 6.0)
-        hf_extra_db = roll_db + c.sev(-24.0, -9.0)
-    sig += at_db(roll * mod, roll_db)
-    if hf_extra_db is not None:
-        sig += at_db(shaped_noise(rng, n, Spectrum(3.0, ((5000.0, 0.5, 4.0),), 2500.0)), hf_extra_db)
+    sig += at_db(roll * mod, roll_db + (c.sev(0.3, 3.0) if c.anomaly == "lubrication" else 0.0))
     # Random micro-impacts from surface roughness (present in healthy bearings too).
-    idx = poisson_idx(rng, micro_rate, n)
-    sig += at_db(ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))), BEARING_MODES, rng) + 1e-12,
-                 roll_db - 17.0)
+    idx = poisson_idx(rng, 2.0 * vel, n)
+    micro = ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))), BEARING_MODES, rng) + 1e-12
+    micro_gain = float(db_to_amp(roll_db - 17.0)) / rms(micro)
+    sig += micro * micro_gain
+    if c.anomaly == "lubrication":            # metal contact: more micro-impacts, rising HF rolling noise
+        idx = poisson_idx(arng, 2.0 * vel * c.sev(0.5, 6.0), n)
+        sig += ring_bank(spikes(n, idx, arng.exponential(1.0, len(idx))), BEARING_MODES, arng) * micro_gain
+        sig += at_db(shaped_noise(arng, n, Spectrum(3.0, ((5000.0, 0.5, 4.0),), 2500.0)), roll_db + c.sev(-24.0, -9.0))
     # Defect impulses: periodic at a characteristic frequency, slip jitter, ringing the housing.
     if c.anomaly in ("outer_race", "inner_race", "ball"):
         ratio = {"outer_race": 3.51, "inner_race": 5.49, "ball": 4.33}[c.anomaly]
-        idx = crossings(ratio * shaft)
-        idx = jitter_idx(rng, idx, 0.012 / (ratio * fr0))
-        amps = 1.0 + 0.25 * rng.standard_normal(len(idx))
+        idx = jitter_idx(arng, crossings(ratio * shaft), 0.012 / (ratio * fr0))
+        amps = np.abs(1.0 + 0.25 * arng.standard_normal(len(idx)))
         pos = shaft[np.clip(idx, 0, n - 1)]
-        if c.anomaly == "inner_race":          # defect passes through the load zone once per revolution
+        if c.anomaly == "inner_race":          # the defect passes through the load zone once per revolution
             amps *= 0.35 + 0.65 * (0.5 + 0.5 * np.cos(TWO_PI * pos))
-        elif c.anomaly == "ball":              # ball enters the load zone at the cage rate
+        elif c.anomaly == "ball":              # the ball enters the load zone at the cage rate
             amps *= 0.3 + 0.7 * (0.5 + 0.5 * np.cos(TWO_PI * 0.39 * pos))
-        imp = ring_bank(spikes(n, idx, np.abs(amps)), BEARING_MODES, rng)
-        sig += at_db(imp, roll_db + c.sev(-26.0, -8.0))
+        sig += at_db(ring_bank(spikes(n, idx, amps), BEARING_MODES, arng), roll_db + c.sev(-20.0, -3.0))
         if c.anomaly == "inner_race":
-            sig += at_db(osc(shaft), -9.0 + 1.6 * speed_db + c.sev(-14.0, -4.0))
+            sig += at_db(osc(shaft + arng.random()), shaft_db + c.sev(-14.0, -4.0))
     return filter_spectrum(sig, BEARING_LOC[c.cond["loc"]].jittered(rng, 0.1, 0.4, 0.005))
 
 
 # ----- fan ------------------------------------------------------------------------------------------------
-FAN_SPEEDS: Mapping[str, float] = {"1": 17.5, "2": 21.0, "3": 24.5}
+FAN_SPEEDS: Mapping[str, float] = {"1": 17.5, "2": 21.0, "3": 23.5}
 FAN_BLADES = 7
 
 
 def synth_fan(c: ClipContext) -> np.ndarray:
-    rng, n = c.rng, c.n
+    rng, arng, n = c.rng, c.arng, c.n
     fr0 = FAN_SPEEDS[c.cond["spd"]]
     if c.anomaly == "clog":                   # obstructed flow unloads the fan: it speeds up slightly
         fr0 *= 1.0 + c.sev(0.003, 0.02)
-    fr = speed_track(rng, n, fr0, 0.005, 0.003, 0.8)
-    shaft = cycles(fr, rng)
-    bpf0 = FAN_BLADES * fr0
+    shaft = cycles(speed_track(rng, n, fr0, 0.005, 0.003, 0.8), rng)
     speed_db = 50.0 * np.log10(fr0 / 21.0)   # aerodynamic power ~ speed^5
-    # Turbulence hump follows the speed (Strouhal scaling).
-    hump = 30.0 * fr0
-    if c.anomaly == "clog":
-        hump *= 1.0 - c.sev(0.03, 0.25)
+    # Turbulence hump follows the speed (Strouhal scaling); clogging moves it down.
+    hump = 30.0 * fr0 * (1.0 - (c.sev(0.03, 0.25) if c.anomaly == "clog" else 0.0))
     turb_spec = Spectrum(-3.0, ((hump, 1.2, 9.0), (hump * 6.0, 0.8, 3.0)), 30.0)
     turb = shaped_noise(rng, n, turb_spec.jittered(rng, 0.15, 0.6, 0.02))
     imb = 0.015 * float(np.exp(rng.normal(0.0, 0.3)))
     if c.anomaly == "imbalance":
-        imb += c.sev(0.01, 0.2)
-    am = 1.0 + 0.1 * osc(FAN_BLADES * shaft + rng.random()) \
-        + imb * osc(shaft + rng.random())
+        imb += c.sev(0.008, 0.12)
+    am = 1.0 + 0.1 * osc(FAN_BLADES * shaft + rng.random()) + imb * osc(shaft + rng.random())
     if c.anomaly == "blade_damage":          # one blade sheds a different wake once per revolution
-        pulse = np.exp(-0.5 * ((np.mod(shaft, 1.0) - 0.5) / 0.04) ** 2)
+        pulse = np.exp(-0.5 * ((frac(shaft + arng.random()) - 0.5) / 0.04) ** 2)
         am += c.sev(0.03, 0.35) * (pulse - pulse.mean())
     sig = at_db(turb * am, speed_db + rng.normal(0, 0.6))
     bpf_amps = np.zeros(FAN_BLADES * 8)
     bpf_amps[FAN_BLADES - 1::FAN_BLADES] = (1.0, 0.45, 0.25, 0.15, 0.1, 0.07, 0.05, 0.04)
     tone_db = speed_db - 7.0 + rng.normal(0, 1.0)
-    if c.anomaly == "clog":
-        tone_db += c.sev(0.5, 4.0)
-    sig += at_db(harmonic_sum(rng, shaft, tuple(bpf_amps), fr0), tone_db)
+    sig += at_db(harmonic_sum(rng, shaft, tuple(bpf_amps), fr0),
+                 tone_db + (c.sev(0.5, 4.0) if c.anomaly == "clog" else 0.0))
     if c.anomaly == "blade_damage":          # symmetry broken: non-BPF multiples of fr near BPF harmonics
         extra = np.zeros(FAN_BLADES * 3 + 2)
         for h in (1, 2, 3):
             extra[h * FAN_BLADES - 2] = 0.6 / h
             extra[h * FAN_BLADES] = 0.6 / h
-        sig += at_db(harmonic_sum(rng, shaft, tuple(extra), fr0), tone_db + c.sev(-26.0, -8.0))
-    # Motor: magnetostriction hum (2x mains) and rotor-slot harmonic.
+        sig += at_db(harmonic_sum(arng, shaft, tuple(extra), fr0), tone_db + c.sev(-14.0, 0.0))
+    # Motor: magnetostriction hum (2x mains) and rotor-slot harmonic; 1x/2x structure-borne vibration.
     sig += at_db(harmonic_sum(rng, cycles(np.full(n, 100.0), rng), (1.0, 0.4, 0.25), 100.0), -17.0)
-    slot = 28.0
-    sig += at_db(osc(slot * shaft), -24.0 + rng.normal(0, 1.5))
-    vib_db = -20.0 + 20.0 * np.log10(imb / 0.015) * 0.8
-    sig += at_db(harmonic_sum(rng, shaft, (1.0, 0.4), fr0), vib_db)
-    if c.anomaly == "bearing":
-        roll = shaped_noise(rng, n, Spectrum(1.0, ((3800.0, 0.4, 6.0),), 2000.0))
-        sig += at_db(roll, c.sev(-28.0, -12.0))
-        idx = jitter_idx(rng, crossings(3.1 * shaft), 0.01 / (3.1 * fr0))
-        sig += at_db(ring_bank(spikes(n, idx, 1.0), ((3800.0, 0.002, 1.0), (5600.0, 0.0015, 0.5)), rng),
-                     c.sev(-30.0, -14.0))
+    sig += at_db(osc(28.0 * shaft + rng.random()), -24.0 + rng.normal(0, 1.5))
+    vib = harmonic_sum(rng, shaft, (1.0, 0.4), fr0)
+    sig += at_db(vib, -20.0 + 12.0 * np.log10(imb / 0.015))
+    if c.anomaly == "bearing":               # worn motor bearing
+        roll = shaped_noise(arng, n, Spectrum(1.0, ((3800.0, 0.4, 6.0),), 2000.0))
+        sig += at_db(roll, c.sev(-34.0, -18.0))
+        idx = jitter_idx(arng, crossings(3.1 * shaft), 0.01 / (3.1 * fr0))
+        sig += at_db(ring_bank(spikes(n, idx, 1.0), ((3800.0, 0.002, 1.0), (5600.0, 0.0015, 0.5)), arng),
+                     c.sev(-34.0, -18.0))
     duct = Spectrum(0.0, ((420.0, 0.3, 3.0), (1900.0, 0.4, 2.0)))
     return filter_spectrum(sig, duct.jittered(rng, 0.1, 0.4, 0.01))
 
@@ -642,32 +653,30 @@ PINION_TEETH, GEAR_TEETH = 12, 37
 
 
 def synth_gearbox(c: ClipContext) -> np.ndarray:
-    rng, n = c.rng, c.n
+    rng, arng, n = c.rng, c.arng, c.n
     volt, wt = float(c.cond["volt"]), float(c.cond["wt"])
     fin0 = 38.0 * volt * (1.0 - 0.0008 * wt)         # DC motor: speed ~ voltage, drooping with load
-    fin = speed_track(rng, n, fin0, 0.005, 0.003, 0.3)
-    pin = cycles(fin, rng)
+    pin = cycles(speed_track(rng, n, fin0, 0.015, 0.003, 0.3), rng)   # DC motor: temperature, supply
     gear = pin * PINION_TEETH / GEAR_TEETH + rng.random()
     fm0 = PINION_TEETH * fin0
     load = wt / 100.0
-    mesh_cyc = PINION_TEETH * pin
-    # Mesh harmonics: transmission error grows with load; deflection raises 2nd/3rd.
+    # Mesh harmonics: transmission error grows with load; tooth deflection raises the 2nd/3rd.
     h = np.array([1.0, 0.35 + 0.25 * load, 0.15 + 0.15 * load, 0.08, 0.05])
     if c.anomaly == "wear":
         h[1:] *= db_to_amp(c.sev(1.0, 7.0))
     am = 1.0 + 0.03 * osc(pin + rng.random()) + 0.03 * osc(gear + rng.random())
     pm = 0.02 * osc(gear + rng.random())
-    if c.anomaly == "eccentric":
-        d = c.sev(0.03, 0.35)
-        am = am + d * osc(gear + rng.random())
-        pm = pm + 0.5 * d * osc(gear)
+    if c.anomaly == "eccentric":             # eccentric gear: AM and PM of the mesh at the output rate
+        d, ph = c.sev(0.03, 0.35), arng.random()
+        am = am + d * osc(gear + ph)
+        pm = pm + 0.5 * d * osc(gear + ph + 0.25)
     if c.anomaly == "tooth_crack":           # stiffness drop while the cracked tooth is in mesh
-        dip = np.exp(-0.5 * ((np.mod(pin, 1.0) - 0.5) * PINION_TEETH / 0.8) ** 2)
+        dip = np.exp(-0.5 * ((frac(pin) - 0.5) * PINION_TEETH / 0.8) ** 2)
         am = am - c.sev(0.03, 0.4) * dip
-    level_db = 6.0 * np.log10(volt / 2.0) * 3.0 + 4.0 * load
-    mesh = harmonic_sum(rng, mesh_cyc + pm, tuple(h), fm0)
+    level_db = 18.0 * np.log10(volt / 2.0) + 4.0 * load
+    mesh = harmonic_sum(rng, PINION_TEETH * pin + pm, tuple(h), fm0)
     sig = at_db(mesh * am, level_db + rng.normal(0, 0.8))
-    # Motor: commutator ripple (harmonics of 6 fr_in... weighted) and brush hiss at commutation rate.
+    # Motor: commutator ripple (strongest at 6x) and brush hiss modulated at the commutation rate.
     comm = np.zeros(24)
     comm[5::6] = (1.0, 0.5, 0.3, 0.2)
     comm[:3] = (0.3, 0.2, 0.1)
@@ -675,20 +684,17 @@ def synth_gearbox(c: ClipContext) -> np.ndarray:
     brush = shaped_noise(rng, n, Spectrum(0.0, ((4500.0, 0.8, 4.0),), 1500.0))
     brush *= 1.0 + 0.4 * osc(6.0 * pin)
     sig += at_db(brush, level_db - 12.0 + rng.normal(0, 1.0))
-    sliding_db = level_db - 14.0
-    if c.anomaly == "wear":
-        sliding_db += c.sev(1.0, 8.0)
-    sig += at_db(shaped_noise(rng, n, Spectrum(-1.0, ((fm0 * 2, 0.7, 3.0),), 200.0)), sliding_db)
-    if c.anomaly == "tooth_crack":
-        idx = jitter_idx(rng, crossings(pin), 0.0003)
-        imp = ring_bank(spikes(n, idx, 1.0 + 0.2 * rng.standard_normal(len(idx))), GEAR_HOUSING_MODES, rng)
-        sig += at_db(imp, level_db + c.sev(-26.0, -8.0))
-    if c.anomaly == "backlash":              # impacts when load torque fluctuates through zero
-        torque = wander(rng, n, 0.05, 1.0)
-        rate = c.sev(4.0, 40.0) * (np.abs(torque) < 0.3)
-        idx = poisson_idx(rng, rate, n)
+    sliding = shaped_noise(rng, n, Spectrum(-1.0, ((fm0 * 2, 0.7, 3.0),), 200.0))
+    sig += at_db(sliding, level_db - 14.0 + (c.sev(1.0, 8.0) if c.anomaly == "wear" else 0.0))
+    if c.anomaly == "tooth_crack":           # ... and an impact each time the cracked tooth engages
+        idx = jitter_idx(arng, crossings(pin), 0.0003)
+        imp = ring_bank(spikes(n, idx, 1.0 + 0.2 * arng.standard_normal(len(idx))), GEAR_HOUSING_MODES, arng)
+        sig += at_db(imp, level_db + c.sev(-30.0, -14.0))
+    if c.anomaly == "backlash":              # impacts when the load torque fluctuates through zero
+        torque = wander(arng, n, 0.05, 1.0)
+        idx = poisson_idx(arng, c.sev(4.0, 40.0) * (np.abs(torque) < 0.3), n)
         if len(idx):
-            imp = ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))), GEAR_HOUSING_MODES, rng)
+            imp = ring_bank(spikes(n, idx, arng.exponential(1.0, len(idx))), GEAR_HOUSING_MODES, arng)
             sig += at_db(imp, level_db + c.sev(-24.0, -8.0))
     return filter_spectrum(sig, GEAR_HOUSING.jittered(rng, 0.1, 0.4, 0.005))
 
@@ -723,27 +729,24 @@ def slider_motion(rng: np.random.Generator, n: int, vmax: float, acc: float) -> 
 
 
 def synth_slider(c: ClipContext) -> np.ndarray:
-    rng, n = c.rng, c.n
+    rng, arng, n = c.rng, c.arng, c.n
     vmax, acc = float(c.cond["vel"]), float(c.cond["acc"])
     speed, accel, pos = slider_motion(rng, n, vmax, acc)
-    if c.anomaly == "stutter":                # velocity ripple from a binding spot / loose coupling
-        speed = speed * (1.0 + c.sev(0.03, 0.3) * wander(rng, n, 0.04, 1.0).clip(-1.5, 1.5))
-        speed = np.clip(speed, 0.0, None)
+    if c.anomaly == "stutter":                # velocity ripple from a binding spot / worn nut
+        speed = speed * (1.0 + c.sev(0.01, 0.12) * wander(arng, n, 0.04, 1.0).clip(-1.5, 1.5))
     moving = speed / max(vmax, 1e-6)
-    screw = SCREW_LEAD_M
-    rot = cycles(speed / screw, rng)         # screw revolutions
+    rot = cycles(speed / SCREW_LEAD_M, rng)  # screw revolutions
     level_db = 20.0 * np.log10(vmax / 0.5)
     # Servo tone: cogging harmonics of the screw rotation (8 pole pairs) follow the speed.
     cog = np.zeros(32)
     cog[7::8] = (1.0, 0.5, 0.3, 0.15)
     cog[:2] = (0.4, 0.2)
-    tone = harmonic_sum(rng, rot, tuple(cog), 50.0 * vmax / 0.5 * 4) * np.sqrt(moving)
+    tone = harmonic_sum(rng, rot, tuple(cog), vmax / SCREW_LEAD_M) * np.sqrt(moving)
     sig = at_db(tone + 1e-12, level_db - 6.0 + rng.normal(0, 1.0))
     # PWM whine: current (torque) dependent -> loud while accelerating/braking, faint while holding.
     torque = 0.15 + np.abs(accel) / acc
     pwm_f = 3900.0 * (1.0 + rng.normal(0, 0.002))
-    pwm = osc(pwm_f * np.arange(n) / FS + rng.random()) * torque
-    sig += at_db(pwm, level_db - 18.0 + rng.normal(0, 1.5))
+    sig += at_db(osc(pwm_f * np.arange(n) / FS + rng.random()) * torque, level_db - 18.0 + rng.normal(0, 1.5))
     # Carriage rolling noise ~ speed^1.2 and ball recirculation clicks at a rate ~ speed.
     roll = shaped_noise(rng, n, Spectrum(-2.0, ((1200.0, 0.8, 5.0), (3000.0, 0.5, 3.0)), 80.0).jittered(rng))
     sig += at_db(roll * moving ** 1.2, level_db + rng.normal(0, 0.8))
@@ -752,27 +755,28 @@ def synth_slider(c: ClipContext) -> np.ndarray:
                  level_db - 12.0)
     # Settling thuds at each start and stop.
     ev = np.nonzero(np.diff((speed > 1e-3).astype(np.int8)) != 0)[0]
-    sig += at_db(ring_bank(spikes(n, ev, np.exp(rng.normal(0, 0.2, len(ev)))), SLIDER_MODES, rng) + 1e-12,
-                 level_db - 10.0 + rng.normal(0, 1.0))
+    thud_amp = np.exp(rng.normal(0, 0.2, 64))[np.arange(len(ev)) % 64]
+    thuds = ring_bank(spikes(n, ev, thud_amp), SLIDER_MODES, rng) + 1e-12
+    thud_gain = float(db_to_amp(level_db - 10.0 + rng.normal(0, 1.0))) / rms(thuds)
+    sig += thuds * thud_gain
     if c.anomaly == "squeal":                 # stick-slip bursts at a friction mode during motion
-        f_sq = 1300.0 + 1300.0 * rng.random()
-        gate = (wander(rng, n, 0.12, 1.0) > 1.2 - c.sev(0.0, 1.2)) & (moving > 0.3)
+        f_sq = 1300.0 + 1300.0 * arng.random()
+        gate = (wander(arng, n, 0.12, 1.0) > 1.2 - c.sev(0.0, 1.2)) & (moving > 0.3)
         env = np.convolve(gate.astype(float), np.hanning(801) / 400.5, mode="same")
-        fsq = f_sq * (1.0 + 0.02 * wander(rng, n, 0.05, 1.0))
-        sq = harmonic_sum(rng, cycles(fsq, rng), (1.0, 0.5, 0.3), f_sq, 0.0) * env
-        sig += sq * (db_to_amp(level_db + c.sev(-28.0, -6.0)) / 0.82)   # burst level; 0.82 = unit RMS
+        fsq = f_sq * (1.0 + 0.02 * wander(arng, n, 0.05, 1.0))
+        sq = harmonic_sum(arng, cycles(fsq, arng), (1.0, 0.5, 0.3), f_sq, 0.0) * env
+        sig += sq * (db_to_amp(level_db + c.sev(-20.0, 0.0)) / 0.82)   # burst level; 0.82 = unit RMS
     if c.anomaly == "rattle":                 # loose part hammered by acceleration
-        rate = c.sev(6.0, 60.0) * np.clip(np.abs(accel) / acc, 0.0, 1.0)
-        idx = poisson_idx(rng, rate, n)
+        idx = poisson_idx(arng, c.sev(6.0, 60.0) * np.clip(np.abs(accel) / acc, 0.0, 1.0), n)
         if len(idx):
-            sig += at_db(ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))), RATTLE_MODES, rng),
+            sig += at_db(ring_bank(spikes(n, idx, arng.exponential(1.0, len(idx))), RATTLE_MODES, arng),
                          level_db + c.sev(-26.0, -8.0))
     if c.anomaly == "rail_damage":            # click when the carriage passes the damaged spot
-        x0 = 0.05 + 0.2 * rng.random()
+        x0 = 0.05 + 0.2 * arng.random()
         idx = np.nonzero(np.diff(np.sign(pos - x0)) != 0)[0]
         if len(idx):
-            sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * rng.standard_normal(len(idx))),
-                                   SLIDER_MODES, rng), level_db + c.sev(-22.0, -6.0))
+            clicks = ring_bank(spikes(n, idx, 1.0 + 0.2 * arng.standard_normal(len(idx))), SLIDER_MODES, arng)
+            sig += clicks * thud_gain * db_to_amp(c.sev(2.0, 16.0))
     rail = Spectrum(0.0, ((520.0, 0.4, 3.0), (2400.0, 0.5, 2.0)))
     return filter_spectrum(sig, rail.jittered(rng, 0.1, 0.4, 0.005))
 
@@ -822,65 +826,71 @@ def valve_schedule(rng: np.random.Generator, pat: ValvePattern, seconds: float) 
     return out
 
 
+def _stick(arng: np.random.Generator, c: ClipContext, events: list[tuple[float, float, float, float]]
+           ) -> list[tuple[float, float, float, float]]:
+    """A sticking plunger: openings/closings late by tens to hundreds of ms, now and then a missed cycle."""
+    p_stick = c.sev(0.3, 1.0)
+    out = []
+    for a, b, amp_on, amp_off in events:
+        if arng.random() < 0.15 * c.severity:
+            continue
+        if arng.random() < p_stick:
+            a += c.sev(0.02, 0.25) * float(np.exp(arng.normal(0, 0.3)))
+        if arng.random() < p_stick:
+            b += c.sev(0.02, 0.2) * float(np.exp(arng.normal(0, 0.3)))
+        if b > a + 0.02:
+            out.append((a, b, amp_on, amp_off))
+    return out
+
+
 def synth_valve(c: ClipContext) -> np.ndarray:
-    rng, n, seconds = c.rng, c.n, c.seconds
-    sig = np.zeros(n)
+    rng, arng, n, seconds = c.rng, c.arng, c.n, c.seconds
     # Pump feeding the line: a steady low hum.
     pump_f = 24.5 * (1.0 + rng.normal(0, 0.004))
     pump = harmonic_sum(rng, cycles(speed_track(rng, n, pump_f, 0.0, 0.002), rng),
                         (0.3, 0.2, 0.2, 0.5, 0.2, 0.3, 0.1, 0.2), pump_f)
-    sig += at_db(pump, -12.0 + rng.normal(0, 1.0))
-    faulty = int(rng.integers(0, 2))          # which valve carries the anomaly
-    scheds: list[list[tuple[float, float]]] = []
+    sig = at_db(pump, -12.0 + rng.normal(0, 1.0))
+    faulty = int(arng.integers(0, 2))         # which valve carries the anomaly
+    events: list[list[tuple[float, float, float, float]]] = []
     for v, key in enumerate(("v1pat", "v2pat")):
         sched = valve_schedule(rng, VALVE_PATTERNS[c.cond[key]], seconds)
+        amps = np.exp(rng.normal(0, 0.15, (len(sched), 2)))
+        ev = [(a, b, float(x), float(y)) for (a, b), (x, y) in zip(sched, amps)]
         if c.anomaly == "sticking" and v == faulty:
-            p_stick = c.sev(0.3, 1.0)
-            new: list[tuple[float, float]] = []
-            for a, b in sched:
-                if rng.random() < 0.15 * c.severity:
-                    continue                    # stuck closed for a whole cycle
-                if rng.random() < p_stick:
-                    a += c.sev(0.02, 0.25) * float(np.exp(rng.normal(0, 0.3)))
-                if rng.random() < p_stick:
-                    b += c.sev(0.02, 0.2) * float(np.exp(rng.normal(0, 0.3)))
-                if b > a + 0.02:
-                    new.append((a, b))
-            sched = new
-        scheds.append(sched)
-    gates = [gate_from_intervals(n, s, 0.025, 0.015) for s in scheds]
+            ev = _stick(arng, c, ev)
+        events.append(ev)
+    gates = [gate_from_intervals(n, [(a, b) for a, b, _, _ in ev], 0.025, 0.015) for ev in events]
     both = gates[0] * gates[1]
-    for v, sched in enumerate(scheds):
+    for v, ev in enumerate(events):
         flow_spec = VALVE_FLOW[v]
         flow_db = -3.0 + rng.normal(0, 0.8)
-        click_db = 0.0
-        if c.anomaly == "contamination" and v == faulty:
-            shift = 1.0 + c.sev(0.05, 0.35)
-            flow_spec = Spectrum(flow_spec.tilt_db_oct + c.sev(0.5, 3.0),
+        click_db = 12.0
+        hurt = c.anomaly == "contamination" and v == faulty
+        if hurt:                               # partly blocked: less flow, higher-pitched, softer plunger
+            shift = 1.0 + c.sev(0.0, 0.15)
+            flow_spec = Spectrum(flow_spec.tilt_db_oct + c.sev(0.0, 1.5),
                                  tuple((f * shift, w, g) for f, w, g in flow_spec.bumps), 100.0)
-            flow_db -= c.sev(0.5, 6.0)
+            flow_db -= c.sev(0.0, 4.0)
             click_db -= c.sev(1.0, 8.0)
         flow = shaped_noise(rng, n, flow_spec.jittered(rng, 0.1, 0.5, 0.01))
         flow *= 1.0 + wander(rng, n, 0.03, 0.08)
         g = gates[v] * (1.0 - 0.15 * both)    # shared supply pressure drops when both are open
         sig += flow * g * (db_to_amp(flow_db) / rms(flow))
-        on_idx = np.array([int(a * FS) for a, _ in sched], dtype=np.int64)
-        off_idx = np.array([int(b * FS) for _, b in sched], dtype=np.int64)
-        click_amp = db_to_amp(click_db + 9.0)
-        exc = spikes(n, on_idx, click_amp * np.exp(rng.normal(0, 0.15, len(on_idx))))
-        exc += spikes(n, off_idx, 0.7 * click_amp * np.exp(rng.normal(0, 0.15, len(off_idx))))
-        if c.anomaly == "chatter" and v == faulty:
+        on_idx = np.array([int(a * FS) for a, _, _, _ in ev], dtype=np.int64)
+        off_idx = np.array([int(b * FS) for _, b, _, _ in ev], dtype=np.int64)
+        a_on = np.array([x for _, _, x, _ in ev]) * db_to_amp(click_db)
+        a_off = 0.7 * np.array([y for _, _, _, y in ev]) * db_to_amp(click_db)
+        exc = spikes(n, on_idx, a_on) + spikes(n, off_idx, a_off)
+        if c.anomaly == "chatter" and v == faulty:   # plunger bounces after each stroke
             for k in range(1, 4):
-                d = (0.008 + 0.01 * k) * FS
-                a = c.sev(0.1, 0.7) ** k * click_amp
-                exc += spikes(n, on_idx + int(d) + rng.integers(-40, 40, len(on_idx)), a)
-                exc += spikes(n, off_idx + int(d * 0.8) + rng.integers(-40, 40, len(off_idx)), 0.7 * a)
-        modes = VALVE_CLICK_MODES[v]
-        sig += ring_bank(exc, modes, rng) * 0.05
-        hammer = ring(spikes(n, off_idx, np.exp(rng.normal(0, 0.2, len(off_idx)))), 95.0 + 10.0 * v, 0.06)
-        sig += hammer * 0.03
+                d = int((0.008 + 0.01 * k) * FS)
+                r = c.sev(0.25, 0.9) ** k
+                exc += spikes(n, on_idx + d + arng.integers(-40, 40, len(on_idx)), r * a_on)
+                exc += spikes(n, off_idx + int(0.8 * d) + arng.integers(-40, 40, len(off_idx)), r * a_off)
+        sig += ring_bank(exc, VALVE_CLICK_MODES[v], rng)
+        sig += 0.5 * ring(spikes(n, off_idx, a_off / db_to_amp(click_db)), 95.0 + 10.0 * v, 0.06)  # water hammer
     if c.anomaly == "leak":                    # seat leak: a weak hiss whose pitch comes from the small gap
-        leak = shaped_noise(rng, n, Spectrum(0.0, ((5200.0, 0.35, 8.0),), 1500.0))
+        leak = shaped_noise(arng, n, Spectrum(0.0, ((5200.0, 0.35, 8.0),), 1500.0))
         sig += at_db(leak, -3.0 + c.sev(-34.0, -16.0)) * (1.0 - 0.8 * np.maximum(gates[0], gates[1]))
     return sig
 
@@ -902,7 +912,7 @@ TOYCAR_MODELS: Mapping[str, ToyCarModel] = {
 }
 TOY_MIC: Mapping[str, Spectrum] = {
     "1": Spectrum(0.5, ((3000.0, 1.0, 2.0),)),                 # motor side
-    "2": Spectrum(-0.8, ((400.0, 0.8, 2.0),), 25.0, 7000.0),   # wheel side, further away
+    "2": Spectrum(-0.5, ((400.0, 0.8, 1.5),), 25.0, 7500.0),   # wheel side, a little further away
 }
 WHEEL_MODES: tuple[Mode, ...] = ((260.0, 0.01, 1.0), (720.0, 0.007, 0.7), (1600.0, 0.004, 0.4))
 TOY_GEAR_MODES: tuple[Mode, ...] = ((1250.0, 0.004, 1.0), (2450.0, 0.003, 0.6), (4300.0, 0.002, 0.3))
@@ -911,7 +921,7 @@ TOY_GEAR_MODES: tuple[Mode, ...] = ((1250.0, 0.004, 1.0), (2450.0, 0.003, 0.6), 
 def dc_motor(c: ClipContext, fr_m: np.ndarray, fr0: float, poles: int, level_db: float,
              brush_db: float) -> tuple[np.ndarray, np.ndarray]:
     """A small brushed DC motor: commutator ripple harmonics and commutation-modulated brush noise."""
-    rng, n = c.rng, c.n
+    rng, arng, n = c.rng, c.arng, c.n
     rot = cycles(fr_m, rng)
     ripple = 2 * poles if poles % 2 else poles
     amps = np.zeros(ripple * 4)
@@ -921,51 +931,56 @@ def dc_motor(c: ClipContext, fr_m: np.ndarray, fr0: float, poles: int, level_db:
     brush = shaped_noise(rng, n, Spectrum(0.5, ((4500.0, 0.8, 3.0),), 1500.0))
     brush *= 1.0 + 0.5 * osc(ripple * rot)
     if c.anomaly == "motor_damage":           # worn brushes: arcing crackle and irregular commutation
-        idx = poisson_idx(rng, c.sev(20.0, 300.0), n)
-        sparks = np.convolve(spikes(n, idx, rng.exponential(1.0, len(idx))), np.hanning(24), "same")
-        sparks = filter_spectrum(sparks * rng.standard_normal(n), Spectrum(1.0, (), 1500.0))
-        sig += at_db(sparks + 1e-12, brush_db + c.sev(-10.0, 3.0))
-        sig *= 1.0 + c.sev(0.02, 0.2) * wander(rng, n, 1.0 / (ripple * fr0), 1.0)
+        idx = poisson_idx(arng, c.sev(20.0, 300.0), n)
+        sparks = np.convolve(spikes(n, idx, arng.exponential(1.0, len(idx))), np.hanning(24), "same")
+        sparks = filter_spectrum(sparks * arng.standard_normal(n), Spectrum(1.0, (), 1500.0))
+        sig += at_db(sparks + 1e-12, max(brush_db, level_db - 8.0) + c.sev(-6.0, 6.0))
+        sig *= 1.0 + c.sev(0.02, 0.2) * wander(arng, n, 1.0 / (ripple * fr0), 1.0)
     sig += at_db(brush, brush_db)
     return sig, rot
 
 
 def synth_toycar(c: ClipContext) -> np.ndarray:
-    rng, n = c.rng, c.n
+    rng, arng, n = c.rng, c.arng, c.n
     model = TOYCAR_MODELS[c.cond["car"]]
     volt = float(c.cond["spd"].rstrip("V"))
     fr0 = 2.9 * volt
-    fr_m = speed_track(rng, n, fr0, 0.006, 0.004, 0.3)
+    bent = c.anomaly == "shaft_bent"
+    if bent:                                  # the wobbling wheel rubs and loads the motor: it slows down
+        fr0 *= 1.0 - c.sev(0.0, 0.01)
+    fr_m = speed_track(rng, n, fr0, 0.015, 0.004, 0.3)   # toy motors vary with battery/temperature
     mic1 = c.cond["mic"] == "1"
     level_db = 20.0 * np.log10(volt / 34.0) * 1.5
-    sig, rot = dc_motor(c, fr_m, fr0, 3, level_db - (3.0 if mic1 else 7.0), level_db - (9.0 if mic1 else 14.0))
+    sig, rot = dc_motor(c, fr_m, fr0, 3, level_db - (3.0 if mic1 else 5.0), level_db - (9.0 if mic1 else 11.5))
     wheel = rot / model.ratio + rng.random()
     fw0 = fr0 / model.ratio
-    # Pinion mesh tone (10 teeth) with load-dependent sidebands from the wheel rotation.
+    # Pinion mesh tone (10 teeth), load-modulated once per wheel revolution.
     mesh_am = 1.0 + 0.05 * osc(wheel)
     pm = 0.0
-    if c.anomaly == "shaft_bent":
-        d = c.sev(0.05, 0.5)
+    mesh_db = level_db - (8.0 if mic1 else 10.0) + rng.normal(0, 1.0)
+    if bent:                                  # eccentric load: strong once-per-rev AM/PM, louder mesh
+        d = c.sev(0.1, 0.6)
         mesh_am = mesh_am + d * osc(wheel)
-        pm = 0.3 * d * osc(wheel)
+        pm = 0.3 * d * osc(wheel + 0.25)
+        mesh_db += c.sev(0.5, 4.0)
     mesh = harmonic_sum(rng, 10.0 * rot + pm, (1.0, 0.4, 0.2), 10.0 * fr0) * mesh_am
-    sig += at_db(mesh, level_db - (8.0 if mic1 else 12.0) + rng.normal(0, 1.0))
+    sig += at_db(mesh, mesh_db)
     # Tyre on roller: tread impacts at N * f_wheel over rolling noise modulated by tyre non-uniformity.
     roll_am = 1.0 + 0.08 * osc(wheel)
-    if c.anomaly == "shaft_bent":
-        roll_am = roll_am + c.sev(0.05, 0.45) * osc(wheel + 0.25)
+    if bent:
+        roll_am = roll_am + c.sev(0.1, 0.6) * osc(wheel + 0.25)
     roll = shaped_noise(rng, n, Spectrum(-3.0, ((500.0, 1.0, 6.0),), 60.0).jittered(rng)) * roll_am
-    sig += at_db(roll, level_db - (4.0 if mic1 else 0.0) + rng.normal(0, 0.8))
+    sig += at_db(roll, level_db - (4.0 if mic1 else 2.0) + rng.normal(0, 0.8))
     tread = harmonic_sum(rng, model.treads * wheel, (1.0, 0.5, 0.25), model.treads * fw0) * roll_am
-    sig += at_db(tread, level_db - (12.0 if mic1 else 8.0) + rng.normal(0, 1.0))
+    sig += at_db(tread, level_db - (12.0 if mic1 else 10.0) + rng.normal(0, 1.0))
     if c.anomaly == "wheel_damage":           # chipped tyre: a thud once per wheel revolution
-        idx = jitter_idx(rng, crossings(wheel), 0.001)
-        sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * rng.standard_normal(len(idx))), WHEEL_MODES, rng),
-                     level_db + c.sev(-24.0, -6.0))
+        idx = jitter_idx(arng, crossings(wheel), 0.001)
+        sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * arng.standard_normal(len(idx))), WHEEL_MODES, arng),
+                     level_db + c.sev(-20.0, -2.0))
     if c.anomaly == "gear_damage":            # broken tooth on the intermediate gear (4 motor revs per turn)
-        idx = jitter_idx(rng, crossings(rot / 4.0), 0.0003)
-        sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * rng.standard_normal(len(idx))), TOY_GEAR_MODES, rng),
-                     level_db + c.sev(-26.0, -8.0))
+        idx = jitter_idx(arng, crossings(rot / 4.0 + arng.random()), 0.0003)
+        sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * arng.standard_normal(len(idx))), TOY_GEAR_MODES, arng),
+                     level_db + c.sev(-30.0, -14.0))
     sig = filter_spectrum(sig, Spectrum(0.0, model.body.bumps).jittered(rng, 0.1, 0.4, 0.005))
     return filter_spectrum(sig, TOY_MIC[c.cond["mic"]])
 
@@ -982,11 +997,11 @@ LOOP_M, JOINT_M, WHEEL_CIRC_M = 2.4, 0.2, 0.035
 
 
 def synth_toytrain(c: ClipContext) -> np.ndarray:
-    rng, n = c.rng, c.n
+    rng, arng, n = c.rng, c.arng, c.n
     axles, body = TRAIN_MODELS[c.cond["model"]]
     volt = float(c.cond["spd"])
     v0 = 0.055 * volt
-    v = v0 * (1.0 + rng.normal(0, 0.01) + wander(rng, n, 0.5, 0.01))
+    v = v0 * (1.0 + rng.normal(0, 0.02) + wander(rng, n, 0.5, 0.01))
     x = np.cumsum(v) / FS + rng.random() * LOOP_M      # distance of the front axle along the loop
     level_db = 20.0 * np.log10(volt / 8.0) * 1.5
     fr0 = 22.0 * volt
@@ -1005,28 +1020,28 @@ def synth_toytrain(c: ClipContext) -> np.ndarray:
     click_gain = float(db_to_amp(level_db - 3.0 + rng.normal(0, 1.0))) / rms(clicks)
     hf = clicks * click_gain
     if c.anomaly == "wheel_flat":
-        wheel = (x - axles[int(rng.integers(len(axles)))]) / WHEEL_CIRC_M + rng.random()
-        idx = jitter_idx(rng, crossings(wheel), 0.001)
-        hf += at_db(ring_bank(spikes(n, idx, 1.0), WHEEL_MODES, rng), level_db + c.sev(-24.0, -6.0))
+        wheel = (x - axles[int(arng.integers(len(axles)))]) / WHEEL_CIRC_M + arng.random()
+        idx = jitter_idx(arng, crossings(wheel), 0.001)
+        hf += at_db(ring_bank(spikes(n, idx, 1.0), WHEEL_MODES, arng), level_db + c.sev(-14.0, 2.0))
     if c.anomaly == "track_damage":           # a damaged joint: louder, rattling click group once per loop
-        spot = rng.random() * LOOP_M
+        spot = arng.random() * LOOP_M
         exc = np.zeros(n)
         for off in axles:
             idx = crossings((x - off - spot) / LOOP_M)
             for k in range(4):
                 exc += spikes(n, idx + int(0.004 * k * FS), 0.6 ** k)
-        hf += ring_bank(exc, TRACK_MODES + ((600.0, 0.02, 0.8),), rng) * click_gain * db_to_amp(c.sev(0.0, 14.0))
+        hf += ring_bank(exc, TRACK_MODES + ((600.0, 0.02, 0.8),), arng) * click_gain * db_to_amp(c.sev(4.0, 18.0))
     if c.anomaly == "loose_coupling":         # a loose coupling is jolted by the joints and rattles
         joint_idx = np.nonzero(exc)[0]
-        hit = joint_idx[rng.random(len(joint_idx)) < c.sev(0.15, 0.9)]
-        k = rng.integers(1, 4, len(hit))
-        idx = np.repeat(hit, k) + rng.integers(int(0.005 * FS), int(0.04 * FS), int(k.sum()))
-        rattle = ring_bank(spikes(n, idx, rng.exponential(1.0, len(idx))),
-                           ((1500.0, 0.006, 1.0), (3500.0, 0.004, 0.5)), rng)
-        hf += rattle * click_gain * db_to_amp(c.sev(-18.0, 0.0))
+        hit = joint_idx[arng.random(len(joint_idx)) < c.sev(0.15, 0.9)]
+        k = arng.integers(1, 4, len(hit))
+        idx = np.repeat(hit, k) + arng.integers(int(0.005 * FS), int(0.04 * FS), int(k.sum()))
+        rattle = ring_bank(spikes(n, idx, arng.exponential(1.0, len(idx))),
+                           ((1500.0, 0.006, 1.0), (3500.0, 0.004, 0.5)), arng)
+        hf += rattle * click_gain * db_to_amp(c.sev(-12.0, 4.0))
     # Going round the loop: level follows the distance to the microphone (HF more strongly).
     mic1 = c.cond["mic"] == "1"
-    depth = 1.5 if mic1 else 0.7
+    depth = 1.5 if mic1 else 1.0
     prox = 1.0 / (1.0 + depth * (1.0 - osc(x / LOOP_M + 0.25)))
     sig = lf * prox + hf * prox ** 1.5
     sig = filter_spectrum(sig, Spectrum(0.0, body.bumps).jittered(rng, 0.1, 0.4, 0.005))
@@ -1052,35 +1067,35 @@ MODELS: dict[str, MachineModel] = {
     "fan": MachineModel(
         "fan", ("m-n", "spd"),
         _grid(("W", "X", "Y"), ("1", "2")),
-        (("Z", "1"), ("Z", "3"), ("W", "3")),
+        (("Z", "1"), ("Z", "2"), ("W", "3")),
         ("imbalance", "blade_damage", "bearing", "clog"), synth_fan,
         noise_attr="m-n", noise_map={"W": "hall_a", "X": "hall_b", "Y": "hall_c", "Z": "hall_x"}),
     "gearbox": MachineModel(
         "gearbox", ("volt", "wt"),
         _grid(("1.0", "1.5", "2.0", "2.5"), ("30", "80")),
-        (("2.8", "30"), ("2.0", "120"), ("1.2", "120")),
+        (("2.5", "130"), ("1.5", "130"), ("2.0", "0")),
         ("tooth_crack", "wear", "eccentric", "backlash"), synth_gearbox),
     "slider": MachineModel(
         "slider", ("vel", "acc"),
         _grid(("0.3", "0.4", "0.5", "0.6"), ("2.0", "4.0")),
-        (("0.7", "3.0"), ("0.45", "6.0")),
-        ("squeal", "rattle", "rail_damage", "stutter"), synth_slider),
+        (("0.6", "6.0"), ("0.3", "6.0")),
+        ("squeal", "rattle", "rail_damage", "stutter"), synth_slider, level_dbfs=-33.0),
     "ToyCar": MachineModel(
         "ToyCar", ("car", "spd", "mic", "noise"),
         _grid(("A1", "A2", "B1", "B2"), ("28V", "31V", "34V"), ("1",), ("1", "2")),
-        (("A1", "37V", "2", "3"), ("B2", "34V", "2", "4"), ("A2", "31V", "2", "3"), ("B1", "37V", "2", "4")),
+        (("A1", "34V", "2", "3"), ("B2", "31V", "2", "4"), ("A2", "28V", "2", "3"), ("B1", "34V", "2", "4")),
         ("wheel_damage", "shaft_bent", "gear_damage", "motor_damage"), synth_toycar,
         noise_attr="noise", noise_map={"1": "hall_a", "2": "hall_b", "3": "hall_x", "4": "hall_y"}),
     "ToyTrain": MachineModel(
         "ToyTrain", ("model", "spd", "mic", "noise"),
-        _grid(("A", "B"), ("6", "8"), ("1",), ("1", "2")),
-        (("A", "9", "2", "3"), ("B", "7", "2", "4"), ("C", "8", "1", "3")),
-        ("wheel_flat", "track_damage", "motor_damage", "loose_coupling"), synth_toytrain,
+        _grid(("A", "B"), ("6", "7", "8"), ("1",), ("1", "2")),
+        (("A", "8", "2", "3"), ("B", "7", "2", "4"), ("C", "7", "1", "3")),
+        ("wheel_flat", "track_damage", "motor_damage", "loose_coupling"), synth_toytrain, level_dbfs=-37.0,
         noise_attr="noise", noise_map={"1": "hall_a", "2": "hall_c", "3": "hall_x", "4": "hall_y"}),
     "valve": MachineModel(
         "valve", ("v1pat", "v2pat"),
         (("00", "01"), ("00", "03"), ("01", "02"), ("02", "00"), ("03", "01"), ("01", "00")),
-        (("04", "05"), ("06", "07"), ("07", "04")),
+        (("04", "01"), ("06", "00"), ("07", "03")),
         ("sticking", "leak", "contamination", "chatter"), synth_valve),
 }
 
@@ -1135,40 +1150,59 @@ def plan_machine(machine: str, cfg: ScaleConfig, seed: int) -> list[ClipJob]:
     return jobs
 
 
-def clip_rng(job: ClipJob) -> np.random.Generator:
-    """Per-clip generator from (seed, machine, split, domain, label, index): order-independent."""
+def clip_seed(job: ClipJob) -> np.random.SeedSequence:
+    """Per-clip seed from (seed, machine, split, domain, label, index): independent of processing order."""
     key = [job.seed, MACHINES.index(job.machine), ("train", "test").index(job.split),
            ("source", "target").index(job.domain), ("normal", "anomaly").index(job.label), job.index]
-    return np.random.default_rng(np.random.SeedSequence(key))
+    return np.random.SeedSequence(key)
 
 
-def render_clip(job: ClipJob) -> np.ndarray:
-    """Synthesize one clip as float32 in [-1, 1] (machine + background, final level)."""
+def render_clip(job: ClipJob, force_anomaly: tuple[str, float] | None = None) -> np.ndarray:
+    """Synthesize one clip as float32 in [-1, 1] (machine + background, final level).
+
+    Independent child streams feed the clip's choices (anomaly kind/severity, background, SNR, level), the
+    machine's normal sound, the anomaly and the background, so ``force_anomaly=(kind, severity)`` renders
+    exactly the same clip with that fault added, whatever the clip's label (for listening tests and for
+    measuring how visible each fault is); the data set itself never uses it.
+    """
     model = MODELS[job.machine]
-    rng = clip_rng(job)
+    meta, mrng, arng, brng = (np.random.default_rng(s) for s in clip_seed(job).spawn(4))
     n = int(round(job.seconds * FS))
     cond = dict(zip(model.attr_names, job.condition))
-    anomaly, severity = None, 0.0
-    if job.label == "anomaly":
-        anomaly = model.anomaly_kinds[int(rng.integers(len(model.anomaly_kinds)))]
-        severity = float(rng.beta(*SEVERITY_BETA))
-    ctx = ClipContext(rng, n, cond, job.domain, anomaly, severity)
-    machine = filter_spectrum(model.synth(ctx), recording_variation(rng))
+    kind = model.anomaly_kinds[int(meta.integers(len(model.anomaly_kinds)))]
+    severity = float(meta.beta(*SEVERITY_BETA))
+    anomaly = kind if job.label == "anomaly" else None
+    if force_anomaly is not None:
+        anomaly, severity = force_anomaly
+        if anomaly not in model.anomaly_kinds:
+            raise ValueError(f"{job.machine} has no anomaly kind {anomaly!r}; kinds: {model.anomaly_kinds}")
+    if anomaly is None:
+        severity = 0.0
     if model.noise_attr is not None:
         bg_name = model.noise_map[cond[model.noise_attr]]
     else:
         pool = model.source_noises if job.domain == "source" else model.target_noises
-        bg_name = pool[int(rng.integers(len(pool)))]
+        bg_name = pool[int(meta.integers(len(pool)))]
     lo, hi = model.snr_db[job.domain]
-    snr = float(rng.uniform(lo, hi))
-    bg = render_background(rng, n, BACKGROUNDS[bg_name])
-    mix = machine + bg * db_to_amp(-snr)
-    gain = db_to_amp(model.level_dbfs + rng.normal(0.0, 0.7))
-    out = mix * gain
+    snr = float(meta.uniform(lo, hi))
+    gain = db_to_amp(model.level_dbfs + meta.normal(0.0, 0.7))
+    ctx = ClipContext(mrng, arng, n, cond, job.domain, anomaly, severity)
+    machine = filter_spectrum(model.synth(ctx), recording_variation(meta))
+    bg = render_background(brng, n, BACKGROUNDS[bg_name])
+    out = (machine + bg * db_to_amp(-snr)) * gain
     peak = float(np.max(np.abs(out)))
     if peak > 0.98:                            # rare (loud valve clicks): avoid wrap-around in int16
         out *= 0.98 / peak
     return out.astype(np.float32)
+
+
+def anomaly_of(job: ClipJob) -> tuple[str, float] | None:
+    """The (kind, severity) an anomalous clip of the data set carries; None for normal clips."""
+    if job.label != "anomaly":
+        return None
+    meta = np.random.default_rng(clip_seed(job).spawn(4)[0])
+    kinds = MODELS[job.machine].anomaly_kinds
+    return kinds[int(meta.integers(len(kinds)))], float(meta.beta(*SEVERITY_BETA))
 
 
 def recording_variation(rng: np.random.Generator) -> Spectrum:
@@ -1177,9 +1211,9 @@ def recording_variation(rng: np.random.Generator) -> Spectrum:
     Real repeated recordings of one machine never share an identical transfer function; without this the
     normal clips would sit on an unrealistically thin manifold and any tiny spectral change would stand out.
     """
-    bumps = tuple((float(np.exp(rng.uniform(np.log(80.0), np.log(7500.0)))), float(rng.uniform(0.3, 1.0)),
-                   float(rng.normal(0.0, 1.2))) for _ in range(4))
-    return Spectrum(float(rng.normal(0.0, 0.25)), bumps, 20.0, 7900.0)
+    bumps = tuple((float(np.exp(rng.uniform(np.log(80.0), np.log(7500.0)))), float(rng.uniform(0.2, 0.8)),
+                   float(rng.normal(0.0, 1.5))) for _ in range(6))
+    return Spectrum(float(rng.normal(0.0, 0.3)), bumps, 20.0, 7900.0)
 
 
 def _write_clip(args: tuple[ClipJob, str]) -> str:

@@ -88,12 +88,14 @@ def fit(
     desc: str = "train",
     progress: bool = True,
     on_epoch_end: Callable[[int, float], None] | None = None,
+    save: bool = True,
 ) -> TrainResult:
     """Run ``epochs`` epochs; ``batches(epoch, generator)`` yields ``(n_clips, loss)`` per step.
 
     The caller's iterator computes the loss (so each frontend keeps its own batching, mixup and
     loss) and this loop does backward/step, NaN checks, checkpointing and the progress bar
-    (loss and clips/s). A non-finite loss stops training with a clear error and the last good
+    (loss and clips/s). ``save=False`` reads ``checkpoint`` on resume but never writes it (the
+    non-zero ranks of a data-parallel run). A non-finite loss stops training with a clear error and the last good
     checkpoint intact rather than writing NaN weights.
     """
     from tqdm.auto import tqdm
@@ -138,7 +140,7 @@ def fit(
                 val_history.append(float(validate()))
             if progress:
                 bar.set_postfix(loss=f"{epoch_loss:.4f}", val=f"{val_history[-1]:.4f}")
-        if checkpoint is not None:
+        if checkpoint is not None and save:
             save_checkpoint(checkpoint, model, optimizer, epoch + 1, history, val_history)
         result.epochs_done = epoch + 1
         if on_epoch_end is not None:
@@ -187,3 +189,33 @@ def recalibrate_batchnorm(model: torch.nn.Module, inputs: Iterable[torch.Tensor]
     for m, momentum in saved:
         m.momentum = momentum
     model.eval()
+
+
+def distributed_env() -> tuple[int, int]:
+    """(rank, world size) from the variables torchrun sets; (0, 1) in a plain process."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed(device: str = "auto") -> torch.device:
+    """Join the torchrun process group (NCCL on GPUs, gloo on CPU) and return this rank's device."""
+    import os
+
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -96,6 +96,7 @@ class System:
 
     info: SystemInfo
     Settings: type
+    supports_distributed: bool = False  # can train under torchrun (DistributedDataParallel)
 
     def settings(self, **overrides: Any):
         known = {f.name for f in fields(self.Settings)}
@@ -146,11 +147,16 @@ SYSTEM_INFO: dict[str, SystemInfo] = {
     "ae-mse": SystemInfo("ae-mse", "ae", "mse", "DCASE 2024 AE baseline, MSE reconstruction error"),
     "ae-mahala": SystemInfo("ae-mahala", "ae", "mahala",
                             "DCASE 2024 AE baseline, Mahalanobis distance of the reconstruction error"),
+    "three-subnet-kmeans": SystemInfo("three-subnet-kmeans", "three-subnet", "kmeans",
+                                      "three-subnetworks embedding model (sub-cluster AdaCos), K-Means scoring"),
+    "three-subnet-gmm": SystemInfo("three-subnet-gmm", "three-subnet", "gmm",
+                                   "three-subnetworks embedding model (sub-cluster AdaCos), GMM scoring"),
 }
 
 # frontend name -> (module, class); imported on first use so the CLI starts fast
 _FRONTENDS: dict[str, tuple[str, str]] = {
     "ae": ("asdcore.systems.autoencoder", "AESystem"),
+    "three-subnet": ("asdcore.systems.three_subnet", "ThreeSubnetSystem"),
 }
 
 

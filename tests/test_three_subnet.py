@@ -1,0 +1,120 @@
+"""Three-subnetworks model: shapes, size, length checks and a short training run."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from asdcore.losses import SubClusterAdaCos
+from asdcore.models.three_subnet import (ThreeSubnet, ThreeSubnetConfig, float32_megabytes, parameter_count,
+                                         same_out_len, same_padding)
+
+SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a small, shared machine extra OpenMP threads mostly wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_same_padding_gives_ceil_length():
+    for length in (1, 15, 16, 17, 1000, 16000):
+        for k, s in ((256, 64), (64, 32), (16, 4), (3, 1)):
+            left, right = same_padding(length, k, s)
+            assert (length + left + right - k) // s + 1 == same_out_len(length, s) == math.ceil(length / s)
+
+
+def test_shapes_12s_and_size():
+    torch.manual_seed(0)
+    model = ThreeSubnet().eval()
+    assert model.cfg.n_samples == 12 * SR and model.embed_dim == 512
+    with torch.no_grad():
+        waves = 0.1 * torch.randn(2, 12 * SR)
+        parts = model.branch_embeddings(waves)
+        emb = model(waves)
+    assert {k: tuple(v.shape) for k, v in parts.items()} == {"waveform": (2, 128), "spectrum": (2, 128),
+                                                              "stft": (2, 256)}
+    assert emb.shape == (2, 512) and torch.isfinite(emb).all()
+    assert torch.allclose(emb, torch.cat([parts["waveform"], parts["spectrum"], parts["stft"]], dim=1))
+    assert float32_megabytes(model) < 20.0
+    assert parameter_count(model) == sum(p.numel() for p in model.parameters())
+
+
+def test_shapes_short_clips_and_length_check():
+    torch.manual_seed(0)
+    for seconds in (1.0, 1.5):
+        model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=seconds)).eval()
+        n = int(seconds * SR)
+        with torch.no_grad():
+            parts = model.branch_embeddings(torch.randn(3, n))
+            emb = model(torch.randn(3, n))
+        assert [tuple(parts[k].shape) for k in ("waveform", "spectrum", "stft")] == [(3, 128), (3, 128), (3, 256)]
+        assert emb.shape == (3, 512)
+        with pytest.raises(ValueError, match="samples"):
+            model(torch.randn(1, n + 1))
+
+
+def test_spectrum_band_and_config_validation():
+    cfg = ThreeSubnetConfig(clip_seconds=1.0)
+    assert cfg.spectrum_bins() == (0, SR // 2)  # 0 Hz .. Nyquist (excluded), 1 Hz bins
+    band = ThreeSubnetConfig(clip_seconds=1.0, spectrum_band_hz=(50.0, 4000.0))
+    assert band.spectrum_bins() == (50, 4000)
+    model = ThreeSubnet(band).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, SR)).shape == (2, 512)
+    with pytest.raises(ValueError):
+        ThreeSubnetConfig(conv_kernels=(256, 64))
+    with pytest.raises(ValueError):
+        ThreeSubnetConfig(spectrum_band_hz=(100.0, 50.0))
+
+
+def test_state_dict_round_trip():
+    cfg = ThreeSubnetConfig(clip_seconds=1.0)
+    a, b = ThreeSubnet(cfg).eval(), ThreeSubnet(cfg).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, SR)
+    with torch.no_grad():
+        assert torch.allclose(a(x), b(x))
+
+
+def _tones(n_per_class: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """1 s tones at 440 Hz (class 0) and 1500 Hz (class 1), random phase and level, a little noise."""
+    t = torch.arange(SR) / SR
+    waves, labels = [], []
+    for cls, freq in enumerate((440.0, 1500.0)):
+        for _ in range(n_per_class):
+            phase = 2 * math.pi * torch.rand(1, generator=gen)
+            amp = 0.1 + 0.2 * torch.rand(1, generator=gen)
+            waves.append(amp * torch.sin(2 * math.pi * freq * t + phase) + 0.01 * torch.randn(SR, generator=gen))
+            labels.append(cls)
+    return torch.stack(waves), torch.tensor(labels)
+
+
+def test_few_adam_steps_lower_the_loss():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    waves, labels = _tones(4, gen)
+    model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0)).train()
+    head = SubClusterAdaCos(2, n_subclusters=4, embed_dim=512, seed=0).train()
+    opt = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = head(model(waves), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    # the adaptive scale keeps the loss away from 0 (AdaCos aims at moderate target probabilities),
+    # so ask for a clear drop rather than a small absolute value
+    assert losses[-1] < 0.75 * losses[0], losses
+    assert losses[-1] < min(losses[:2]), losses
+    assert head.nan_guard_hits == 0
+    with torch.no_grad():
+        probs = head.class_probabilities(model(waves))
+    assert torch.equal(probs.argmax(dim=1), labels)
