@@ -179,6 +179,35 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from asdcore.ensemble import run_ensemble
+    from asdcore.metrics import format_table
+
+    result = run_ensemble(
+        args.members, Path(args.out), args.weights, args.preset, args.normalization,
+        Path(args.data) if args.data else None, args.search, Path(args.save) if args.save else None,
+        load=Path(args.load) if args.load else None, ground_truth=args.ground_truth, step=args.step,
+        samples=args.samples, seed=args.seed, quality_cut=args.quality_cut,
+    )
+    if result.get("explanation"):
+        print(result["explanation"])
+    if result.get("search") is not None:
+        print(result["search"].summary())
+    weights = result.get("weights") or {}
+    if weights:
+        print("weights: " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
+    if result.get("table"):
+        print(result["table"])
+    elif result.get("metrics") is not None:
+        print(format_table(result["metrics"]))
+    for note in result.get("notes") or []:
+        print(f"note: {note}")
+    print(f"ensemble scores and submission files written to {Path(args.out) / 'scores'}")
+    if result.get("saved"):
+        print(f"ensemble saved to {result['saved']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m asdcore",
@@ -241,6 +270,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("ensemble", help="normalised, weighted ensemble of scored run folders (the seed's Table 3)",
+                       description="Combine runs scored on the same data: scores are normalised per machine type "
+                                   "and section with statistics of each system's normal TRAINING scores, then "
+                                   "averaged with the given proportions (or a preset, or a weight search that also "
+                                   "reports an honest leave-one-machine-type-out figure). Writes submission CSVs "
+                                   "and, with labels, metrics.csv; --save keeps the ensemble to score new folders.")
+    p.add_argument("members", nargs="*", metavar="MEMBER",
+                   help="scored folder (a run, or a 'score --out' folder), optionally NAME=FOLDER")
+    p.add_argument("--out", required=True, help="output folder for the ensemble's scores")
+    p.add_argument("--weights", type=float, nargs="+", help="one proportion per member (normalised to sum to 1)")
+    p.add_argument("--preset", default=None, help="ensemble-1 | ensemble-2 | ensemble-3 | ensemble-4 (as in the seed)")
+    p.add_argument("--normalization", choices=["zscore", "minmax", "rank"], default=None,
+                   help="per machine/section normalisation from training scores (default zscore)")
+    p.add_argument("--data", default=None, help="labelled data folder (otherwise labels come from dev-style names)")
+    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs")
+    p.add_argument("--search", action="store_true", help="search the weights that maximise the official hmean")
+    p.add_argument("--step", type=float, default=0.1, help="grid step of the weight search (default 0.1)")
+    p.add_argument("--samples", type=int, default=None, help="random Dirichlet candidates instead of the grid")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random candidates")
+    p.add_argument("--quality-cut", type=float, default=None, help="ensemble-4: drop members below this hmean (fraction)")
+    p.add_argument("--save", default=None, help="write the ensemble (members, weights, statistics) to this JSON file")
+    p.add_argument("--load", default=None, help="score MEMBER folders (new data) with a saved ensemble JSON")
+    p.set_defaults(func=_cmd_ensemble)
 
     p = sub.add_parser("runs", help="list run folders with their official score",
                        description="List run folders (searched two levels deep) with system, status and official hmean.")

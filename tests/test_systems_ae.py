@@ -175,3 +175,23 @@ def test_bad_inputs_get_clear_errors(trained_run, tiny_data, tmp_path, capsys):
     (broken / "model" / "ae_fan.safetensors").write_bytes(b"not weights")
     assert main(["score", str(broken), str(tiny_data), "--quiet", "--out", str(tmp_path / "x")]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_ensemble_cli_on_real_runs(trained_run, tiny_data, tmp_path, capsys):
+    """Two real scored folders: a single non-zero weight reproduces that member; save/load round trip."""
+    assert main(["score", str(trained_run), str(tiny_data), "--system", "ae-mahala", "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    members = [f"mse={trained_run}", f"mahala={tmp_path / 'm'}"]
+    assert main(["ensemble", *members, "--out", str(tmp_path / "e1"), "--weights", "1", "0",
+                 "--data", str(tiny_data), "--save", str(tmp_path / "ens.json")]) == 0
+    out = capsys.readouterr().out
+    assert "weights: mse 1.000, mahala 0.000" in out
+    own = pd.read_csv(Run.open(trained_run).metrics_path)
+    ens = pd.read_csv(tmp_path / "e1" / "metrics.csv")
+    assert np.allclose(own[["auc_source", "auc_target", "pauc"]], ens[["auc_source", "auc_target", "pauc"]])
+    assert main(["ensemble", "--load", str(tmp_path / "ens.json"), "--out", str(tmp_path / "e2")]) == 0
+    a = read_scores(tmp_path / "e1" / "scores").sort_values("file_name")["score"].to_numpy()
+    b = read_scores(tmp_path / "e2" / "scores").sort_values("file_name")["score"].to_numpy()
+    assert np.array_equal(a, b)
+    assert main(["ensemble", *members, "--out", str(tmp_path / "e3"), "--weights", "0", "0"]) == 2
+    assert "weight" in capsys.readouterr().err
