@@ -2,8 +2,8 @@
 
     python bench/quality.py DATA [--systems ae-mse,ae-mahala] [--epochs N] [--out runs/bench]
 
-Systems that share a frontend (e.g. ae-mse and ae-mahala) are trained once and scored with
-each backend. Prints per machine AUC(source), AUC(target), pAUC, the All rows and the official
+Systems that share a frontend (e.g. ae-mse and ae-mahala) are trained once (``OUT/<frontend>``)
+and scored with each other backend into ``OUT/<system>``. Prints per machine AUC(source), AUC(target), pAUC, the All rows and the official
 hmean for every system, plus training and scoring times. Existing finished runs in ``--out``
 are reused (``--retrain`` to start again), so the table can be re-printed cheaply.
 """
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--machines", default=None)
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--reuse-only", action="store_true", help="only print the table of existing runs; train nothing")
     args = p.parse_args(argv)
 
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise RunError("unfinished")
                 print(f"reusing finished run {run_dir} ({run.config.system}, trained in {run.config.train_seconds} s)")
             except RunError:
+                if args.reuse_only:
+                    p.error(f"no finished run for {name} in {run_dir} (--reuse-only)")
                 system = get_system(name)
                 overrides = {"epochs": args.epochs, "device": args.device}
                 run = system.new_run(run_dir, ds, machines, resume=True, **overrides)
@@ -67,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                                f"(training {run.config.train_seconds} s, {run.config.settings.get('epochs')} epochs)")
             trained[frontend] = run_dir
         run = Run.open(trained[frontend])
-        scored = run.path if name == run.config.system else out / f"{name}-scored"
-        if scored != run.path:
+        scored = run.path if name == run.config.system else out / name
+        if scored != run.path and (args.retrain or not (scored / "metrics.csv").exists()):
             t0 = time.perf_counter()
             get_system(name).score(run, ds, scored, progress=not args.quiet)
             timings.append(f"{name}: scored in {time.perf_counter() - t0:.0f} s")

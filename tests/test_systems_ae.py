@@ -195,3 +195,23 @@ def test_ensemble_cli_on_real_runs(trained_run, tiny_data, tmp_path, capsys):
     assert np.array_equal(a, b)
     assert main(["ensemble", *members, "--out", str(tmp_path / "e3"), "--weights", "0", "0"]) == 2
     assert "weight" in capsys.readouterr().err
+
+
+def test_parallel_machines_match_sequential(tiny_data, tmp_path):
+    """Training machine types in parallel processes gives the same models as one after another.
+
+    Each parallel process uses one thread, so the sequential run does too: float sums depend on
+    the thread count, and Adam turns tiny gradient differences into lr-sized weight differences.
+    """
+    args = ["train", str(tiny_data), "--system", "ae-mse", "--epochs", "2", "--quiet", "--device", "cpu"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(args + ["--out", str(tmp_path / "seq")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main(args + ["--out", str(tmp_path / "par"), "--set", "parallel_machines=2"]) == 0
+    for m in MACHINES:
+        a = Run.open(tmp_path / "seq").load_weights(f"ae_{m}")
+        b = Run.open(tmp_path / "par").load_weights(f"ae_{m}")
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -41,6 +41,8 @@ class AESettings:
     their native length (the baseline does not pad). After the last epoch the BatchNorm running
     statistics are re-estimated in one pass over the training vectors (see
     :func:`asdcore.training.recalibrate_batchnorm`); the weights are those of the last epoch.
+    ``parallel_machines`` > 1 trains that many machine types at once in separate processes
+    (same results: each model has its own seed and data).
     """
 
     epochs: int = 100
@@ -53,6 +55,16 @@ class AESettings:
     n_frames: int = 5
     seed: int = 0
     device: str = "auto"
+    parallel_machines: int = 1
+
+
+def _train_machine(info: SystemInfo, run_path: str, machine: str, clips: list[ClipRecord], resume: bool,
+                   progress: bool) -> None:
+    """Process-pool entry point: train one machine type's AE in a fresh process."""
+    torch.set_num_threads(1)  # several trainings share the cores; one thread each avoids oversubscription
+    system = AESystem(info)
+    run = Run.open(run_path)
+    system._train_machine(run, machine, clips, AESettings(**run.config.settings), resume, progress)
 
 
 class _FrameBank:
@@ -76,8 +88,15 @@ class _FrameBank:
     def __len__(self) -> int:
         return len(self.starts)
 
+    def to(self, device: torch.device) -> "_FrameBank":
+        """Keep the frames where the model is, so batches are gathered without host copies."""
+        self.frames = self.frames.to(device)
+        self.starts = self.starts.to(device)
+        return self
+
     def vectors(self, idx: torch.Tensor) -> torch.Tensor:
-        rows = self.starts[idx][:, None] + torch.arange(self.n_frames)[None, :]
+        idx = idx.to(self.starts.device)
+        rows = self.starts[idx][:, None] + torch.arange(self.n_frames, device=self.starts.device)[None, :]
         return self.frames[rows].reshape(len(idx), -1)
 
 
@@ -114,53 +133,72 @@ class AESystem(System):
     # ---- training
     def train(self, run: Run, ds: Dataset, resume: bool = False, progress: bool = True,
               on_epoch_end: Callable[[int, float], None] | None = None) -> None:
+        """Train one AE per machine type, ``parallel_machines`` at a time (separate processes).
+
+        The machine types are independent models, so on a GPU (step latency bound: the network is
+        tiny) or a multi-core CPU they can train side by side; each process writes only its own
+        checkpoint and weights files.
+        """
         s = AESettings(**run.config.settings)
-        device = resolve_device(s.device)
         t0 = time.perf_counter()
         run.set_status("training")
+        todo = []
         for machine in run.config.machines:
-            weights = run.model_dir / f"ae_{machine}.safetensors"
-            if resume and weights.exists():
+            if resume and (run.model_dir / f"ae_{machine}.safetensors").exists():
                 continue
             clips = training_clips(ds, machine)
             if not clips:
                 raise DataError(f"no normal training clips for {machine} in {ds.root}")
-            seed_everything(s.seed)
-            logmels = self._logmels(clips, s, progress, f"{machine}: log-mel")
-            rng = np.random.default_rng(s.seed)
-            n_val = int(round(len(clips) * s.val_split)) if len(clips) >= 10 else 0
-            perm = rng.permutation(len(clips))
-            val_idx, train_idx = set(perm[:n_val].tolist()), perm[n_val:]
-            bank = _FrameBank([logmels[i] for i in sorted(train_idx)], s.n_frames)
-            val_bank = _FrameBank([logmels[i] for i in sorted(val_idx)], s.n_frames) if n_val else None
-            vectors_per_clip = max(len(bank) / max(len(train_idx), 1), 1.0)
-            model = self._model(s).to(device)
-            opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-            loss_fn = torch.nn.MSELoss()
+            todo.append((machine, clips))
+        if s.parallel_machines > 1 and len(todo) > 1:
+            import multiprocessing as mp
 
-            def batches(epoch: int, gen: torch.Generator) -> Iterable[tuple[int, torch.Tensor]]:
-                for idx in iterate_minibatches(len(bank), s.batch_size, gen):
-                    if len(idx) < 2:  # BatchNorm needs more than one vector
-                        continue
-                    x = bank.vectors(idx).to(device)
-                    yield int(round(len(idx) / vectors_per_clip)), loss_fn(model(x), x)
-
-            def validate() -> float:
-                losses = []
-                for i in range(0, len(val_bank), 4096):
-                    x = val_bank.vectors(torch.arange(i, min(i + 4096, len(val_bank)))).to(device)
-                    losses.append(float(loss_fn(model(x), x)) * len(x))
-                return sum(losses) / max(len(val_bank), 1)
-
-            fit(model, opt, batches, s.epochs, s.seed, run.checkpoint_dir / f"ae_{machine}.pt", resume=resume,
-                validate=validate if val_bank is not None and len(val_bank) else None, desc=f"{machine}",
-                progress=progress, on_epoch_end=on_epoch_end)
-            recalibrate_batchnorm(model, (bank.vectors(torch.arange(i, min(i + s.batch_size, len(bank)))).to(device)
-                                          for i in range(0, len(bank), s.batch_size)))
-            run.save_weights(f"ae_{machine}", model.state_dict())
+            ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+            with ctx.Pool(min(s.parallel_machines, len(todo))) as pool:
+                pool.starmap(_train_machine, [(self.info, str(run.path), m, c, resume, False) for m, c in todo])
+        else:
+            for machine, clips in todo:
+                self._train_machine(run, machine, clips, s, resume, progress, on_epoch_end)
         run.set_status("trained", train_seconds=round(time.perf_counter() - t0, 2))
         self.score(run, ds, run.path, progress=progress)
         run.set_status("scored")
+
+    def _train_machine(self, run: Run, machine: str, clips: list[ClipRecord], s: AESettings, resume: bool,
+                       progress: bool, on_epoch_end: Callable[[int, float], None] | None = None) -> None:
+        device = resolve_device(s.device)
+        seed_everything(s.seed)
+        logmels = self._logmels(clips, s, progress, f"{machine}: log-mel")
+        rng = np.random.default_rng(s.seed)
+        n_val = int(round(len(clips) * s.val_split)) if len(clips) >= 10 else 0
+        perm = rng.permutation(len(clips))
+        val_idx, train_idx = set(perm[:n_val].tolist()), perm[n_val:]
+        bank = _FrameBank([logmels[i] for i in sorted(train_idx)], s.n_frames).to(device)
+        val_bank = _FrameBank([logmels[i] for i in sorted(val_idx)], s.n_frames).to(device) if n_val else None
+        vectors_per_clip = max(len(bank) / max(len(train_idx), 1), 1.0)
+        model = self._model(s).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+        loss_fn = torch.nn.MSELoss()
+
+        def batches(epoch: int, gen: torch.Generator) -> Iterable[tuple[int, torch.Tensor]]:
+            for idx in iterate_minibatches(len(bank), s.batch_size, gen):
+                if len(idx) < 2:  # BatchNorm needs more than one vector
+                    continue
+                x = bank.vectors(idx)
+                yield int(round(len(idx) / vectors_per_clip)), loss_fn(model(x), x)
+
+        def validate() -> float:
+            losses = []
+            for i in range(0, len(val_bank), 4096):
+                x = val_bank.vectors(torch.arange(i, min(i + 4096, len(val_bank))))
+                losses.append(float(loss_fn(model(x), x)) * len(x))
+            return sum(losses) / max(len(val_bank), 1)
+
+        fit(model, opt, batches, s.epochs, s.seed, run.checkpoint_dir / f"ae_{machine}.pt", resume=resume,
+            validate=validate if val_bank is not None and len(val_bank) else None, desc=f"{machine}",
+            progress=progress, on_epoch_end=on_epoch_end)
+        recalibrate_batchnorm(model, (bank.vectors(torch.arange(i, min(i + s.batch_size, len(bank))))
+                                      for i in range(0, len(bank), s.batch_size)))
+        run.save_weights(f"ae_{machine}", model.state_dict())
 
     # ---- scoring
     def _load_model(self, run: Run, machine: str, s: AESettings, device: torch.device):
