@@ -27,90 +27,35 @@ conditions still vary internally but are hidden, as in the 2024 development set.
 
 Common signal chain (every machine)
 -----------------------------------
-``clip = gain * (machine(t) + background(t))``. The machine part is written in "reference units" where a
-typical machine at a middle operating point has RMS about 1, so faster / more loaded operating points are
-genuinely louder. The background is a factory hall: coloured broadband noise (spectral tilt and HVAC /
-compressor bumps), mains hum at twice the mains frequency (transformer and motor magnetostriction), tonal
-harmonics of other machines running in the hall, distant clanks (impacts ringing in the hall) and slow level
-sway (doors, forklifts). Its level relative to the machine is drawn per clip from a domain-specific range and
-its type comes from the domain's pool, so the *target domain hears different halls* (other hum frequency,
-other colour, more impacts, lower SNR).
+``clip = gain * (path(machine(t)) + background(t) / snr)``. The machine part is written in "reference units"
+where a typical machine at a middle operating point has RMS about 1, so faster / more loaded operating points
+are genuinely louder while the hall noise stays put. ``path`` is the transfer to the microphone (housing or
+body resonances, microphone position) times a small random per-clip variation (exact placement,
+reflections): real repeated recordings never share one transfer function, and without it normal clips would
+sit on an unrealistically thin manifold where any tiny change stands out. The background is a factory hall:
+coloured broadband noise (tilt and HVAC / compressor bumps), mains hum at twice the mains frequency
+(magnetostriction), harmonics of the machines resident in the hall, distant clanks ringing in the hall and
+slow level sway (doors, forklifts), plus unpredictable activity that any clip may catch (another machine
+running nearby at a random speed, compressed-air blow-off bursts). The machine-to-noise ratio is drawn per
+clip (3-12 dB source, 2-11 dB target) and the hall from the domain's pool, so the *target domain hears
+different halls* (another site with 60 Hz mains, other colour, more impacts, other resident machines).
 
-Machines and their physics
---------------------------
-bearing (attributes ``vel``, ``loc``)
-    A shaft turning at ``fr = 2.5 * vel`` Hz in a rolling-element bearing (9 balls, d/D = 0.22). Normal
-    sound: shaft harmonics from residual imbalance/misalignment (force ~ omega^2), motor hum, and rolling
-    noise, i.e. broadband noise filtered by the housing resonances, weakly amplitude-modulated at the cage
-    (FTF = 0.39 fr) and outer-race pass frequency (balls passing the load zone), plus rare random
-    micro-impacts from surface roughness. ``loc`` is the microphone position: a different transfer function
-    (close/high-frequency rich, far/low-passed, or with a floor reflection comb). Anomalies: outer-race
-    defect (impulses at BPFO = 3.51 fr with slip jitter, ringing the housing resonances), inner-race defect
-    (impulses at BPFI = 5.49 fr, amplitude-modulated once per revolution as the defect passes through the
-    load zone), rolling-element defect (impulses at 2 BSF, modulated at the cage frequency), lubrication
-    loss (rising high-frequency rolling noise and more micro-impacts).
+Domain shift
+------------
+Source and target use disjoint operating conditions (see ``MODELS``): other speeds, loads, microphone
+positions, timing patterns or noise, mostly near but outside the source values (new operating points move
+tonal components into frequency bands the source never excites, which is what makes real target domains
+hard), and the target domain has only 10 training clips.
 
-fan (attributes ``m-n``, ``spd``)
-    An axial fan with 7 blades at ``fr`` = 17.5 / 21 / 24.5 Hz for speed steps 1 / 2 / 3. Aerodynamics
-    dominate: turbulent broadband noise whose spectral hump scales with speed (Strouhal) and whose level
-    grows with the 5th power of speed, amplitude-modulated at the blade-pass frequency (BPF = 7 fr), plus
-    BPF harmonics (rotor-stator interaction), the motor's 100/120 Hz hum and rotor-slot harmonic, and a
-    small 1x component from residual imbalance. ``m-n`` names the factory noise mixed in (W/X/Y in the
-    source domain, Z in the target domain). Anomalies: increased imbalance (stronger once-per-revolution
-    amplitude modulation and 1x/2x vibration), blade damage (one blade differs, breaking the 7-fold symmetry:
-    energy at non-BPF multiples of fr around the BPF harmonics and a once-per-rev flutter of the turbulence),
-    motor-bearing wear (high-frequency rolling noise and bearing impulses), flow obstruction / clogging (the
-    fan unloads: slightly higher speed, lower turbulence hump, stronger BPF tones).
+Anomalies
+---------
+Each anomalous clip gets one fault kind of its machine (uniformly) and a severity drawn from Beta(1, 2.2)
+(median ~0.27: many subtle faults, a few clear ones) that scales the physical size of the fault. Faults
+are deviations of the machine itself (impacts at defect frequencies, modulation, friction, timing), never
+tones pasted on top. All randomness that only a fault needs comes from a separate stream, so an anomalous
+clip is exactly its normal twin plus the fault (``render_clip(job, force_anomaly=(kind, severity))``).
 
-gearbox (hidden: motor voltage ``volt`` and load weight ``wt``)
-    A DC motor (speed ~ voltage, drooping with load) drives a 12/37 tooth spur stage. Gear-mesh frequency
-    fm = 12 fr_in with harmonics whose balance depends on the load (tooth deflection raises the 2nd/3rd
-    harmonics), weak sidebands at fm +- k fr_in and fm +- k fr_out from normal run-out, commutator ripple and
-    brush hiss of the motor, all coloured by housing resonances. Anomalies: tooth crack (a stiffness drop once
-    per pinion revolution: an impulse ringing the housing plus a momentary dip of the mesh tone, i.e.
-    sidebands), wear (stronger higher mesh harmonics and broadband sliding noise), eccentric gear (amplitude
-    and phase modulation of the mesh at the output-shaft rate), backlash rattle (impacts when the load
-    fluctuates).
-
-slider (hidden: speed ``vel`` and acceleration ``acc``)
-    A ball-screw linear slide moving back and forth over a 0.3 m stroke with a trapezoidal velocity profile
-    and a dwell at each end. The servo tone follows the screw speed (cogging harmonics of v / lead), a PWM
-    whine grows with motor torque (i.e. during acceleration and braking), the carriage's rolling noise and
-    the ball recirculation clicks scale with speed, and each start/stop gives a small settling thud.
-    Anomalies: stick-slip friction squeal (intermittent harmonic bursts during motion), a loose part
-    rattling when the carriage accelerates, a damaged rail spot (a click at the same position on every pass),
-    stuttering motion (velocity ripple that modulates all motion sounds).
-
-valve (attributes ``v1pat``, ``v2pat``)
-    Two solenoid valves on a pressurised line, each opening and closing in a repeating timing pattern (the
-    pattern codes). Each switching event is a plunger impact (metallic ring plus a lower thunk; closing is a
-    little different from opening); while open, turbulent flow noise coloured by the pipe's quarter-wave
-    resonances, with opening/closing ramps; closing causes a short low-frequency water-hammer oscillation.
-    A pump hums underneath. Per clip the pattern phase, the event timing (ms jitter) and levels vary.
-    Anomalies: sticking (opening/closing delayed, occasionally a cycle missed), seat leak (a weak hiss while
-    closed), contamination (partly blocked: less and higher-pitched flow, softer clicks), chattering (the
-    plunger bounces: small extra clicks right after an event). Timing anomalies barely change the average
-    spectrum, as in the real valve data.
-
-ToyCar (attributes ``car``, ``spd``, ``mic``, ``noise``)
-    A toy car running on a roller. DC motor at ``fr_m = 2.9 * V`` Hz: 3-pole commutator torque ripple
-    (harmonics at multiples of 6 fr_m), brush noise modulated at the commutation rate, pinion mesh tone
-    (10 fr_m); the wheels turn at fr_m / ratio (ratio by car model) and the tread hits the roller at
-    N_tread * fr_wheel (tread count by model variant) over broadband rolling noise. The car model also sets
-    the plastic body resonances; ``mic`` moves the microphone (motor side vs. wheel side); ``noise`` selects
-    the background. Anomalies: a chipped wheel (a thud once per wheel revolution), a bent shaft (once-per-rev
-    modulation of rolling noise and of the mesh tone), a damaged gear tooth (impulses once per gear
-    revolution), motor brush damage (arcing crackle and irregular commutation).
-
-ToyTrain (hidden: model, speed, mic, noise)
-    A toy train circling a track loop. The wheels click over rail joints every 0.2 m (four axles, so a
-    characteristic click group per joint), the rolling rumble and the motor's commutator whine and worm-gear
-    tone scale with speed, and because the train goes round the loop the level rises and falls as it
-    approaches and leaves the microphone (high frequencies more strongly). Anomalies: a wheel flat (an
-    impact once per wheel revolution), a damaged track spot (a louder click group once per loop), motor
-    brush damage (crackle), a loose coupling (random rattling).
-
-Reproducibility: every clip draws from its own ``numpy`` generator seeded with
+Reproducibility: every clip draws from its own ``numpy`` generators, spawned from
 ``SeedSequence([seed, machine, split, domain, label, index])``, so the bytes do not depend on the number of
 workers or on the order in which a process pool finishes the clips.
 """
@@ -119,7 +64,6 @@ from __future__ import annotations
 import csv
 import io
 import multiprocessing as mp
-import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -166,9 +110,11 @@ class ScaleConfig:
     """How many clips each file group gets, and optionally a clip length overriding the DCASE defaults.
 
     ``full`` mirrors the DCASE 2024 development set (990 + 10 training clips, 50 test clips per group).
-    ``small`` keeps 10 target training clips (the domain-shift setting must not change) and cuts the rest so
-    the 7 machine types generate in well under a minute on 2 cores, yet with enough test clips (15 per group)
-    for AUCs that mean something. ``tiny`` is for unit tests: a few short clips.
+    ``small`` keeps 10 target training clips (the domain-shift setting must not change) and cuts the rest:
+    80 source training clips and 15 test clips per group, 150 clips per machine type, 1,050 in all, which
+    generate in about half a minute on 2 cores and still give AUCs that mean something (the source
+    Gaussian / model just has fewer examples). ``tiny`` is for unit tests: 4 + 2 training clips and 2 test
+    clips per group, 2 s long.
     """
 
     name: str
@@ -615,7 +561,7 @@ def synth_bearing(c: ClipContext) -> np.ndarray:
 
 
 # ----- fan ------------------------------------------------------------------------------------------------
-FAN_SPEEDS: Mapping[str, float] = {"1": 17.5, "2": 21.0, "3": 23.5}
+FAN_SPEEDS: Mapping[str, float] = {"1": 17.5, "2": 21.0, "3": 22.5}
 FAN_BLADES = 7
 
 
@@ -648,7 +594,7 @@ def synth_fan(c: ClipContext) -> np.ndarray:
         for h in (1, 2, 3):
             extra[h * FAN_BLADES - 2] = 0.6 / h
             extra[h * FAN_BLADES] = 0.6 / h
-        sig += at_db(harmonic_sum(arng, shaft, tuple(extra), fr0), tone_db + c.sev(-14.0, 0.0))
+        sig += at_db(harmonic_sum(arng, shaft, tuple(extra), fr0), tone_db + c.sev(-10.0, 2.0))
     # Motor: magnetostriction hum (2x mains) and rotor-slot harmonic; 1x/2x structure-borne vibration.
     sig += at_db(harmonic_sum(rng, cycles(np.full(n, 100.0), rng), (1.0, 0.4, 0.25), 100.0), -17.0)
     sig += at_db(osc(28.0 * shaft + rng.random()), -24.0 + rng.normal(0, 1.5))
@@ -818,7 +764,7 @@ VALVE_PATTERNS: Mapping[str, ValvePattern] = {
     "03": ValvePattern(2.5, ((0.0, 0.15), (0.4, 0.55))),
     "04": ValvePattern(1.2, ((0.0, 0.6),)),
     "05": ValvePattern(4.0, ((0.0, 2.5),)),
-    "06": ValvePattern(2.0, ((0.0, 0.1), (0.25, 0.35), (0.5, 0.6))),
+    "06": ValvePattern(2.5, ((0.0, 0.2), (0.6, 0.8))),
     "07": ValvePattern(3.5, ((0.0, 0.8), (1.6, 1.9))),
 }
 VALVE_CLICK_MODES: tuple[tuple[Mode, ...], ...] = (
@@ -954,7 +900,7 @@ def dc_motor(c: ClipContext, fr_m: np.ndarray, fr0: float, poles: int, level_db:
     if c.anomaly == "motor_damage":           # worn brushes: arcing crackle and irregular commutation
         idx = poisson_idx(arng, c.sev(20.0, 300.0), n)
         sparks = np.convolve(spikes(n, idx, arng.exponential(1.0, len(idx))), np.hanning(24), "same")
-        sparks = filter_spectrum(sparks * arng.standard_normal(n), Spectrum(1.0, (), 1500.0))
+        sparks = filter_spectrum(sparks * arng.standard_normal(n), Spectrum(-1.0, ((3000.0, 1.0, 4.0),), 800.0))
         sig += at_db(sparks + 1e-12, max(brush_db, level_db - 8.0) + c.sev(-6.0, 6.0))
         sig *= 1.0 + c.sev(0.02, 0.2) * wander(arng, n, 1.0 / (ripple * fr0), 1.0)
     sig += at_db(brush, brush_db)
@@ -1001,7 +947,7 @@ def synth_toycar(c: ClipContext) -> np.ndarray:
     if c.anomaly == "gear_damage":            # broken tooth on the intermediate gear (4 motor revs per turn)
         idx = jitter_idx(arng, crossings(rot / 4.0 + arng.random()), 0.0003)
         sig += at_db(ring_bank(spikes(n, idx, 1.0 + 0.2 * arng.standard_normal(len(idx))), TOY_GEAR_MODES, arng),
-                     level_db + c.sev(-30.0, -14.0))
+                     level_db + c.sev(-26.0, -10.0))
     c.transfer += [Spectrum(0.0, model.body.bumps).jittered(rng, 0.1, 0.4, 0.005), TOY_MIC[c.cond["mic"]]]
     return sig
 
@@ -1268,15 +1214,21 @@ def attributes_csv(machine: str, jobs: Sequence[ClipJob]) -> str:
 def _remove_stale(machine_dir: Path, keep: set[str]) -> None:
     """Remove clips a previous generation left here (e.g. a full set overwritten by a small one).
 
-    Only files whose names match the DCASE clip pattern are touched, so nothing else is ever deleted.
-    Without this, regenerating into the same folder at a smaller scale would silently mix two data sets.
+    Only files whose names match the DCASE clip pattern are touched, plus the hidden temporary files of
+    :func:`asdcore.atomic.atomic_path` that a killed run can leave (``.section_....wav.<random>.wav``), so
+    nothing else is ever deleted. Without this, regenerating into the same folder at a smaller scale would
+    silently mix two data sets.
     """
     for split in ("train", "test"):
         d = machine_dir / split
         if not d.is_dir():
             continue
         for p in d.iterdir():
-            if p.is_file() and FILE_NAME_RE.match(p.name) and f"{machine_dir.name}/{split}/{p.name}" not in keep:
+            if not p.is_file():
+                continue
+            stale_clip = FILE_NAME_RE.match(p.name) and f"{machine_dir.name}/{split}/{p.name}" not in keep
+            leftover_tmp = p.name.startswith(".section_") and p.name.endswith(".wav")
+            if stale_clip or leftover_tmp:
                 p.unlink()
 
 
@@ -1349,7 +1301,7 @@ def generate_dataset(out: str | Path, scale: str | ScaleConfig = "small", seed: 
 
 
 __all__ = [
-    "FS", "MACHINES", "SCALES", "ScaleConfig", "ClipJob", "MachineModel", "MODELS", "BACKGROUNDS",
-    "DEFAULT_CLIP_SECONDS", "HIDDEN_ATTRIBUTE_MACHINES", "FILE_NAME_RE", "generate_dataset", "plan_machine",
-    "render_clip", "attributes_csv",
+    "FS", "MACHINES", "SCALES", "GROUPS", "ScaleConfig", "ClipJob", "MachineModel", "MODELS", "BACKGROUNDS",
+    "DEFAULT_CLIP_SECONDS", "HIDDEN_ATTRIBUTE_MACHINES", "FILE_NAME_RE", "SEVERITY_BETA", "generate_dataset",
+    "plan_machine", "render_clip", "anomaly_of", "clip_seed", "attributes_csv",
 ]

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asdcore import synth
 from asdcore.synth import (FILE_NAME_RE, GROUPS, HIDDEN_ATTRIBUTE_MACHINES, MACHINES, MODELS, SCALES,
                            anomaly_of, generate_dataset, plan_machine, render_clip)
 
@@ -197,6 +196,10 @@ def test_bad_arguments_raise(tmp_path: Path) -> None:
 
 def test_regenerating_smaller_removes_stale_clips(tmp_path: Path) -> None:
     generate_dataset(tmp_path, scale="tiny", machines=["slider"], workers=1, progress=False)
+    leftover = _raw(tmp_path, "slider") / "train" / ".section_00_source_train_normal_0000_noAttribute.wav.x1.wav"
+    leftover.write_bytes(b"partial")                           # what a killed run leaves behind
+    keep = _raw(tmp_path, "slider") / "notes.txt"
+    keep.write_text("not ours")
     smaller = dataclasses.replace(TINY, name="tinier", source_train=2, test_per_group=1, clip_seconds=0.5)
     generate_dataset(tmp_path, scale=smaller, machines=["slider"], workers=1, progress=False)
     assert [p.name for p in (tmp_path / "dev_data" / "raw").iterdir()] == ["slider"]
@@ -205,3 +208,4 @@ def test_regenerating_smaller_removes_stale_clips(tmp_path: Path) -> None:
     with open(_raw(tmp_path, "slider") / "attributes_00.csv") as fh:
         assert len(fh.read().splitlines()) == 1 + len(names)
     assert not list((_raw(tmp_path, "slider")).rglob(".*"))   # no temporary files left behind
+    assert keep.read_text() == "not ours"                       # foreign files are never touched
