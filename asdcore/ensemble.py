@@ -943,6 +943,26 @@ class Ensemble:
     def weight_map(self) -> dict[str, float]:
         return dict(zip(self.names, self.weights))
 
+    def score_raw(self, raw: Mapping[str, Sequence[float] | np.ndarray | float], machine: str,
+                  section: str) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble scores and 0/1 decisions of new clips from each member's raw scores.
+
+        ``raw`` maps every member name to that member's anomaly scores of the same clips (for
+        example from ``System.score_waves`` on an uploaded clip). The saved training statistics of
+        the machine type and section normalise them, the weighted mean combines them, and the
+        saved threshold decides.
+        """
+        key = section_key(machine, section)
+        missing = [n for n in self.names if n not in raw]
+        if missing:
+            raise ValueError(f"scores missing for ensemble member(s) {', '.join(missing)}")
+        if any(key not in self.stats[n] for n in self.names):
+            raise ValueError(f"this ensemble has no statistics for {machine} section {section}")
+        z = np.stack([apply_normalization(np.atleast_1d(np.asarray(raw[n], dtype=np.float64)), self.stats[n][key],
+                                          self.normalization) for n in self.names], axis=1)
+        scores = _weighted_sum(z, np.asarray(self.weights, dtype=np.float64))
+        return scores, (scores > self.thresholds[key]).astype(int)
+
     # ------------------------------------------------------------------ saving
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, "format_version": self.format_version, "created_at": self.created_at,

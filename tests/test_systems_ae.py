@@ -218,3 +218,24 @@ def test_parallel_machines_match_sequential(tiny_data, tmp_path):
         a = Run.open(tmp_path / "seq").load_weights(f"ae_{m}")
         b = Run.open(tmp_path / "par").load_weights(f"ae_{m}")
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ensemble_scores_single_clips_like_folders(trained_run, tiny_data, tmp_path):
+    """A saved ensemble scores new clips from members' raw scores exactly as it scored the folder."""
+    from asdcore.ensemble import Ensemble, load_members
+
+    assert main(["score", str(trained_run), str(tiny_data), "--system", "ae-mahala", "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    members = load_members([f"mse={trained_run}", f"mahala={tmp_path / 'm'}"])
+    ens = Ensemble.build(members, weights=[0.3, 0.7], normalization="zscore")
+    folder = ens.score_frame(members)
+    clip = discover(tiny_data).select(machine="valve", split="test")[0]
+    wave = load_clip(clip.path, seconds=None)
+    raw = {"mse": get_system("ae-mse").score_waves(Run.open(trained_run), "valve", "00", [wave]),
+           "mahala": get_system("ae-mahala").score_waves(Run.open(trained_run), "valve", "00", [wave],
+                                                        scored_dir=tmp_path / "m")}
+    score, decision = ens.score_raw(raw, "valve", "00")
+    expected = folder[(folder["machine"] == "valve") & (folder["file_name"] == clip.file_name)]["score"].iloc[0]
+    assert score[0] == pytest.approx(expected, rel=1e-9) and decision[0] in (0, 1)
+    with pytest.raises(ValueError, match="missing"):
+        ens.score_raw({"mse": raw["mse"]}, "valve", "00")
