@@ -29,3 +29,15 @@ def write_tone(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int 
 @pytest.fixture
 def tone():
     return write_tone
+
+
+TINY_MACHINES = ("fan", "valve")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A tiny synthetic data set (fan, valve; seed 0) shared read-only by the system tests."""
+    from asdcore.synth import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("tiny_data"), scale="tiny", seed=0, machines=list(TINY_MACHINES),
+                            workers=1, progress=False)

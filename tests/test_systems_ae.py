@@ -13,18 +13,12 @@ from asdcore.cli import main
 from asdcore.data import discover, load_clip
 from asdcore.export import read_scores
 from asdcore.runs import Run, RunError, list_runs
-from asdcore.synth import generate_dataset
 from asdcore.systems import get_system
 from asdcore.training import Interrupt, load_checkpoint
+from conftest import TINY_MACHINES
 
-MACHINES = ["fan", "valve"]
+MACHINES = list(TINY_MACHINES)  # the shared tiny_data fixture (conftest.py)
 EPOCHS = 100
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("data"), scale="tiny", seed=0, machines=MACHINES,
-                            workers=1, progress=False)
 
 
 @pytest.fixture(scope="module")

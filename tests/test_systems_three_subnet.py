@@ -14,21 +14,15 @@ from asdcore.cli import main
 from asdcore.data import discover, load_clip
 from asdcore.export import read_scores
 from asdcore.runs import Run
-from asdcore.synth import generate_dataset
 from asdcore.systems import get_system
 from asdcore.training import Interrupt, load_checkpoint
+from conftest import TINY_MACHINES
 
 ROOT = Path(__file__).resolve().parents[1]
-MACHINES = ["fan", "valve"]
+MACHINES = list(TINY_MACHINES)  # the shared tiny_data fixture (conftest.py)
 # short clips and small batches keep the CPU test fast; the model is the full architecture
 FAST = ["--batch-size", "4", "--device", "cpu", "--set", "clip_seconds=1.0", "--set", "num_workers=0",
         "--set", "kmeans_clusters=2", "--set", "gmm_components=1", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("data"), scale="tiny", seed=0, machines=MACHINES,
-                            workers=1, progress=False)
 
 
 @pytest.fixture(scope="module")
