@@ -1,4 +1,4 @@
-"""Command line: ``python -m asdcore {synth,info,evaluate} ...``.
+"""Command line: ``python -m asdcore {synth,info,evaluate,train,score,ensemble,runs,bundle,ssl-tiny} ...``.
 
 Every command prints a clear one-line error (no traceback) and exits with status 2 on bad
 input, so scripts can tell user errors (2) from success (0). ``ASDCORE_DEBUG=1`` shows the
@@ -114,7 +114,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         run = system.new_run(Path(args.out), ds, machines, resume=args.resume, **overrides)
     t0 = time.perf_counter()
-    system.train(run, ds, resume=args.resume, progress=not args.quiet)
+    system.train(run, ds, resume=args.resume, progress=not args.quiet,
+                 on_epoch_end=_epoch_reporter(args, system.epoch_units(machines), run.config.settings.get("epochs")))
     if rank != 0:
         return 0
     print(f"trained {args.system} on {len(machines)} machine type(s) in {time.perf_counter() - t0:.1f} s -> {run.path}")
@@ -123,6 +124,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if score is not None:
         print(f"official score (hmean): {100 * score:.2f} %")
     return 0
+
+
+def _progress(args: argparse.Namespace):
+    """The job's progress file when the app started this command (``--progress-file``), else None."""
+    from asdcore.jobs import ProgressFile
+
+    path = getattr(args, "progress_file", None)
+    return ProgressFile(path) if path else None
+
+
+def _epoch_reporter(args: argparse.Namespace, units: int, epochs: int | None):
+    """An ``on_epoch_end`` hook writing the fraction of epochs done (training is 95 %, scoring the rest)."""
+    progress = _progress(args)
+    if progress is None or not epochs:
+        return None
+    total, done = units * int(epochs), [0]
+
+    def report(epoch: int, loss: float) -> None:
+        done[0] += 1
+        progress.write("running", 0.95 * min(done[0] / total, 1.0),
+                       f"epoch {epoch + 1}/{epochs} (loss {loss:.4f})" if units == 1
+                       else f"step {done[0]}/{total}: epoch {epoch + 1}/{epochs} (loss {loss:.4f})")
+
+    return report
 
 
 def _parse_value(text: str):
@@ -208,6 +233,34 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ssl_tiny(args: argparse.Namespace) -> int:
+    from asdcore.models.ssl import SSL_MODELS, count_parameters, write_tiny_weights
+
+    models = list(SSL_MODELS) if args.model == "all" else [args.model]
+    out = Path(args.out)
+    for model in models:
+        # with --model all each model gets its own sub-folder: the layout of the default weights folder
+        target = out / model if args.model == "all" else out
+        path, backbone = write_tiny_weights(model, target, seed=args.seed)
+        print(f"wrote tiny random-initialised {model} weights ({count_parameters(backbone):,} parameters) to {path}")
+    example = out / models[0] if args.model == "all" else out
+    print("these weights are NOT pre-trained: they only let you try the pipeline offline, e.g.\n"
+          f"  python -m asdcore train DATA --system {models[0]}-kmeans --out RUN --set weights={example} "
+          "--set clip_seconds=2 --epochs 2")
+    if args.model == "all":
+        print(f"(or set ASD_WEIGHTS_DIR={out} so every SSL system finds them without --set weights)")
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from asdcore.workspace import bundle_run
+
+    out = bundle_run(args.run, args.out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"bundled {args.run} -> {out} ({size / 2 ** 20:.1f} MiB: config, classes, weights)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m asdcore",
@@ -258,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other system setting, repeatable")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("score", help="score a data folder with a trained run (submission files, metrics if labelled)",
@@ -269,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="score with another backend of the same frontend (e.g. ae-mahala)")
     p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("ensemble", help="normalised, weighted ensemble of scored run folders (the seed's Table 3)",
@@ -295,6 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load", default=None, help="score MEMBER folders (new data) with a saved ensemble JSON")
     p.set_defaults(func=_cmd_ensemble)
 
+    from asdcore.systems import SSL_FRONTENDS  # the model names, without importing torch at start-up
+
+    p = sub.add_parser("ssl-tiny", help="write tiny random-initialised weights of an SSL model (offline demo, tests)",
+                       description="Write tiny (2 layers x 32) random-initialised weights of a pre-trained SSL "
+                                   "frontend in its native format - a Hugging Face model folder, or for BEATs a "
+                                   "checkpoint file in the official format (OUT/beats-tiny.pt) - so the SSL systems "
+                                   "can be tried without downloading anything. They are not pre-trained.")
+    p.add_argument("--model", required=True, choices=list(SSL_FRONTENDS) + ["all"],
+                   help="which model; 'all' writes OUT/<model> for each (the default weights layout)")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")
+    p.set_defaults(func=_cmd_ssl_tiny)
+
+    p = sub.add_parser("bundle", help="copy a trained run's weights and config into a small folder (checkpoints/)",
+                       description="Copy config.json, classes.json and model/ of a run (no optimizer state, scores "
+                                   "or embeddings) into OUT, e.g. checkpoints/three-subnet-demo for the app.")
+    p.add_argument("run", metavar="RUN", help="trained run folder")
+    p.add_argument("out", metavar="OUT", help="folder to write (replaced if it exists)")
+    p.set_defaults(func=_cmd_bundle)
+
     p = sub.add_parser("runs", help="list run folders with their official score",
                        description="List run folders (searched two levels deep) with system, status and official hmean.")
     p.add_argument("folder", nargs="?", default="runs", help="folder holding run folders (default: runs)")
@@ -305,13 +380,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    progress = _progress(args)
     try:
-        return int(args.func(args) or 0)
+        if progress is not None:
+            progress.write("running", 0.0, f"{args.command} started")
+        code = int(args.func(args) or 0)
+        if progress is not None:
+            progress.write("done", 1.0, f"{args.command} finished", out=str(getattr(args, "out", "") or ""))
+        return code
     except (DataError, AudioError, RunError, ValueError, FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        if progress is not None:
+            progress.write("failed", None, str(exc))
         if os.environ.get("ASDCORE_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BaseException as exc:
+        if progress is not None:
+            progress.write("failed", None, f"{type(exc).__name__}: {exc}")
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -173,15 +173,16 @@ def _registered_systems() -> list[str]:
 def find_system(folder: str | Path) -> str | None:
     """The system that produced a scored folder, or None when nothing says.
 
-    ``config.json`` in the folder (a run folder) names it. For ``RUN/scored/<data>`` (what
+    ``scored.json`` (written by every system's ``score``) or ``config.json`` (a run folder) names it. For ``RUN/scored/<data>`` (what
     ``asdcore score`` writes by default) the CLI appends ``-<system>`` to the folder name when the
     run was scored with another backend (``--system ae-mahala``); that suffix wins over the
     run's own system. Otherwise the nearest ``config.json`` up to two levels above is used.
     """
     folder = Path(folder)
-    cfg = _read_json(folder / "config.json")
-    if cfg and isinstance(cfg.get("system"), str):
-        return cfg["system"]
+    for meta_name in ("scored.json", "config.json"):
+        cfg = _read_json(folder / meta_name)
+        if cfg and isinstance(cfg.get("system"), str):
+            return cfg["system"]
     for name in sorted(_registered_systems(), key=len, reverse=True):
         if folder.name.endswith("-" + name):
             return name

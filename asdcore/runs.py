@@ -85,6 +85,11 @@ class RunConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+#: Settings that may change on ``--resume``: a longer training, and how the work is executed (device, process and
+#: worker counts, inference batch size), none of which changes what is learned from the data.
+RESUME_FREE_SETTINGS = frozenset({"epochs", "device", "parallel_machines", "num_workers", "embed_batch_size"})
+
+
 class Run:
     """Handle on a run folder; creates the sub-folders on demand."""
 
@@ -111,7 +116,7 @@ class Run:
                 diff = {
                     k: (existing.config.settings.get(k), v)
                     for k, v in config.settings.items()
-                    if existing.config.settings.get(k) != v and k != "epochs"
+                    if existing.config.settings.get(k) != v and k not in RESUME_FREE_SETTINGS
                 }
                 if diff:
                     raise RunError(f"cannot resume {path} with different settings: {diff}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -56,3 +57,215 @@ def ensure_demo_data(
     if on_progress:
         on_progress(1.0, "demo data ready")
     return root
+
+
+# --------------------------------------------------------------------------- scored folders and bundled models
+
+CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
+
+
+def default_runs_root() -> Path:
+    """``$ASD_RUNS`` or ``<repo>/runs``: where the app keeps run and scored folders."""
+    return Path(os.environ.get("ASD_RUNS", REPO_ROOT / "runs")).expanduser()
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A trained run folder shipped in ``checkpoints/`` and the systems that score with it."""
+
+    folder: str
+    systems: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return CHECKPOINTS_DIR / self.folder
+
+
+#: The embedded defaults: both trained on the synthetic demo set (``small``, seed 0). Each is a run
+#: folder (config.json, model/*.safetensors, classes.json) without optimizer state or scores.
+BUNDLED: tuple[BundledModel, ...] = (
+    BundledModel("three-subnet-demo", ("three-subnet-kmeans", "three-subnet-gmm")),
+    BundledModel("ae-demo", ("ae-mse", "ae-mahala")),
+)
+
+
+@dataclass(frozen=True)
+class ScoredFolder:
+    """A folder of scores the app can show: ``path/scores`` plus what made it.
+
+    ``run`` is the run folder holding the weights (needed to score new clips); ``data_root`` the
+    data folder that was scored. Both come from ``scored.json`` (or ``config.json`` for a run
+    folder scored in place) and are None when unknown (e.g. an imported submission folder).
+    """
+
+    name: str
+    system: str | None
+    path: Path
+    run: Path | None
+    data_root: Path | None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe_scored(path: str | Path, name: str | None = None) -> ScoredFolder | None:
+    """A :class:`ScoredFolder` for ``path`` when it holds official score files, else None."""
+    from asdcore.ensemble import find_system
+
+    path = Path(path)
+    scores = path / "scores"
+    if not scores.is_dir() or not any(scores.glob("anomaly_score_*.csv")):
+        return None
+    meta = _read_json(path / "scored.json")
+    cfg = _read_json(path / "config.json")
+    run = data = None
+    if meta:
+        run = Path(meta["run"]) if meta.get("run") else None
+        data = Path(meta["data_root"]) if meta.get("data_root") else None
+    elif cfg:  # a run folder scored in place by `train`
+        run, data = path, Path(cfg["data_root"]) if cfg.get("data_root") else None
+    system = find_system(path)
+    return ScoredFolder(name or path.name, system, path, run, data)
+
+
+def find_scored(folder: str | Path, depth: int = 3) -> list[ScoredFolder]:
+    """Scored folders under ``folder`` (itself included), searched ``depth`` levels deep."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found: list[ScoredFolder] = []
+    level = [folder]
+    for _ in range(depth + 1):
+        nxt = []
+        for path in level:
+            item = describe_scored(path)
+            if item is not None:
+                found.append(item)
+            try:
+                nxt.extend(sorted(p for p in path.iterdir() if p.is_dir() and p.name not in ("scores", "embeddings",
+                                                                                              "model", "checkpoint")))
+            except OSError:
+                continue
+        level = nxt
+    names = [f.name for f in found]
+    # folder names repeat (RUN/scored/<data>); fall back to the path relative to ``folder``
+    return [f if names.count(f.name) == 1 else ScoredFolder(str(f.path.relative_to(folder)), f.system, f.path, f.run,
+                                                             f.data_root) for f in found]
+
+
+def is_current(scored: Path, run: Path, system: str, data_root: Path) -> bool:
+    """Whether ``scored`` already holds ``system``'s scores of ``data_root`` made with ``run``'s weights."""
+    meta = _read_json(Path(scored) / "scored.json")
+    if not meta or meta.get("system") != system:
+        return False
+    same_run = meta.get("run") == str(Path(run).resolve())
+    weights = sorted((Path(run) / "model").glob("*.safetensors"))
+    fresh = all(w.stat().st_mtime <= (Path(scored) / "scored.json").stat().st_mtime for w in weights)
+    return same_run and fresh and meta.get("data_root") == str(Path(data_root).resolve())
+
+
+def ensure_scored(run: str | Path, system: str, data_root: str | Path, out: str | Path,
+                  progress: bool = False, sibling: Path | None = None) -> ScoredFolder:
+    """Score ``data_root`` with ``run`` as ``system`` into ``out`` unless that is already done.
+
+    ``sibling``: a folder the same run scored the same data into with another backend; systems
+    that can (the embedding models) reuse its embeddings instead of running the network again.
+    """
+    import inspect
+
+    from asdcore.data import discover
+    from asdcore.runs import Run
+    from asdcore.systems import get_system
+
+    out = Path(out)
+    if not is_current(out, Path(run), system, Path(data_root)):
+        impl = get_system(system)
+        extra = {"reuse_embeddings_from": sibling} if sibling is not None and \
+            "reuse_embeddings_from" in inspect.signature(impl.score).parameters else {}
+        impl.score(Run.open(run), discover(data_root), out, progress=progress, **extra)
+    found = describe_scored(out, name=system)
+    assert found is not None, f"scoring {out} wrote no score files"
+    return found
+
+
+def demo_runs_root(runs_root: Path | None = None) -> Path:
+    return Path(runs_root or default_runs_root()) / "demo"
+
+
+def ensure_demo_workspace(data_root: Path | None = None, runs_root: Path | None = None,
+                          on_progress: Callable[[float, str], None] | None = None,
+                          bundled: tuple[BundledModel, ...] = BUNDLED) -> list[ScoredFolder]:
+    """The fresh-clone default: demo data generated, then scored by every bundled model.
+
+    Scored folders land in ``<runs>/demo/<system>`` and are reused on later starts (checked by
+    :func:`is_current`). Progress: the first 60 % is data generation, the rest scoring.
+    """
+    data_root = Path(data_root or default_demo_root())
+
+    def data_progress(f: float, msg: str) -> None:
+        if on_progress:
+            on_progress(0.6 * f, msg)
+
+    ensure_demo_data(data_root, on_progress=data_progress)
+    jobs = [(b, s) for b in bundled if (b.path / "config.json").exists() for s in b.systems]
+    out: list[ScoredFolder] = []
+    first_of: dict[str, Path] = {}
+    for i, (model, system) in enumerate(jobs):
+        if on_progress:
+            on_progress(0.6 + 0.4 * i / max(len(jobs), 1), f"scoring the demo data with {system} ({i + 1}/{len(jobs)})")
+        target = demo_runs_root(runs_root) / system
+        out.append(ensure_scored(model.path, system, data_root, target, sibling=first_of.get(model.folder)))
+        first_of.setdefault(model.folder, target)
+    if on_progress:
+        on_progress(1.0, "demo results ready")
+    return out
+
+
+def remove_folder(path: str | Path, runs_root: str | Path) -> None:
+    """Delete a run or scored folder, but only one inside ``runs_root`` (never data or checkpoints)."""
+    import shutil
+
+    path, runs_root = Path(path).resolve(), Path(runs_root).resolve()
+    if path == runs_root or runs_root not in path.parents:
+        raise ValueError(f"refusing to delete {path}: only folders inside the runs folder {runs_root} can be deleted")
+    if CHECKPOINTS_DIR.resolve() in (path, *path.parents):
+        raise ValueError(f"refusing to delete {path}: it is a bundled checkpoint")
+    if not (path / "scores").is_dir() and not (path / "config.json").exists():
+        raise ValueError(f"refusing to delete {path}: it is not a run or scored folder")
+    shutil.rmtree(path)
+
+
+def bundle_run(run: str | Path, out: str | Path) -> Path:
+    """Copy what scoring needs from a trained run (config.json, classes.json, model/) into ``out``.
+
+    Leaves out optimizer checkpoints, scores and embeddings, so the folder is small enough to
+    commit as a bundled checkpoint. The copy is made next to ``out`` and renamed into place.
+    """
+    import shutil
+    import tempfile
+
+    from asdcore.runs import Run
+
+    src = Run.open(run)
+    if not any(src.model_dir.glob("*.safetensors")):
+        raise ValueError(f"{run} has no trained weights in {src.model_dir}; train it first")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shutil.copytree(src.model_dir, tmp / "model")
+        for name in ("config.json", "classes.json"):
+            if (src.path / name).exists():
+                shutil.copy2(src.path / name, tmp / name)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

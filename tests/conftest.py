@@ -41,3 +41,35 @@ def tiny_data(tmp_path_factory) -> Path:
 
     return generate_dataset(tmp_path_factory.mktemp("tiny_data"), scale="tiny", seed=0, machines=list(TINY_MACHINES),
                             workers=1, progress=False)
+
+
+#: settings that keep the three-subnet model (full architecture) fast on the tiny set
+THREE_SUBNET_FAST = ["--batch-size", "4", "--device", "cpu", "--set", "clip_seconds=1.0", "--set", "num_workers=0",
+                     "--set", "kmeans_clusters=2", "--set", "gmm_components=1", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """Trained AE and three-subnet runs on ``tiny_data``, each scored with both of its backends.
+
+    Layout (what the app finds under a runs folder)::
+
+        runs/ae/                  run folder, scored in place as ae-mse
+        runs/ae-mahala/           scored folder (scored.json -> runs/ae)
+        runs/three-subnet/        run folder, scored in place as three-subnet-kmeans
+        runs/three-subnet-gmm/    scored folder
+
+    Read-only for tests: copy it when a test must change it.
+    """
+    from asdcore.cli import main
+
+    runs = tmp_path_factory.mktemp("workspace") / "runs"
+    assert main(["train", str(tiny_data), "--system", "ae-mse", "--out", str(runs / "ae"), "--epochs", "3",
+                 "--device", "cpu", "--quiet"]) == 0
+    assert main(["score", str(runs / "ae"), str(tiny_data), "--system", "ae-mahala", "--out",
+                 str(runs / "ae-mahala"), "--quiet"]) == 0
+    assert main(["train", str(tiny_data), "--system", "three-subnet-kmeans", "--out", str(runs / "three-subnet"),
+                 "--epochs", "2"] + THREE_SUBNET_FAST) == 0
+    assert main(["score", str(runs / "three-subnet"), str(tiny_data), "--system", "three-subnet-gmm", "--out",
+                 str(runs / "three-subnet-gmm"), "--quiet"]) == 0
+    return {"data": tiny_data, "runs": runs}

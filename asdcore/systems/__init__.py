@@ -39,6 +39,16 @@ class SystemInfo:
 
 # --------------------------------------------------------------------------- shared scoring output
 
+SCORED_META = "scored.json"
+
+
+def scored_meta(system: str, run: Run, ds: Dataset) -> dict[str, Any]:
+    """What ``scored.json`` records: the system, the run (weights) and the data folder scored."""
+    from datetime import datetime, timezone
+
+    return {"system": system, "run": str(Path(run.path).resolve()), "data_root": str(Path(ds.root).resolve()),
+            "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
 
 def decision_threshold(train_scores: np.ndarray) -> float:
     """90th percentile of a gamma fit to the normal training scores (the DCASE baseline rule)."""
@@ -48,10 +58,12 @@ def decision_threshold(train_scores: np.ndarray) -> float:
 
 
 def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tuple[str, str, str], tuple[list[str], np.ndarray]],
-                  thresholds: dict[str, float]) -> pd.DataFrame | None:
+                  thresholds: dict[str, float], meta: dict[str, Any] | None = None) -> pd.DataFrame | None:
     """Write submission CSVs, train scores, thresholds, embeddings and (if labelled) metrics.
 
     ``clip_scores`` has columns machine, section, split, domain, label, file_name, score.
+    ``meta`` (system, run folder, data folder) goes to ``scored.json`` so the folder says what made
+    it: the app and the ensemble find the system, and the run whose weights score new clips.
     Returns the metrics table when every test clip has a label and domain, else None.
     """
     from asdcore.export import write_scores
@@ -69,6 +81,8 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
         write_frame_csv(scores_dir / f"train_scores_{machine}_section_{section}.csv", train, index=False,
                         float_format="%.17g")
     save_json(scores_dir / "thresholds.json", thresholds)
+    if meta is not None:
+        save_json(out_dir / SCORED_META, meta)
     for (machine, section, split), (names, vectors) in embeddings.items():
         save_arrays(out_dir / "embeddings" / f"{machine}_section_{section}_{split}.npz",
                     names=np.asarray(names), embeddings=np.asarray(vectors, dtype=np.float32))
@@ -110,6 +124,10 @@ class System:
         cfg = RunConfig(system=self.info.name, settings=asdict(settings), data_root=str(ds.root.resolve()),
                         machines=machines, seed=int(getattr(settings, "seed", 0)))
         return Run.create(out, cfg, resume=resume)
+
+    def epoch_units(self, machines: list[str]) -> int:
+        """How many epoch loops one training makes (the AE trains one model per machine type)."""
+        return 1
 
     def train(self, run: Run, ds: Dataset, resume: bool = False, progress: bool = True,
               on_epoch_end: Callable[[int, float], None] | None = None) -> None:
@@ -153,10 +171,21 @@ SYSTEM_INFO: dict[str, SystemInfo] = {
                                    "three-subnetworks embedding model (sub-cluster AdaCos), GMM scoring"),
 }
 
+# pre-trained SSL frontends (asdcore.systems.ssl), fine-tuned with sub-cluster AdaCos or frozen
+SSL_FRONTENDS = {"hubert": "HuBERT", "wav2vec2": "Wav2Vec 2.0", "wavlm": "WavLM", "unispeech-sat": "UniSpeech-SAT",
+               "beats": "BEATs"}
+for _model, _title in SSL_FRONTENDS.items():
+    for _backend, _label in (("kmeans", "K-Means"), ("gmm", "GMM")):
+        SYSTEM_INFO[f"{_model}-{_backend}"] = SystemInfo(
+            f"{_model}-{_backend}", _model, _backend,
+            f"pre-trained {_title} (local weights), fine-tuned with sub-cluster AdaCos or frozen, {_label} scoring")
+del _model, _title, _backend, _label
+
 # frontend name -> (module, class); imported on first use so the CLI starts fast
 _FRONTENDS: dict[str, tuple[str, str]] = {
     "ae": ("asdcore.systems.autoencoder", "AESystem"),
     "three-subnet": ("asdcore.systems.three_subnet", "ThreeSubnetSystem"),
+    **{model: ("asdcore.systems.ssl", "SSLSystem") for model in SSL_FRONTENDS},
 }
 
 

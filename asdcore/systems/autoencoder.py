@@ -21,6 +21,7 @@ from asdcore.systems import (
     backend_training_source,
     decision_threshold,
     training_clips,
+    scored_meta,
     write_outputs,
 )
 from asdcore.training import fit, iterate_minibatches, recalibrate_batchnorm, resolve_device, seed_everything
@@ -106,6 +107,9 @@ class AESystem(System):
     def __init__(self, info: SystemInfo):
         self.info = info
         self.backend = info.backend
+
+    def epoch_units(self, machines: list[str]) -> int:
+        return len(machines)  # one model per machine type, trained one after the other
 
     # ---- features
     def _logmel_cfg(self, s: AESettings):
@@ -292,7 +296,7 @@ class AESystem(System):
                         vecs.append(per_band_error(e, s.n_frames))
                     embeddings[(machine, section, split)] = (names, np.stack(vecs))
         clip_scores = pd.DataFrame(rows)
-        write_outputs(Path(out_dir), clip_scores, embeddings, thresholds)
+        write_outputs(Path(out_dir), clip_scores, embeddings, thresholds, scored_meta(self.info.name, run, ds))
         return clip_scores
 
 

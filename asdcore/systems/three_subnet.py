@@ -31,7 +31,7 @@ import torch
 
 from asdcore.data import DEFAULT_SECONDS, SAMPLE_RATE, ClipRecord, Dataset, DataError, load_clip
 from asdcore.runs import Run, RunError, save_arrays, save_json
-from asdcore.systems import System, SystemInfo, backend_training_source, decision_threshold, training_clips, write_outputs
+from asdcore.systems import System, SystemInfo, backend_training_source, decision_threshold, training_clips, scored_meta, write_outputs
 from asdcore.training import (
     barrier,
     distributed_env,
@@ -237,15 +237,51 @@ class ThreeSubnetSystem(System):
 
     def score_waves(self, run: Run, machine: str, section: str, waves, scored_dir: Path | None = None) -> np.ndarray:
         """Anomaly scores of raw 16 kHz clips with the backend fitted when ``scored_dir`` was scored."""
-        s = ThreeSubnetSettings(**run.config.settings)
+        s = self.Settings(**run.config.settings)
         device = resolve_device(s.device)
         backend = self.fitted_backend(scored_dir or run.path, machine, section)
         return np.asarray(backend.score(self.embed_waves(self.load_model(run, device), list(waves), s, device)))
 
-    def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame:
-        s = ThreeSubnetSettings(**run.config.settings)
+    def reusable_embeddings(self, run: Run, ds: Dataset, folder: Path | None) -> Path | None:
+        """Embeddings saved in ``folder`` when it scored the same data with the same weights, else None.
+
+        Both backends read the same embeddings; scoring a second backend (the app's first start
+        scores K-Means and GMM) then costs a backend fit instead of a second pass of the network.
+        """
+        import json
+
+        if folder is None:
+            return None
+        try:
+            meta = json.loads((Path(folder) / "scored.json").read_text())
+            scored_at = (Path(folder) / "scored.json").stat().st_mtime
+            stale = any(w.stat().st_mtime > scored_at for w in Path(run.model_dir).iterdir())
+        except (OSError, ValueError):
+            return None
+        if stale or meta.get("run") != str(Path(run.path).resolve()) or meta.get("data_root") != str(Path(ds.root).resolve()):
+            return None
+        return Path(folder) / "embeddings"
+
+    def _embed_or_reuse(self, model, clips: list[ClipRecord], s, device: torch.device, progress: bool,
+                        reuse: Path | None, machine: str, section: str, split: str) -> np.ndarray:
+        if reuse is not None:
+            from asdcore.runs import load_arrays
+
+            try:
+                saved = load_arrays(reuse / f"{machine}_section_{section}_{split}.npz")
+            except (OSError, ValueError, KeyError):
+                saved = None
+            if saved is not None and list(saved["names"]) == [c.file_name for c in clips]:
+                return saved["embeddings"].astype(np.float32)
+        return self.embed_clips(model, clips, s, device, progress, f"{machine} {section}: {split}")
+
+    def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True,
+              reuse_embeddings_from: Path | None = None) -> pd.DataFrame:
+        """Score ``ds``; ``reuse_embeddings_from``: a folder this run scored ``ds`` into (any backend)."""
+        s = self.Settings(**run.config.settings)
         device = resolve_device(s.device)
         model = self.load_model(run, device)
+        reuse = self.reusable_embeddings(run, ds, reuse_embeddings_from)
         rows, embeddings, thresholds = [], {}, {}
         test_machines = sorted({c.machine for c in ds.select(split="test")}, key=str.lower)
         if not test_machines:
@@ -254,8 +290,8 @@ class ThreeSubnetSystem(System):
             for section in sorted({c.section for c in ds.select(machine=machine, split="test")}):
                 train = backend_training_source(run, ds, machine, section)
                 test = ds.select(machine=machine, section=section, split="test")
-                train_emb = self.embed_clips(model, train, s, device, progress, f"{machine} {section}: train")
-                test_emb = self.embed_clips(model, test, s, device, progress, f"{machine} {section}: test")
+                train_emb = self._embed_or_reuse(model, train, s, device, progress, reuse, machine, section, "train")
+                test_emb = self._embed_or_reuse(model, test, s, device, progress, reuse, machine, section, "test")
                 is_target = np.array([c.domain == "target" for c in train])
                 backend = self._backend(s).fit(train_emb[~is_target], train_emb[is_target])
                 save_arrays(Path(out_dir) / "scores" / "backend" / f"{self.backend}_{machine}_section_{section}.npz",
@@ -269,5 +305,5 @@ class ThreeSubnetSystem(System):
                                      "label": c.label, "file_name": c.file_name, "score": float(v)})
                     embeddings[(machine, section, split)] = ([c.file_name for c in clips], emb)
         clip_scores = pd.DataFrame(rows)
-        write_outputs(Path(out_dir), clip_scores, embeddings, thresholds)
+        write_outputs(Path(out_dir), clip_scores, embeddings, thresholds, scored_meta(self.info.name, run, ds))
         return clip_scores

@@ -1,0 +1,172 @@
+"""Data and runs: check a data folder, choose the scored folders the app shows, train and score.
+
+Training and scoring run as background jobs (:mod:`asdcore.jobs`), so this page can be left and
+come back to; their progress lives on disk. Nothing is deleted without an explicit confirmation,
+and only folders inside the runs folder can be deleted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from asdcore import jobs, ui
+from asdcore.runs import list_runs
+from asdcore.systems import SYSTEM_INFO, compatible, system_names
+from asdcore.workspace import BUNDLED, remove_folder
+
+ws = ui.page("Data and runs", "🗂️")
+st.title("Data and runs")
+
+# ----------------------------------------------------------------------------- data folder
+st.subheader("Data folder")
+st.caption("Change it in the sidebar. Any DCASE Task 2 layout works: dev_data/raw/<machine>/train|test, "
+           "eval_data/raw/<machine>/, <root>/<machine>/, or a single machine folder.")
+with ui.guard(f"cannot use the data folder {ws.data_root}"):
+    ds = ui.dataset(ws.data_root)
+st.write(f"`{ws.data_root}` — layout `{ds.layout}`, {len(ds.clips)} clips, {len(ds.machines())} machine type(s)")
+st.dataframe(ds.summary(), hide_index=True, width="stretch")
+if ds.problems:
+    with st.expander(f"{len(ds.problems)} problem(s): these files were skipped", expanded=False):
+        st.code("\n".join(str(p) for p in ds.problems[:200]))
+else:
+    st.success("No problems found: every file parsed and sits where DCASE puts it.")
+
+# ----------------------------------------------------------------------------- scored folders
+st.subheader("Scored folders")
+if not ws.available:
+    st.info(f"No scored folders under `{ws.runs_root}` yet. Train a run or score the data with a checkpoint below.")
+else:
+    rows = []
+    for item in ws.available:
+        try:
+            hmean = ui.member(item).hmean
+        except (ValueError, OSError) as exc:
+            hmean, note = None, f"unreadable: {exc}"
+        else:
+            note = ""
+        rows.append({"name": item.name, "system": item.system or "?",
+                     "hmean %": None if hmean is None else round(100 * hmean, 2),
+                     "data": str(item.data_root or "?"), "folder": str(item.path), "note": note})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    names = [f.name for f in ws.available]
+    chosen = st.multiselect("Loaded in the app (Results, Embeddings, Clip inspector, Ensemble tuner)", names,
+                            default=[f.name for f in ws.loaded], key="_loaded_select")
+    st.session_state["loaded"] = chosen
+
+# ----------------------------------------------------------------------------- jobs
+FINISHED = ("done", "failed", "stopped")
+
+
+def _job_row(job: jobs.Job) -> None:
+    state = job.progress()
+    label = f"{job.kind} → `{job.out}` — {state.get('state')}: {state.get('message', '')}"
+    if state.get("state") == "failed":
+        st.error(label)
+    elif state.get("state") == "stopped":
+        st.warning(label)
+    elif state.get("state") == "done":
+        st.success(label)
+    else:
+        st.progress(float(state.get("fraction") or 0.0), text=label)
+    with st.expander("log", expanded=False):
+        st.code(job.log_tail(25) or "(empty)")
+    cols = st.columns(6)
+    if state.get("state") in FINISHED:
+        if cols[0].button("Forget", key=f"forget-{job.id}", help="remove this job from the list (keeps its folder)"):
+            jobs.forget(job)
+            st.rerun()
+    elif cols[0].button("Stop", key=f"stop-{job.id}", help="stop it; train again with resume to continue"):
+        job.stop()
+        st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def _jobs_view() -> None:
+    """Re-drawn every 2 s so progress moves without reloading the page."""
+    listed = jobs.list_jobs(ws.runs_root)
+    if not listed:
+        st.caption("No jobs yet.")
+        return
+    for job in listed[:10]:
+        _job_row(job)
+
+
+st.subheader("Jobs")
+_jobs_view()
+
+# ----------------------------------------------------------------------------- train
+st.subheader("Train a new run")
+with st.form("train"):
+    c1, c2 = st.columns(2)
+    system = c1.selectbox("System", system_names(), index=system_names().index("three-subnet-kmeans"),
+                          format_func=lambda n: f"{n} — {SYSTEM_INFO[n].description}")
+    name = c2.text_input("Run name (a folder in the runs folder)", value="my-run")
+    c3, c4, c5, c6 = st.columns(4)
+    epochs = c3.number_input("Epochs", min_value=1, max_value=1000, value=20)
+    batch = c4.number_input("Batch size", min_value=1, max_value=4096, value=64)
+    lr = c5.number_input("Learning rate", min_value=1e-6, max_value=1.0, value=1e-3, format="%.0e")
+    device = c6.selectbox("Device", ["auto", "cpu", "cuda"])
+    machines = st.multiselect("Machine types (all when empty)", ds.machines())
+    resume = st.checkbox("Resume the run of that name if it exists (same settings, more epochs allowed)")
+    started = st.form_submit_button("Start training", type="primary")
+if started:
+    with ui.guard("cannot start training"):
+        out = ws.runs_root / name.strip()
+        if not name.strip() or Path(name).name != name.strip():
+            raise ValueError("the run name must be a plain folder name (no slashes)")
+        if out.exists() and not resume:
+            raise ValueError(f"{out} already exists: choose another name, or tick resume to continue it")
+        args = [str(ws.data_root), "--system", system, "--out", str(out), "--epochs", int(epochs),
+                "--batch-size", int(batch), "--lr", float(lr), "--device", device]
+        if machines:
+            args += ["--machines", ",".join(machines)]
+        if resume:
+            args.append("--resume")
+        job = jobs.start("train", args, out, ws.runs_root)
+    st.success(f"Training started (job {job.id}); follow it under *Jobs*. You can leave this page meanwhile.")
+
+# ----------------------------------------------------------------------------- score with a run or checkpoint
+st.subheader("Score the data folder with a trained run or checkpoint")
+runs_table = list_runs(ws.runs_root)
+candidates = [str(b.path) for b in BUNDLED if (b.path / "config.json").exists()] + list(runs_table["run"])
+with st.form("score"):
+    run_path = st.selectbox("Run folder or bundled checkpoint", candidates, accept_new_options=True,
+                            help="any run folder made by 'train' (type a path to use one elsewhere)")
+    c1, c2 = st.columns(2)
+    score_system = c1.selectbox("Score as", system_names())
+    out_name = c2.text_input("Output name (a folder in the runs folder)", value="scored")
+    scored = st.form_submit_button("Start scoring")
+if scored:
+    with ui.guard("cannot start scoring"):
+        from asdcore.runs import Run
+
+        if not run_path:
+            raise ValueError("choose a run folder first")
+        run = Run.open(run_path)
+        if not compatible(run.config.system, score_system):
+            raise ValueError(f"{score_system} cannot score a {run.config.system} run (different frontend); "
+                             f"choose one of: {', '.join(n for n in system_names() if compatible(run.config.system, n))}")
+        out = ws.runs_root / out_name.strip()
+        if not out_name.strip() or Path(out_name).name != out_name.strip():
+            raise ValueError("the output name must be a plain folder name (no slashes)")
+        if out.exists():
+            raise ValueError(f"{out} already exists: choose another output name")
+        job = jobs.start("score", [run_path, str(ws.data_root), "--system", score_system, "--out", str(out)], out,
+                         ws.runs_root)
+    st.success(f"Scoring started (job {job.id}); follow it under *Jobs*.")
+
+# ----------------------------------------------------------------------------- delete
+st.subheader("Delete a folder")
+if ws.available:
+    victim = st.selectbox("Scored or run folder", [f.name for f in ws.available], key="_delete_pick")
+    target = ws.by_name(victim).path
+    sure = st.checkbox(f"Yes, delete `{target}` and everything in it", key=f"_delete_sure-{victim}")
+    if st.button("Delete", disabled=not sure):
+        with ui.guard("cannot delete"):
+            remove_folder(target, ws.runs_root)
+        st.success(f"Deleted {target}")
+        st.rerun()
+else:
+    st.caption("Nothing to delete.")

@@ -1,0 +1,287 @@
+"""Clip inspector: score one clip (uploaded or an example from the data folder) with every loaded system.
+
+Thin page: decoding, fast scoring, percentiles, ensembles and attributions live in
+:mod:`asdcore.inspect`; the models and backends are loaded once per set of scored folders and kept
+with ``st.cache_resource``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from asdcore import ui
+from asdcore.data import SAMPLE_RATE, load_audio
+from asdcore.ensemble import Ensemble, section_key
+from asdcore.inspect import (
+    MAX_UPLOAD_MB,
+    UPLOAD_TYPES,
+    ClipScorer,
+    ae_attribution_figures,
+    check_upload_size,
+    decode_upload,
+    ensemble_folders,
+    ensemble_train_scores,
+    equal_ensemble,
+    example_clip,
+    guess_clip,
+    occlusion_figures,
+    read_thresholds,
+    rows_frame,
+    saved_ensembles,
+    score_histogram,
+    score_row,
+    spectrogram_figure,
+    spectrum_figure,
+    wave_id,
+    waveform_figure,
+)
+from asdcore.workspace import ScoredFolder
+
+ws = ui.page("Clip inspector")
+st.title("Clip inspector")
+st.caption("Upload a machine sound (or take an example from the data folder) and see how every loaded system scores "
+           "it, where that score sits among the normal training clips, and what part of the clip drives it.")
+
+EQUAL = "equal-weight z-score ensemble of the loaded systems"
+
+
+# ----------------------------------------------------------------------------- cached resources
+def _spec(folders) -> tuple:
+    """Hashable description of scored folders, with modification times so a rescored folder reloads."""
+    def stamp(p: Path | None) -> float:
+        files = [p / "scores" / "thresholds.json", p / "model", p / "config.json"] if p is not None else []
+        return max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+
+    return tuple((f.name, f.system, str(f.path), str(f.run) if f.run else None,
+                  str(f.data_root) if f.data_root else None, stamp(Path(f.path)), stamp(f.run)) for f in folders)
+
+
+def _folders(spec: tuple) -> list[ScoredFolder]:
+    return [ScoredFolder(n, s, Path(p), Path(r) if r else None, Path(d) if d else None) for n, s, p, r, d, *_ in spec]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _scorer(spec: tuple) -> tuple[ClipScorer, dict[str, str]]:
+    return ClipScorer.from_folders(_folders(spec))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _equal_ensemble(spec: tuple):
+    members = [ui.member(f) for f in _folders(spec)]
+    return equal_ensemble(members), members
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _saved_ensemble(path: str, mtime: float):
+    ens = Ensemble.load(path)
+    folders = ensemble_folders(ens)
+    return ens, ens.load_members(), folders
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _ensemble_reference(kind: str, ident: tuple, machine: str, section: str) -> np.ndarray:
+    ens, members = (_equal_ensemble(ident) if kind == "equal" else _saved_ensemble(*ident)[:2])
+    return ensemble_train_scores(ens, members, machine, section)
+
+
+# ----------------------------------------------------------------------------- what is loaded
+if not ws.loaded:
+    st.info(f"No scored folders loaded from `{ws.runs_root}`. Train or score a system on *Data and runs*.")
+    st.stop()
+with ui.guard("cannot read the loaded scored folders"):
+    members = {f.name: ui.member(f) for f in ws.loaded}
+keys = sorted({k for m in members.values() for k in m.sections()}, key=lambda k: (k[0].casefold(), k[1]))
+machines = sorted({m for m, _ in keys}, key=str.casefold)
+if not machines:
+    st.warning("The loaded scored folders hold no scores.")
+    st.stop()
+spec = _spec(ws.loaded)
+with ui.guard("cannot load the systems' models"), st.spinner("loading the systems' models (once)"):
+    scorer, skipped = _scorer(spec)
+try:
+    dataset = ui.dataset(ws.data_root)
+except (ValueError, OSError) as exc:
+    dataset = None
+    st.caption(f"Example clips need a data folder: {exc}")
+
+# ----------------------------------------------------------------------------- choosing the clip
+ss = st.session_state
+uploaded = st.file_uploader(f"Upload a clip ({', '.join(UPLOAD_TYPES)}; any sample rate, mono or stereo; "
+                            f"at most {MAX_UPLOAD_MB} MB)", type=list(UPLOAD_TYPES), key="insp_upload",
+                            max_upload_size=MAX_UPLOAD_MB)
+if uploaded is not None and uploaded.file_id != ss.get("_insp_upload_id"):
+    ss["_insp_upload_id"] = uploaded.file_id
+    ss["_insp_source"] = ("upload", uploaded.name)
+    guess = guess_clip(uploaded.name, machines, dataset)
+    if guess.machine is not None:
+        ss["insp_machine"] = guess.machine
+    if guess.section is not None:
+        ss["_insp_section_guess"] = guess.section
+elif uploaded is None and ss.get("_insp_source", ("",))[0] == "upload":
+    ss.pop("_insp_source", None)
+    ss.pop("_insp_upload_id", None)
+
+cols = st.columns([2, 1, 1, 1])
+if ss.get("insp_machine") not in machines:
+    ss["insp_machine"] = machines[0]
+machine = cols[0].selectbox("Machine type", machines, key="insp_machine",
+                            help="Guessed from the file name when it carries one (e.g. fan_section_00_....wav).")
+sections = [s for m, s in keys if m == machine]
+if ss.get("_insp_section_guess") in sections:
+    ss["insp_section"] = ss.pop("_insp_section_guess")
+if ss.get("insp_section") not in sections:
+    ss["insp_section"] = sections[0]
+section = cols[1].selectbox("Section", sections, key="insp_section")
+for col, anomalous, label in ((cols[2], False, "Normal example"), (cols[3], True, "Anomalous example")):
+    col.write("")
+    if col.button(label, key=f"insp_example_{int(anomalous)}", disabled=dataset is None, width="stretch",
+                  help=f"A labelled {'anomalous' if anomalous else 'normal'} test clip of this machine type "
+                       "from the data folder (each click takes the next one)."):
+        count = ss.get(f"_insp_example_count_{int(anomalous)}", 0)
+        ss[f"_insp_example_count_{int(anomalous)}"] = count + 1
+        with ui.guard("no example clip"):
+            clip = example_clip(dataset, machine, section, anomalous, count)
+        ss["_insp_source"] = ("example", str(clip.path))
+
+source = ss.get("_insp_source")
+if source is None:
+    st.info("Upload a clip, or press *Normal example* / *Anomalous example* to take one from the data folder.")
+    st.stop()
+
+with ui.guard("cannot use this clip"):
+    if source[0] == "upload":
+        check_upload_size(uploaded.size, uploaded.name)  # before reading or decoding a byte
+        wave = decode_upload(uploaded.getvalue(), uploaded.name)
+        clip_name = uploaded.name
+    else:
+        wave = load_audio(source[1])
+        clip_name = Path(source[1]).name
+
+st.subheader(clip_name)
+st.caption(f"{len(wave) / SAMPLE_RATE:.2f} s as the systems hear it: 16 kHz mono (other rates resampled, "
+           f"channels averaged). Scored as {machine} section {section}.")
+st.audio(wave, sample_rate=SAMPLE_RATE)
+c1, c2 = st.columns(2)
+c1.plotly_chart(waveform_figure(wave), key="insp_wave")
+c2.plotly_chart(spectrum_figure(wave), key="insp_spectrum")
+st.plotly_chart(spectrogram_figure(wave), key="insp_spectrogram")
+
+# ----------------------------------------------------------------------------- scores
+st.subheader("Scores")
+with ui.guard("scoring failed"):
+    with st.spinner("loading models and backends for this machine type"):
+        scorer.prepare(machine, section)
+    results = {r.name: r for r in scorer.score([wave], machine, section)}
+key = section_key(machine, section)
+rows, references = [], {}
+for f in ws.loaded:
+    member = members[f.name]
+    references[f.name] = member.train_scores(machine, section)
+    threshold = read_thresholds(f.path).get(key)
+    r = results.get(f.name)
+    if r is None:
+        rows.append(score_row(f.name, f.system or "?", None, references[f.name], threshold, 0.0,
+                              note=f"cannot score clips: {skipped.get(f.name, 'not a scoring system')}"))
+    elif r.scores is None:
+        rows.append(score_row(f.name, r.system, None, references[f.name], threshold, r.seconds, note=r.error or ""))
+    else:
+        rows.append(score_row(f.name, r.system, float(r.scores[0]), references[f.name], threshold, r.seconds,
+                              note="reuses the run's frontend output" if r.shared else ""))
+
+choices = [EQUAL] + [p.stem for p in saved_ensembles(ws.runs_root)]
+ens_choice = st.selectbox("Ensemble", choices, key="insp_ensemble",
+                          help="Saved ensembles are the JSON files in <runs folder>/ensembles/.")
+ens_row = None
+try:
+    if ens_choice == EQUAL:
+        ens, _ = _equal_ensemble(spec)
+        raw = {n: results[n].scores for n in ens.names if n in results and results[n].scores is not None}
+        ident: tuple = ("equal", spec)
+    else:
+        path = ws.runs_root / "ensembles" / f"{ens_choice}.json"
+        ens, _, ens_folder_list = _saved_ensemble(str(path), path.stat().st_mtime)
+        ens_scorer, ens_skipped = _scorer(_spec(ens_folder_list))
+        ens_scorer.prepare(machine, section)
+        raw = {r.name: r.scores for r in ens_scorer.score([wave], machine, section) if r.scores is not None}
+        ident = ("saved", (str(path), path.stat().st_mtime))
+    missing = [n for n in ens.names if n not in raw]
+    if missing:
+        raise ValueError(f"member(s) {', '.join(missing)} could not score this clip")
+    t0 = time.perf_counter()
+    value, _ = ens.score_raw(raw, machine, section)
+    ens_seconds = time.perf_counter() - t0
+    ens_reference = _ensemble_reference(ident[0], ident[1], machine, section)
+    ens_row = score_row("ensemble", ens_choice if ens_choice != EQUAL else "equal-weight z-score", float(value[0]),
+                        ens_reference, ens.thresholds.get(key), ens_seconds, note=f"{len(ens.names)} members")
+    references["ensemble"] = ens_reference
+except (ValueError, OSError, KeyError) as exc:
+    st.warning(f"No ensemble score: {exc}")
+
+all_rows = rows + ([ens_row] if ens_row is not None else [])
+scored = [r for r in rows if r.score is not None]
+st.caption(f"Scored by {len(scored)} system(s) in {1000 * sum(r.seconds for r in rows):.0f} ms "
+           "(models and backends stay loaded between clips). Decision: anomalous when the score exceeds the "
+           "system's threshold (90th percentile of a gamma fit to its normal training scores).")
+verdicts = st.columns(len(all_rows))
+for col, r in zip(verdicts, all_rows):
+    col.metric(r.name, "-" if r.score is None else f"{r.score:.4g}",
+               delta=None if r.percentile is None else f"{r.decision} · {r.percentile:.0f}th pct",
+               delta_color="inverse" if r.decision == "anomalous" else "normal" if r.decision == "normal" else "off",
+               help=r.note or r.system)
+st.dataframe(rows_frame(all_rows), hide_index=True, width="stretch")
+
+with_score = [r for r in all_rows if r.score is not None]
+tabs = st.tabs([r.name for r in with_score]) if with_score else []
+for tab, r in zip(tabs, with_score):
+    ref = references.get(r.name, np.array([]))
+    with tab:
+        if ref.size == 0:
+            st.info(f"{r.name} has no training-clip scores for {machine} section {section}.")
+        else:
+            st.plotly_chart(score_histogram(ref, r.score, r.threshold,
+                                            f"{r.name}: this clip among {ref.size} normal training clips"),
+                            key=f"insp_hist::{r.name}")
+
+# ----------------------------------------------------------------------------- attributions
+st.subheader("What drives the score")
+ae_names = [n for n in scorer.names if scorer.kind(n) == "ae" and results[n].scores is not None]
+emb_names = [n for n in scorer.names if scorer.kind(n) == "embedding" and results[n].scores is not None]
+if not ae_names and not emb_names:
+    st.info("No loaded system could score this clip, so there is nothing to explain.")
+if ae_names:
+    with st.expander("Autoencoder systems: score over time and reconstruction error per mel band", expanded=True):
+        st.caption("The AE's clip score is the mean of per-frame scores (5 stacked log-mel frames each): peaks in "
+                   "time show where the clip is reconstructed badly; the per-band error shows which frequencies.")
+        with ui.guard("AE attribution failed"):
+            for name in ae_names:
+                over_time, bands = ae_attribution_figures(scorer.ae_attribution(name, wave, machine, section), name)
+                a, b = st.columns(2)
+                a.plotly_chart(over_time, key=f"insp_ae_time::{name}")
+                b.plotly_chart(bands, key=f"insp_ae_band::{name}")
+if emb_names:
+    with st.expander("Embedding systems: occlusion (score drop with parts of the clip removed)", expanded=True):
+        st.caption("The clip is re-scored with each time segment cut out and with each frequency band removed "
+                   "(FFT band-stop). A positive drop means that part raised the score. It costs one model pass per "
+                   "segment and band, so it runs on request.")
+        o1, o2, o3 = st.columns([1, 1, 2])
+        seg_s = o1.number_input("segment (s)", 0.25, 5.0, 1.0, step=0.25, key="insp_occ_seg")
+        n_bands = int(o2.number_input("bands", 2, 32, 8, step=1, key="insp_occ_bands"))
+        occ_key = (wave_id(wave), machine, section, float(seg_s), n_bands, tuple(emb_names), spec)
+        o3.write("")
+        if o3.button("Compute occlusion", key="insp_occ_go"):
+            with ui.guard("occlusion failed"), st.spinner("re-scoring the clip variants"):
+                ss["_insp_occ"] = (occ_key, scorer.occlusions(wave, machine, section, emb_names, seg_s, n_bands))
+        stored = ss.get("_insp_occ")
+        if stored is not None and stored[0] == occ_key:
+            for name, occ in stored[1].items():
+                if isinstance(occ, str):
+                    st.warning(f"{name}: {occ}")
+                    continue
+                if occ.note:
+                    st.caption(f"{name}: {occ.note}")
+                figs = occlusion_figures(occ, name)
+                for col, fig, i in zip(st.columns(len(figs)), figs, range(len(figs))):
+                    col.plotly_chart(fig, key=f"insp_occ::{name}::{i}")

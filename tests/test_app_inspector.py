@@ -1,0 +1,117 @@
+"""The Clip inspector page: example clips, uploads, a score per system and the ensemble, clear errors."""
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from streamlit.testing.v1 import AppTest
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Clip_inspector.py")
+SYSTEMS = ["ae", "ae-mahala", "three-subnet", "three-subnet-gmm"]
+
+
+def _app(data: Path, runs: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("ASD_NO_DEMO", "1")
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["data_folder"] = str(data)
+    at.session_state["runs_folder"] = str(runs)
+    return at
+
+
+def _stereo_wav(seconds: float = 3.0, sr: int = 44100) -> bytes:
+    t = np.arange(int(seconds * sr)) / sr
+    data = np.stack([0.3 * np.sin(2 * np.pi * 300 * t), 0.2 * np.sin(2 * np.pi * 700 * t)], axis=1)
+    buf = io.BytesIO()
+    sf.write(buf, data.astype(np.float32), sr, format="WAV")
+    return buf.getvalue()
+
+
+def _captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def _table(at: AppTest):
+    return at.dataframe[0].value.set_index("system")
+
+
+def test_example_clip_scored_by_every_system(tiny_workspace, monkeypatch):
+    at = _app(tiny_workspace["data"], tiny_workspace["runs"], monkeypatch)
+    at.run()
+    assert not at.exception and "Upload a clip" in at.info[0].value
+    at.selectbox(key="insp_machine").set_value("valve").run()
+    at.button(key="insp_example_1").click().run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value.startswith("section_00_") and "_anomaly_" in at.subheader[0].value
+    assert len(at.get("audio")) == 1
+    table = _table(at)
+    assert list(table.index) == SYSTEMS + ["ensemble"]
+    assert table["score"].notna().all() and set(table["decision"]) <= {"normal", "anomalous"}
+    assert table["percentile of normal training clips"].between(0, 100).all()
+    assert [m.label for m in at.metric] == SYSTEMS + ["ensemble"]
+    assert "Scored as valve section 00" in _captions(at)
+    # the histogram of each system (training clips + a line for this clip)
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert sum('"this clip"' in c for c in charts) == 5
+    # the next click takes another anomalous clip
+    first = at.subheader[0].value
+    at.button(key="insp_example_1").click().run()
+    assert not at.exception and at.subheader[0].value != first
+    # attributions: AE maps are shown at once, occlusion on request
+    n_before = len(at.get("plotly_chart"))
+    assert any("score contribution over time" in c.proto.spec for c in at.get("plotly_chart"))
+    at.number_input(key="insp_occ_seg").set_value(0.5).run()
+    at.button(key="insp_occ_go").click().run()
+    assert not at.exception and not at.error
+    occ = [c.proto.spec for c in at.get("plotly_chart") if "score drop" in c.proto.spec]
+    assert len(occ) == 4 and len(at.get("plotly_chart")) == n_before + 4  # 2 systems x (segments, bands)
+
+
+def test_upload_stereo_any_rate_then_bad_file(tiny_workspace, monkeypatch):
+    at = _app(tiny_workspace["data"], tiny_workspace["runs"], monkeypatch)
+    at.run()
+    name = "valve_section_00_source_test_normal_0007_v1pat_00.wav"
+    at.file_uploader(key="insp_upload").set_value((name, _stereo_wav(), "audio/wav")).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="insp_machine").value == "valve"  # guessed from the file name
+    assert at.subheader[0].value == name and "3.00 s as the systems hear it" in _captions(at)
+    assert list(_table(at).index) == SYSTEMS + ["ensemble"] and _table(at)["score"].notna().all()
+    # not audio: a clear message and the page stays up
+    at.file_uploader(key="insp_upload").set_value(("notes.wav", b"meeting notes, not audio", "audio/wav")).run()
+    assert not at.exception
+    assert at.error[0].value == "cannot use this clip: notes.wav: not a readable audio file (Format not recognised.)"
+    # and it recovers with the next good file
+    at.file_uploader(key="insp_upload").set_value(("fan_clip.flac", _stereo_wav(2.0, 22050), "audio/flac")).run()
+    assert not at.exception and not at.error and at.selectbox(key="insp_machine").value == "fan"
+
+
+def test_saved_ensemble(tiny_workspace, tmp_path, monkeypatch):
+    from asdcore.ensemble import Ensemble, load_member
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_workspace["runs"], runs, ignore=shutil.ignore_patterns("checkpoint"))
+    members = [load_member(runs / n, n) for n in ("ae", "three-subnet")]
+    Ensemble.build(members, [0.3, 0.7]).save(runs / "ensembles" / "mine.json")
+    at = _app(tiny_workspace["data"], runs, monkeypatch)
+    at.run()
+    at.button(key="insp_example_0").click().run()
+    equal = _table(at).loc["ensemble", "score"]
+    at.selectbox(key="insp_ensemble").set_value("mine").run()
+    assert not at.exception and not at.warning
+    table = _table(at)
+    assert table.loc["ensemble", "note"] == "2 members" and table.loc["ensemble", "score"] != equal
+
+
+def test_unusable_folder_is_listed_not_fatal(tiny_workspace, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_workspace["runs"] / "ae-mahala", runs / "ae-mahala")
+    (runs / "ae-mahala" / "scored.json").write_text('{"system": "ae-mahala", "run": "/nowhere/run"}')
+    at = _app(tiny_workspace["data"], runs, monkeypatch)
+    at.run()
+    at.button(key="insp_example_0").click().run()
+    assert not at.exception
+    table = _table(at)
+    assert "run folder with its weights (/nowhere/run) is not available" in table.loc["ae-mahala", "note"]
+    assert "could not score" in at.warning[0].value  # no ensemble without scores

@@ -1,0 +1,124 @@
+"""The Results page: side-by-side metrics, narrowing by system, charts, score distributions, missing metrics."""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from asdcore.ensemble import load_member
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "2_Results.py")
+NAMES = ["ae", "ae-mahala", "three-subnet", "three-subnet-gmm"]
+
+
+@pytest.fixture(autouse=True)
+def _no_demo(monkeypatch):
+    monkeypatch.setenv("ASD_NO_DEMO", "1")
+
+
+def open_page(data: Path, runs: Path) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["data_folder"] = str(data)
+    at.session_state["runs_folder"] = str(runs)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: AppTest, key: str) -> dict:
+    for element in at.get("plotly_chart"):
+        if element.proto.id.endswith(key):
+            return json.loads(element.proto.spec)
+    raise AssertionError(f"no chart {key}")
+
+
+def values(trace: dict, axis: str) -> list[float]:
+    """A trace's numbers, decoding plotly's binary arrays."""
+    data = trace[axis]
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"])).tolist()
+    return list(data)
+
+
+def test_results_page_shows_every_system_side_by_side(tiny_workspace):
+    at = open_page(tiny_workspace["data"], tiny_workspace["runs"])
+    hmeans = {n: load_member(tiny_workspace["runs"] / n).hmean for n in NAMES}
+    assert [m.label for m in at.metric] == [f"{n} · hmean" for n in NAMES]
+    assert [m.value for m in at.metric] == [f"{100 * hmeans[n]:.2f} %" for n in NAMES]
+    best = max(hmeans, key=hmeans.get)
+    assert [m.delta for m in at.metric if m.label == f"{best} · hmean"] == ["best"]
+
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["Machine", "Metric", *NAMES]
+    assert list(table["Machine"]) == ["fan"] * 3 + ["valve"] * 3 + ["All"] * 3 + ["hmean"]
+    metrics = load_member(tiny_workspace["runs"] / "ae").metrics
+    fan = metrics[metrics["machine"] == "fan"].iloc[0]
+    assert list(table["ae"][:3]) == [round(100 * fan[c], 2) for c in ("auc_source", "auc_target", "pauc")]
+    assert list(table.iloc[-1][NAMES]) == [round(100 * hmeans[n], 2) for n in NAMES]
+    assert at.get("download_button")[0].proto.label == "Download table (CSV)"
+
+    bar = chart(at, "results_hmean_bar")
+    assert [values(t, "y")[0] for t in bar["data"]] == [round(100 * hmeans[n], 2) for n in NAMES]
+    assert not at.error and "Labels from the data folder" in " ".join(c.value for c in at.caption)
+
+    # narrowing the systems narrows the table's columns and the headline
+    at.multiselect(key="results_systems").set_value(["ae", "three-subnet"]).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value.columns) == ["Machine", "Metric", "ae", "three-subnet"]
+    assert [m.label for m in at.metric] == ["ae · hmean", "three-subnet · hmean"]
+    assert [t["name"] for t in chart(at, "results_hmean_bar")["data"]] == ["ae", "three-subnet"]
+
+    # the wide layout: one row per machine type, three columns per system
+    at.radio(key="results_layout").set_value("wide").run()
+    wide = at.dataframe[0].value
+    assert list(wide["Machine"]) == ["fan", "valve", "All", "hmean"]
+    assert len(wide.columns) == 1 + 3 * 2 and "three-subnet · pAUC" in wide.columns
+
+    # the heat map follows the chosen metric: rows fan, valve, All; one column per system
+    at.selectbox(key="results_heat_metric").set_value("auc_target").run()
+    heat = chart(at, "results_heatmap")["data"][0]
+    assert list(heat["y"]) == ["fan", "valve", "All"] and list(heat["x"]) == ["ae", "three-subnet"]
+
+
+def test_score_distributions_follow_system_and_machine(tiny_workspace):
+    at = open_page(tiny_workspace["data"], tiny_workspace["runs"])
+    at.selectbox(key="results_dist_system").set_value("three-subnet").run()
+    member = load_member(tiny_workspace["runs"] / "three-subnet")
+    shown = {}
+    for machine in ("fan", "valve"):
+        at.selectbox(key="results_dist_machine").set_value(machine).run()
+        spec = chart(at, "results_dist_chart")
+        assert {t["name"] for t in spec["data"]} == {"normal", "anomalous"}
+        shown[machine] = sorted(v for t in spec["data"] for v in values(t, "y"))
+        expected = sorted(member.test.loc[member.test["machine"] == machine, "score"])
+        assert np.allclose(shown[machine], expected)
+    at.radio(key="results_dist_kind").set_value("histogram").run()
+    assert not at.exception
+    hist = chart(at, "results_dist_chart")
+    assert all(t["type"] == "histogram" for t in hist["data"])
+
+
+def test_folder_without_metrics_gets_a_note(tiny_workspace, tmp_path):
+    runs = tmp_path / "runs"
+    for name in ("ae", "ae-mahala"):
+        shutil.copytree(tiny_workspace["runs"] / name, runs / name)
+    (runs / "ae-mahala" / "metrics.csv").unlink()
+    at = open_page(tiny_workspace["data"], runs)
+    assert any("ae-mahala" in i.value and "no metrics.csv" in i.value for i in at.info)
+    assert list(at.dataframe[0].value.columns) == ["Machine", "Metric", "ae"]
+    assert not at.error
+    at.multiselect(key="results_systems").set_value(["ae-mahala"]).run()
+    assert not at.exception and not at.error and not at.dataframe
+    assert any("None of the chosen systems has metrics" in i.value for i in at.info)
+    assert chart(at, "results_dist_chart")["data"]  # its scores are still plotted
+
+
+def test_empty_runs_folder_shows_info(tiny_workspace, tmp_path):
+    at = open_page(tiny_workspace["data"], tmp_path)
+    assert not at.error and not at.dataframe
+    assert "No scored folders" in at.info[0].value

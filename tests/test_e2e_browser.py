@@ -1,0 +1,139 @@
+"""End to end in a real browser: ``streamlit run app.py`` driven by Debian's chromium via Playwright.
+
+The app is pointed (through ``ASD_DEMO_DATA``/``ASD_RUNS``, as a user's environment would) at the
+tiny data set and a copy of the tiny trained workspace, so the test exercises every page quickly;
+the first-start path with the bundled checkpoints is timed by bench/app_speed.py.
+
+Without chromium the test is skipped, unless ``ASD_REQUIRE_BROWSER=1`` (set by .ci/run, which
+installs chromium) turns the skip into a failure, so CI can never pass without running it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from e2e_support import browser_page, chromium_path, streamlit_server, wait_for_app
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_workspace, tmp_path_factory):
+    if chromium_path() is None:
+        if os.environ.get("ASD_REQUIRE_BROWSER"):
+            pytest.fail("ASD_REQUIRE_BROWSER is set but chromium is not installed (apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.fail("the playwright package is missing (it is in requirements.txt)")
+    base = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(tiny_workspace["runs"], base / "runs" / "demo")
+    env = {"ASD_DEMO_DATA": str(tiny_workspace["data"]), "ASD_RUNS": str(base / "runs"), "ASD_NO_DEMO": "1"}
+    with streamlit_server(env, base / "streamlit.log") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with browser_page() as p:
+        yield p
+
+
+def _open(page, url: str) -> None:
+    page.goto(url, timeout=120_000)
+    wait_for_app(page)
+
+
+def _no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0, page.locator(
+        "[data-testid='stException']").first.inner_text()
+
+
+def _metrics(page) -> dict[str, str]:
+    out = {}
+    for card in page.locator("[data-testid='stMetric']").all():
+        label = card.locator("[data-testid='stMetricLabel']").inner_text().strip()
+        out[label] = card.locator("[data-testid='stMetricValue']").inner_text().strip()
+    return out
+
+
+def test_home_shows_official_scores(page, app_url):
+    _open(page, app_url)
+    page.get_by_text("Official score per system").wait_for()
+    _no_exception(page)
+    m = _metrics(page)
+    assert m["Machine types"] == "2" and m["Scored folders loaded"] == "4 / 4"
+    assert re.fullmatch(r"\d+\.\d\d %", m["three-subnet"])
+
+
+@pytest.mark.parametrize("path,text", [
+    ("Data_and_runs", "Scored folders"),
+    ("Results", "Per machine type"),
+    ("Embeddings", "Embeddings"),
+    ("Clip_inspector", "Upload a clip"),
+    ("Ensemble_tuner", "Ensemble hmean"),
+])
+def test_every_page_renders(page, app_url, path, text):
+    _open(page, f"{app_url}/{path}")
+    page.get_by_text(text).first.wait_for(timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+
+
+def test_navigation_links_from_home(page, app_url):
+    _open(page, app_url)
+    page.locator("[data-testid='stPageLink'] a", has_text="Results").first.click()
+    page.get_by_text("Per machine type", exact=True).wait_for(timeout=120_000)
+    _no_exception(page)
+
+
+def test_inspector_upload_scores_with_every_system(page, app_url, tiny_workspace, tmp_path):
+    source = next((Path(tiny_workspace["data"]) / "dev_data" / "raw" / "valve" / "test").glob("*anomaly*.wav"))
+    clip = tmp_path / f"valve_{source.name}"  # an upload named the way people save clips
+    shutil.copy(source, clip)
+    _open(page, f"{app_url}/Clip_inspector")
+    page.locator("input[type='file']").set_input_files(str(clip))
+    page.get_by_text("Scores", exact=True).wait_for(timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+    m = _metrics(page)
+    for name in ("ae", "ae-mahala", "three-subnet", "three-subnet-gmm", "ensemble"):
+        assert name in m, m
+        float(m[name])  # a number computed for this clip
+    # the machine type was read from the file name
+    page.get_by_text("Scored as valve section 00").wait_for()
+
+
+def test_inspector_rejects_non_audio(page, app_url, tmp_path):
+    bad = tmp_path / "notes_section_00.wav"
+    bad.write_text("this is not audio")
+    _open(page, f"{app_url}/Clip_inspector")
+    page.locator("input[type='file']").set_input_files(str(bad))
+    page.locator("[data-testid='stAlert']", has_text="cannot use this clip").wait_for(timeout=120_000)
+    _no_exception(page)
+
+
+def test_ensemble_slider_changes_table(page, app_url):
+    _open(page, f"{app_url}/Ensemble_tuner")
+    page.get_by_text("Ensemble hmean").wait_for(timeout=120_000)
+    before = _metrics(page)["Ensemble hmean"]
+    proportions = page.get_by_text(re.compile(r"^Proportions:")).inner_text()
+    box = page.locator(".st-key-tuner_w--three-subnet-gmm")
+    box.locator("input[type='range']").focus()
+    for _ in range(20):  # 1.0 -> 0.0 in steps of 0.05: the GMM system leaves the ensemble
+        page.keyboard.press("ArrowLeft")
+    assert box.locator("[data-testid='stSliderThumbValue']").inner_text().strip() == "0.00"
+    # the rerun recomputes the ensemble: its proportions and its official score change
+    page.wait_for_function(
+        """(old) => [...document.querySelectorAll("[data-testid='stCaptionContainer']")]
+                     .some(e => e.innerText.startsWith("Proportions:") && e.innerText !== old)""",
+        arg=proportions, timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+    after = _metrics(page)["Ensemble hmean"]
+    assert after != before, (before, after)

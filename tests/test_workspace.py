@@ -1,0 +1,167 @@
+"""Scored folders, the demo workspace made from bundled run folders, guarded deletion, background jobs."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from asdcore import jobs
+from asdcore.export import read_scores
+from asdcore.workspace import (
+    BundledModel,
+    describe_scored,
+    ensure_demo_workspace,
+    ensure_scored,
+    find_scored,
+    is_current,
+    remove_folder,
+)
+
+
+def test_find_scored_names_systems_and_runs(tiny_workspace):
+    runs = tiny_workspace["runs"]
+    found = {f.name: f for f in find_scored(runs)}
+    assert set(found) == {"ae", "ae-mahala", "three-subnet", "three-subnet-gmm"}
+    assert found["ae"].system == "ae-mse" and found["ae-mahala"].system == "ae-mahala"
+    assert found["three-subnet-gmm"].system == "three-subnet-gmm"
+    # a secondary backend's folder points at the run whose weights score new clips
+    assert found["ae-mahala"].run == (runs / "ae").resolve()
+    assert found["three-subnet"].data_root == Path(tiny_workspace["data"]).resolve()
+    assert describe_scored(runs) is None  # the parent holds no scores itself
+
+
+def test_ensure_scored_reuses_then_rescores_when_weights_change(tiny_workspace, tmp_path):
+    run = tmp_path / "ae"
+    shutil.copytree(tiny_workspace["runs"] / "ae", run)
+    out = tmp_path / "scored"
+    first = ensure_scored(run, "ae-mahala", tiny_workspace["data"], out)
+    assert first.system == "ae-mahala" and is_current(out, run, "ae-mahala", tiny_workspace["data"])
+    stamp = (out / "scored.json").stat().st_mtime_ns
+    ensure_scored(run, "ae-mahala", tiny_workspace["data"], out)
+    assert (out / "scored.json").stat().st_mtime_ns == stamp  # nothing recomputed
+    assert not is_current(out, run, "ae-mse", tiny_workspace["data"])  # another system is not "current"
+    time.sleep(0.01)
+    for w in (run / "model").glob("*.safetensors"):
+        w.touch()  # newer weights make the scores stale
+    assert not is_current(out, run, "ae-mahala", tiny_workspace["data"])
+    ensure_scored(run, "ae-mahala", tiny_workspace["data"], out)
+    assert (out / "scored.json").stat().st_mtime_ns != stamp
+
+
+def test_demo_workspace_scores_every_bundled_system(tiny_workspace, tmp_path, monkeypatch):
+    import asdcore.workspace as wsmod
+
+    # bundled run folders live under CHECKPOINTS_DIR; point it at copies of the tiny runs
+    ckpt = tmp_path / "checkpoints"
+    shutil.copytree(tiny_workspace["runs"] / "ae", ckpt / "ae-demo", ignore=shutil.ignore_patterns("scores", "embeddings"))
+    monkeypatch.setattr(wsmod, "CHECKPOINTS_DIR", ckpt)
+    data = tmp_path / "demo_data"
+    shutil.copytree(tiny_workspace["data"], data)
+    (data / wsmod.DEMO_MARKER).write_text(json.dumps({"scale": "small", "seed": 0}))  # "already generated"
+    seen = []
+    out = ensure_demo_workspace(data, tmp_path / "runs", on_progress=lambda f, m: seen.append(f),
+                                bundled=(BundledModel("ae-demo", ("ae-mse", "ae-mahala")),
+                                         BundledModel("missing", ("three-subnet-kmeans",))))
+    assert [f.system for f in out] == ["ae-mse", "ae-mahala"]  # the missing checkpoint is skipped
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    for f in out:
+        assert f.path == tmp_path / "runs" / "demo" / f.system
+        assert len(read_scores(f.path / "scores")) == 16
+    assert not (ckpt / "ae-demo" / "scores").exists()  # the bundled folder is only read
+
+
+def test_remove_folder_is_guarded(tiny_workspace, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_workspace["runs"] / "ae-mahala", runs / "x")
+    (runs / "notes").mkdir()
+    with pytest.raises(ValueError, match="only folders inside the runs folder"):
+        remove_folder(tiny_workspace["data"], runs)
+    with pytest.raises(ValueError, match="only folders inside"):
+        remove_folder(runs, runs)
+    with pytest.raises(ValueError, match="not a run or scored folder"):
+        remove_folder(runs / "notes", runs)
+    remove_folder(runs / "x", runs)
+    assert not (runs / "x").exists()
+
+
+def _wait(job: jobs.Job, seconds: float = 120) -> dict:
+    end = time.time() + seconds
+    while time.time() < end:
+        state = job.progress()
+        if state["state"] in ("done", "failed", "stopped"):
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"job did not finish: {job.log_tail()}")
+
+
+def test_score_job_runs_in_background_and_reports(tiny_workspace, tmp_path):
+    out = tmp_path / "runs" / "gmm"
+    job = jobs.start("score", [tiny_workspace["runs"] / "ae", tiny_workspace["data"], "--system", "ae-mahala",
+                               "--out", out, "--quiet"], out, tmp_path / "runs")
+    state = _wait(job)
+    assert state["state"] == "done", job.log_tail()
+    assert (out / "metrics.csv").exists() and "official score" not in state["message"]
+    assert [j.id for j in jobs.list_jobs(tmp_path / "runs")] == [job.id]
+    # the .jobs folder is not mistaken for a scored folder
+    assert [f.name for f in find_scored(tmp_path / "runs")] == ["gmm"]
+    jobs.forget(job)
+    assert jobs.list_jobs(tmp_path / "runs") == []
+
+
+def test_train_job_reports_epochs_and_failures(tiny_workspace, tmp_path):
+    runs = tmp_path / "runs"
+    job = jobs.start("train", [tiny_workspace["data"], "--system", "ae-mse", "--out", runs / "ae", "--epochs", "2",
+                               "--machines", "valve", "--device", "cpu", "--quiet"], runs / "ae", runs)
+    state = _wait(job)
+    assert state["state"] == "done", job.log_tail()
+    assert (runs / "ae" / "metrics.csv").exists()
+    bad = jobs.start("train", [tmp_path / "nowhere", "--system", "ae-mse", "--out", runs / "b"], runs / "b", runs)
+    state = _wait(bad)
+    assert state["state"] == "failed" and "does not exist" in state["message"]
+    assert "error:" in bad.log_tail()
+
+
+def test_dead_job_is_reported_stopped(tmp_path):
+    jdir = tmp_path / jobs.JOBS_DIR
+    jdir.mkdir()
+    job = jobs.Job("x", "train", ["python"], str(tmp_path / "o"), 2 ** 22 + 12345, time.time(), str(jdir))
+    jobs.ProgressFile(job.progress_path).write("running", 0.5, "epoch 3/6")
+    state = job.progress()
+    assert state["state"] == "stopped" and "resume" in state["message"]
+
+
+def test_second_backend_reuses_embeddings_and_matches(tiny_workspace, tmp_path, monkeypatch):
+    from asdcore.systems.three_subnet import ThreeSubnetSystem
+
+    runs = tiny_workspace["runs"]
+    calls = []
+    real = ThreeSubnetSystem.embed_clips
+    monkeypatch.setattr(ThreeSubnetSystem, "embed_clips", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    out = ensure_scored(runs / "three-subnet", "three-subnet-gmm", tiny_workspace["data"], tmp_path / "g",
+                        sibling=runs / "three-subnet")
+    assert calls == []  # every embedding came from the sibling folder
+    again = read_scores(out.path / "scores").sort_values(["machine", "file_name"])
+    saved = read_scores(runs / "three-subnet-gmm" / "scores").sort_values(["machine", "file_name"])
+    assert list(again["file_name"]) == list(saved["file_name"])
+    assert (abs(again["score"].to_numpy() - saved["score"].to_numpy()) < 1e-6 * abs(saved["score"]).max()).all()
+    # a sibling made from other data is not reused
+    ensure_scored(runs / "three-subnet", "three-subnet-gmm", tiny_workspace["data"], tmp_path / "h",
+                  sibling=runs / "ae")
+    assert calls  # the network ran
+
+
+def test_bundle_keeps_only_what_scoring_needs(tiny_workspace, tmp_path):
+    from asdcore.cli import main
+
+    out = tmp_path / "checkpoints" / "ts"
+    assert main(["bundle", str(tiny_workspace["runs"] / "three-subnet"), str(out)]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "classes.json", "config.json", "model/three_subnet.safetensors"]
+    scored = ensure_scored(out, "three-subnet-kmeans", tiny_workspace["data"], tmp_path / "s")
+    a = read_scores(scored.path / "scores").sort_values(["machine", "file_name"])["score"].to_numpy()
+    b = read_scores(tiny_workspace["runs"] / "three-subnet" / "scores").sort_values(["machine", "file_name"])["score"]
+    assert abs(a - b.to_numpy()).max() < 1e-5
+    assert main(["bundle", str(tmp_path / "nothing"), str(out)]) == 2
