@@ -15,7 +15,7 @@ from asdcore import ui
 
 
 def home() -> None:
-    ws = ui.page("Home")
+    ws = ui.page("Home", progressive=True)
 
     st.title("ASD Workbench")
     st.caption("First-shot unsupervised anomalous sound detection for machines (DCASE 2024 Task 2 setting): "
@@ -67,6 +67,7 @@ def home() -> None:
     if ds.problems:
         with st.expander(f"{len(ds.problems)} problem(s): these files were skipped"):
             st.code("\n".join(str(p) for p in ds.problems[:200]))
+    ui.finish_demo(ws)
 
 
 PAGES = [

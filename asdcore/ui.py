@@ -19,7 +19,9 @@ from typing import Iterator
 import streamlit as st
 
 from asdcore.workspace import (
+    DEMO_MARKER,
     ScoredFolder,
+    demo_pending,
     default_demo_root,
     default_runs_root,
     demo_runs_root,
@@ -40,6 +42,7 @@ class Workspace:
     available: list[ScoredFolder] = field(default_factory=list)
     loaded: list[ScoredFolder] = field(default_factory=list)
     is_demo: bool = False
+    pending: list[str] = field(default_factory=list)  # demo systems not scored yet (first start)
 
     def by_name(self, name: str) -> ScoredFolder:
         for item in self.available:
@@ -77,17 +80,42 @@ def _scored_list(runs_root: str, stamp: float) -> list[ScoredFolder]:
     return find_scored(runs_root)
 
 
-def _ensure_demo(data_root: Path, runs_root: Path) -> None:
+def _ensure_demo(data_root: Path, runs_root: Path, limit: int | None = None) -> None:
     """Generate and score the demo workspace with a progress bar (a no-op once it exists)."""
-    bar = st.progress(0.0, text="checking the demo workspace")
+    if (data_root / DEMO_MARKER).exists() and not demo_pending(data_root, runs_root):
+        return
+    bar = st.progress(0.0, text="first start: preparing the demo workspace")
     try:
-        ensure_demo_workspace(data_root, runs_root, on_progress=lambda f, msg: bar.progress(min(f, 1.0), text=msg))
+        ensure_demo_workspace(data_root, runs_root, limit=limit,
+                              on_progress=lambda f, msg: bar.progress(min(f, 1.0), text=f"first start: {msg}"))
     finally:
         bar.empty()
 
 
-def page(title: str, icon: str = "🔊") -> Workspace:
-    """Set up a page (title, sidebar) and return the workspace it should show."""
+def finish_demo(ws: "Workspace") -> None:
+    """Score the demo systems still missing, then rerun the page (called at the end of a page).
+
+    With :func:`page` ``(progressive=True)`` a first start scores only the cheapest system before
+    the page is drawn, so results appear within seconds of the data; the rest is scored here,
+    below what is already shown, with a status box.
+    """
+    if not ws.pending:
+        return
+    with st.status(f"Scoring the demo data with {len(ws.pending)} more system(s): {', '.join(ws.pending)}",
+                   expanded=False) as box:
+        with guard("could not finish the demo workspace"):
+            ensure_demo_workspace(ws.data_root, default_runs_root())
+        box.update(label="demo workspace complete", state="complete")
+    st.cache_data.clear()
+    st.rerun()
+
+
+def page(title: str, icon: str = "🔊", progressive: bool = False) -> Workspace:
+    """Set up a page (title, sidebar) and return the workspace it should show.
+
+    ``progressive``: on a first start, score only the cheapest demo system before returning (the
+    page then calls :func:`finish_demo` at its end); other pages score everything first.
+    """
     st.set_page_config(page_title=f"{title} · ASD Workbench", page_icon=icon, layout="wide")
     demo_data = default_demo_root()
     data_text = st.sidebar.text_input(
@@ -101,9 +129,11 @@ def page(title: str, icon: str = "🔊") -> Workspace:
     st.session_state["data_folder"], st.session_state["runs_folder"] = data_text, runs_text
     data_root, runs_root = Path(data_text).expanduser(), Path(runs_text).expanduser()
     is_demo = _same(data_root, demo_data) and _same(runs_root, demo_runs_root())
+    pending: list[str] = []
     if is_demo and not os.environ.get("ASD_NO_DEMO"):
         with guard("could not prepare the demo workspace"):
-            _ensure_demo(data_root, runs_root)
+            _ensure_demo(data_root, default_runs_root(), limit=1 if progressive else None)
+            pending = demo_pending(data_root, default_runs_root())
     available = _scored_list(str(runs_root), _tree_stamp(runs_root))
     names = [f.name for f in available]
     chosen = st.session_state.get("loaded")
@@ -113,7 +143,9 @@ def page(title: str, icon: str = "🔊") -> Workspace:
         st.sidebar.caption(f"{len(loaded)} of {len(available)} scored folder(s) loaded (choose on *Data and runs*)")
     else:
         st.sidebar.caption("no scored folders yet: train or score one on *Data and runs*")
-    return Workspace(data_root, runs_root, available, loaded, is_demo)
+    if pending:
+        st.sidebar.caption(f"still scoring the demo data with: {', '.join(pending)}")
+    return Workspace(data_root, runs_root, available, loaded, is_demo, pending)
 
 
 def _same(a: Path, b: Path) -> bool:

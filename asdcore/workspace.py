@@ -197,13 +197,35 @@ def demo_runs_root(runs_root: Path | None = None) -> Path:
     return Path(runs_root or default_runs_root()) / "demo"
 
 
+#: Scoring order on first start: the cheapest system first, so the app has results to show after
+#: seconds; the second backend of each model reuses its sibling's frontend output where it can.
+DEMO_ORDER = ("ae-mse", "three-subnet-kmeans", "three-subnet-gmm", "ae-mahala")
+
+
+def demo_jobs(bundled: tuple[BundledModel, ...] = BUNDLED) -> list[tuple[BundledModel, str]]:
+    """(bundled model, system) pairs the demo workspace holds, in :data:`DEMO_ORDER`."""
+    jobs = [(b, s) for b in bundled if (b.path / "config.json").exists() for s in b.systems]
+    rank = {s: i for i, s in enumerate(DEMO_ORDER)}
+    return sorted(jobs, key=lambda job: rank.get(job[1], len(rank)))
+
+
+def demo_pending(data_root: Path | None = None, runs_root: Path | None = None,
+                 bundled: tuple[BundledModel, ...] = BUNDLED) -> list[str]:
+    """Systems of the demo workspace whose scores are missing or stale."""
+    data_root = Path(data_root or default_demo_root())
+    return [s for b, s in demo_jobs(bundled)
+            if not is_current(demo_runs_root(runs_root) / s, b.path, s, data_root)]
+
+
 def ensure_demo_workspace(data_root: Path | None = None, runs_root: Path | None = None,
                           on_progress: Callable[[float, str], None] | None = None,
-                          bundled: tuple[BundledModel, ...] = BUNDLED) -> list[ScoredFolder]:
+                          bundled: tuple[BundledModel, ...] = BUNDLED, limit: int | None = None) -> list[ScoredFolder]:
     """The fresh-clone default: demo data generated, then scored by every bundled model.
 
     Scored folders land in ``<runs>/demo/<system>`` and are reused on later starts (checked by
-    :func:`is_current`). Progress: the first 60 % is data generation, the rest scoring.
+    :func:`is_current`). ``limit``: score at most that many missing systems now (the app scores
+    the cheapest one, shows it, then the rest). Progress: 60 % data generation, the rest scoring.
+    Returns the scored folders that are complete.
     """
     data_root = Path(data_root or default_demo_root())
 
@@ -212,15 +234,21 @@ def ensure_demo_workspace(data_root: Path | None = None, runs_root: Path | None 
             on_progress(0.6 * f, msg)
 
     ensure_demo_data(data_root, on_progress=data_progress)
-    jobs = [(b, s) for b in bundled if (b.path / "config.json").exists() for s in b.systems]
+    jobs = demo_jobs(bundled)
     out: list[ScoredFolder] = []
     first_of: dict[str, Path] = {}
+    done_now = 0
     for i, (model, system) in enumerate(jobs):
-        if on_progress:
-            on_progress(0.6 + 0.4 * i / max(len(jobs), 1), f"scoring the demo data with {system} ({i + 1}/{len(jobs)})")
         target = demo_runs_root(runs_root) / system
-        out.append(ensure_scored(model.path, system, data_root, target, sibling=first_of.get(model.folder)))
-        first_of.setdefault(model.folder, target)
+        current = is_current(target, model.path, system, data_root)
+        if not current and (limit is None or done_now < limit):
+            if on_progress:
+                on_progress(0.6 + 0.4 * i / max(len(jobs), 1), f"scoring the demo data with {system} ({i + 1}/{len(jobs)})")
+            ensure_scored(model.path, system, data_root, target, sibling=first_of.get(model.folder))
+            done_now, current = done_now + 1, True
+        if current:
+            out.append(describe_scored(target, name=system))
+            first_of.setdefault(model.folder, target)
     if on_progress:
         on_progress(1.0, "demo results ready")
     return out

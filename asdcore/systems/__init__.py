@@ -81,17 +81,17 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
         write_frame_csv(scores_dir / f"train_scores_{machine}_section_{section}.csv", train, index=False,
                         float_format="%.17g")
     save_json(scores_dir / "thresholds.json", thresholds)
-    if meta is not None:
-        save_json(out_dir / SCORED_META, meta)
     for (machine, section, split), (names, vectors) in embeddings.items():
         save_arrays(out_dir / "embeddings" / f"{machine}_section_{section}_{split}.npz",
                     names=np.asarray(names), embeddings=np.asarray(vectors, dtype=np.float32))
     test = clip_scores[clip_scores["split"] == "test"]
-    if test.empty or test["label"].isna().any() or test["domain"].isna().any():
-        return None
-    table = metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
-        label=test["label"].astype(int)))
-    write_metrics_csv(table, out_dir / "metrics.csv")
+    table = None
+    if not (test.empty or test["label"].isna().any() or test["domain"].isna().any()):
+        table = metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
+            label=test["label"].astype(int)))
+        write_metrics_csv(table, out_dir / "metrics.csv")
+    if meta is not None:  # last: a folder with scored.json is complete (the demo workspace relies on it)
+        save_json(out_dir / SCORED_META, meta)
     return table
 
 

