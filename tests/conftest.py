@@ -26,6 +26,17 @@ def write_tone(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int 
     return path
 
 
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest leaves the page it ran installed as ``sys.modules['__main__']``. A later
+    test that starts processes with the "spawn" method (the AE's parallel training) would then make
+    every child re-run that page on start-up, so each test gets the real ``__main__`` back."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def tone():
     return write_tone
