@@ -148,6 +148,17 @@ def page(title: str, icon: str = "🔊", progressive: bool = False) -> Workspace
     return Workspace(data_root, runs_root, available, loaded, is_demo, pending)
 
 
+def require_loaded(ws: Workspace, purpose: str = "show") -> None:
+    """Stop the page with a hint when there is nothing to work on (no scored folder, none loaded)."""
+    if not ws.available:
+        st.info(f"No scored folders under `{ws.runs_root}` yet. Train or score a run on *Data and runs*, or point "
+                "the sidebar's runs folder at one that has them.")
+        st.stop()
+    if not ws.loaded:
+        st.info(f"No scored folder is loaded. Choose the ones to {purpose} on *Data and runs*.")
+        st.stop()
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve()

@@ -17,13 +17,7 @@ st.caption("Official DCASE 2024 Task 2 metrics of the loaded scored folders: AUC
            "(normal clips of that domain against every anomaly), pAUC at 10 % false positives, and the official "
            "score, the harmonic mean of all of them. Values in percent; 50 is chance.")
 
-if not ws.available:
-    st.info(f"No scored folders under `{ws.runs_root}` yet. Train or score a run on *Data and runs*, or point the "
-            "sidebar's runs folder at one that has them.")
-    st.stop()
-if not ws.loaded:
-    st.info("No scored folder is loaded. Choose the ones to show on *Data and runs*.")
-    st.stop()
+ui.require_loaded(ws, "show")
 
 names = [f.name for f in ws.loaded]
 st.session_state["results_systems"] = R.keep_selection(st.session_state.get("results_systems"), names,

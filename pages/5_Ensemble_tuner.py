@@ -25,13 +25,7 @@ st.caption("Each member's scores are first normalised with the statistics of its
            "clips (no test label is used), then averaged with the weights below - the seed report's mean "
            "aggregation. The table and the official hmean follow every slider.")
 
-if not ws.available:
-    st.info(f"No scored folders under `{ws.runs_root}` yet. Train or score a run on *Data and runs*, or point the "
-            "sidebar's runs folder at one that has them.")
-    st.stop()
-if not ws.loaded:
-    st.info("No scored folder is loaded. Choose the ones to combine on *Data and runs*.")
-    st.stop()
+ui.require_loaded(ws, "combine")
 
 with ui.guard("could not read the scored folders"):
     members = [ui.member(f) for f in ws.loaded]
