@@ -115,3 +115,23 @@ def test_unusable_folder_is_listed_not_fatal(tiny_workspace, tmp_path, monkeypat
     table = _table(at)
     assert "run folder with its weights (/nowhere/run) is not available" in table.loc["ae-mahala", "note"]
     assert "could not score" in at.warning[0].value  # no ensemble without scores
+
+
+def test_corrupt_checkpoint_is_a_message_not_a_crash(tiny_workspace, tmp_path, monkeypatch):
+    """A run whose weights file is damaged: that system gets a note, the others still score."""
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_workspace["runs"] / "three-subnet", runs / "three-subnet")
+    shutil.copytree(tiny_workspace["runs"] / "ae", runs / "ae")
+    for d in ("three-subnet", "ae"):  # scored in place: scored.json points at the original run; repoint it
+        meta = (runs / d / "scored.json").read_text().replace(str(tiny_workspace["runs"] / d), str(runs / d))
+        (runs / d / "scored.json").write_text(meta)
+    weights = runs / "three-subnet" / "model" / "three_subnet.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated file
+    at = _app(tiny_workspace["data"], runs, monkeypatch)
+    at.run()
+    at.button(key="insp_example_1").click().run()
+    assert not at.exception
+    table = _table(at)
+    assert np.isfinite(table.loc["ae", "score"])
+    note = table.loc["three-subnet", "note"]
+    assert note and "three_subnet" in note, note
