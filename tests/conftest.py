@@ -45,6 +45,16 @@ def tone():
 TINY_MACHINES = ("fan", "valve")
 
 
+def app_test(page: str | Path, data: Path, runs: Path):
+    """An AppTest of ``page`` pointed at a data folder and a runs folder (set ASD_NO_DEMO in the test)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(page), default_timeout=120)
+    at.session_state["data_folder"] = str(data)
+    at.session_state["runs_folder"] = str(runs)
+    return at
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A tiny synthetic data set (fan, valve; seed 0) shared read-only by the system tests."""

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import app_test
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 DATA_PAGE = str(ROOT / "pages" / "1_Data_and_runs.py")
@@ -18,10 +20,7 @@ def no_demo(monkeypatch):
 
 
 def _at(path: str, data: Path, runs: Path) -> AppTest:
-    at = AppTest.from_file(path, default_timeout=120)
-    at.session_state["data_folder"] = str(data)
-    at.session_state["runs_folder"] = str(runs)
-    return at
+    return app_test(path, data, runs)
 
 
 def test_home_shows_data_and_official_scores(tiny_workspace):

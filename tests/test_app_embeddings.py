@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import app_test
+
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Embeddings.py")
 
 
@@ -20,10 +22,7 @@ def runs(tiny_workspace, tmp_path_factory) -> Path:
 
 def _app(data: Path, runs: Path, monkeypatch) -> AppTest:
     monkeypatch.setenv("ASD_NO_DEMO", "1")
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["data_folder"] = str(data)
-    at.session_state["runs_folder"] = str(runs)
-    return at
+    return app_test(PAGE, data, runs)
 
 
 def _spec(at: AppTest) -> str:

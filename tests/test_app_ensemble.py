@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import app_test
+
 from asdcore import results as R
 from asdcore.data import discover
 from asdcore.ensemble import Ensemble, load_member, search_weights
@@ -31,9 +33,7 @@ def truth(tiny_workspace):
 
 
 def open_page(data: Path, runs: Path) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["data_folder"] = str(data)
-    at.session_state["runs_folder"] = str(runs)
+    at = app_test(PAGE, data, runs)
     at.run()
     assert not at.exception, at.exception
     return at

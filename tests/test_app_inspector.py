@@ -9,16 +9,15 @@ import numpy as np
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
+from conftest import app_test
+
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Clip_inspector.py")
 SYSTEMS = ["ae", "ae-mahala", "three-subnet", "three-subnet-gmm"]
 
 
 def _app(data: Path, runs: Path, monkeypatch) -> AppTest:
     monkeypatch.setenv("ASD_NO_DEMO", "1")
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["data_folder"] = str(data)
-    at.session_state["runs_folder"] = str(runs)
-    return at
+    return app_test(PAGE, data, runs)
 
 
 def _stereo_wav(seconds: float = 3.0, sr: int = 44100) -> bytes:

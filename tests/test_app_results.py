@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import app_test
+
 from asdcore.ensemble import load_member
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "2_Results.py")
@@ -22,9 +24,7 @@ def _no_demo(monkeypatch):
 
 
 def open_page(data: Path, runs: Path) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["data_folder"] = str(data)
-    at.session_state["runs_folder"] = str(runs)
+    at = app_test(PAGE, data, runs)
     at.run()
     assert not at.exception, at.exception
     return at

@@ -36,10 +36,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 
-from asdcore.data import DEFAULT_SECONDS, SAMPLE_RATE, ClipRecord, Dataset, DataError
+from asdcore.data import DEFAULT_SECONDS, Dataset, DataError
 from asdcore.runs import Run, RunError, save_json
 from asdcore.systems import SystemInfo, training_clips
 from asdcore.systems.three_subnet import ThreeSubnetSystem, _Classifier, _loader, class_key
@@ -218,28 +217,9 @@ class SSLSystem(ThreeSubnetSystem):
         return groups
 
     # ------------------------------------------------------------------ embeddings
-    @torch.no_grad()
-    def embed_waves(self, model, waves: list[np.ndarray] | np.ndarray, s: SSLSettings,
-                    device: torch.device) -> np.ndarray:
-        """Embeddings of raw 16 kHz waves, tiled/cropped to ``clip_seconds`` as in training."""
-        from asdcore.data import fix_length
+    def _forward_batch(self, model, batch: torch.Tensor, s: SSLSettings) -> torch.Tensor:
+        # at most embed_batch_size windows per forward, whatever the clip length (bounded memory)
+        return model(batch, max_chunks=s.embed_batch_size)
 
-        n = int(round(s.clip_seconds * SAMPLE_RATE))
-        out = []
-        for i in range(0, len(waves), s.embed_batch_size):
-            chunk = np.stack([fix_length(np.asarray(w, dtype=np.float32), n) for w in waves[i:i + s.embed_batch_size]])
-            out.append(model(torch.from_numpy(chunk).to(device), max_chunks=s.embed_batch_size).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
-
-    @torch.no_grad()
-    def embed_clips(self, model, clips: list[ClipRecord], s: SSLSettings, device: torch.device,
-                    progress: bool, desc: str) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        b = s.embed_batch_size
-        plan = [list(range(i, min(i + b, len(clips)))) for i in range(0, len(clips), b)]
-        out = []
-        for waves, _ in tqdm(_loader(clips, s.clip_seconds, plan, s.num_workers), total=len(plan), desc=desc,
-                             disable=not progress, unit="batch", leave=False):
-            out.append(model(waves.to(device), max_chunks=b).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
+    def _embedding_dim(self, model) -> int:
+        return model.embed_dim

@@ -190,30 +190,38 @@ class ThreeSubnetSystem(System):
             run.set_status("scored")
 
     # ------------------------------------------------------------------ embeddings
+    def _forward_batch(self, model, batch: torch.Tensor, s) -> torch.Tensor:
+        """One batch of fixed-length waves through the frontend (subclasses pass their own options)."""
+        return model(batch)
+
+    def _embedding_dim(self, model) -> int:
+        return 512
+
     @torch.no_grad()
-    def embed_waves(self, model, waves: list[np.ndarray] | np.ndarray, s: ThreeSubnetSettings,
-                    device: torch.device) -> np.ndarray:
-        """512-d embeddings of raw 16 kHz waves (tiled/cropped to the clip length)."""
+    def embed_waves(self, model, waves: list[np.ndarray] | np.ndarray, s, device: torch.device) -> np.ndarray:
+        """Embeddings of raw 16 kHz waves, tiled/cropped to ``clip_seconds`` as in training."""
         from asdcore.data import fix_length
 
         n = int(round(s.clip_seconds * SAMPLE_RATE))
         out = []
         for i in range(0, len(waves), s.embed_batch_size):
             chunk = np.stack([fix_length(np.asarray(w, dtype=np.float32), n) for w in waves[i:i + s.embed_batch_size]])
-            out.append(model(torch.from_numpy(chunk).to(device)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+            out.append(self._forward_batch(model, torch.from_numpy(chunk).to(device), s).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self._embedding_dim(model)), np.float32)
 
     @torch.no_grad()
-    def embed_clips(self, model, clips: list[ClipRecord], s: ThreeSubnetSettings, device: torch.device,
-                    progress: bool, desc: str) -> np.ndarray:
+    def embed_clips(self, model, clips: list[ClipRecord], s, device: torch.device, progress: bool,
+                    desc: str) -> np.ndarray:
+        """Embeddings of clips read from disk batch by batch (the data set is never held in memory)."""
         from tqdm.auto import tqdm
 
-        plan = [list(range(i, min(i + s.embed_batch_size, len(clips)))) for i in range(0, len(clips), s.embed_batch_size)]
+        b = s.embed_batch_size
+        plan = [list(range(i, min(i + b, len(clips)))) for i in range(0, len(clips), b)]
         out = []
         for waves, _ in tqdm(_loader(clips, s.clip_seconds, plan, s.num_workers), total=len(plan), desc=desc,
                              disable=not progress, unit="batch", leave=False):
-            out.append(model(waves.to(device)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+            out.append(self._forward_batch(model, waves.to(device), s).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self._embedding_dim(model)), np.float32)
 
     # ------------------------------------------------------------------ scoring
     def _backend(self, s: ThreeSubnetSettings):
