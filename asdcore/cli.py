@@ -271,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a synthetic machine-sound data set in the DCASE 2024 layout",
                        description="Write a synthetic data set (seven 2024 dev machine types) in the DCASE development layout.")
     p.add_argument("--out", required=True, help="folder to write (the data root; dev_data/raw/<machine>/ inside)")
-    p.add_argument("--scale", default="small", choices=["tiny", "small", "full"],
-                   help="tiny: a few clips (tests); small: quick demo; full: DCASE-sized (990 source train clips, 50 per test group)")
+    p.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "full"],
+                   help="tiny: a few clips (tests); small: quick demo; medium: full's test set with 200 source train clips; "
+                        "full: DCASE-sized (990 source train clips, 50 per test group)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     p.add_argument("--machines", default=None, help="comma-separated subset of machine types (default: all seven)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of CPU cores)")

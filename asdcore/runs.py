@@ -89,6 +89,11 @@ class RunConfig:
 #: worker counts, inference batch size), none of which changes what is learned from the data.
 RESUME_FREE_SETTINGS = frozenset({"epochs", "device", "parallel_machines", "num_workers", "embed_batch_size"})
 
+#: Settings added after run folders were first written, each with the value that reproduces what a run written
+#: before it did. A resumed run whose config lacks one is compared with this value, not with today's default.
+LEGACY_SETTINGS: dict[str, Any] = {"domain_classes": False, "featex": False, "featex_partner": "batch",
+                                   "pseudo_classes": 0}
+
 
 class Run:
     """Handle on a run folder; creates the sub-folders on demand."""
@@ -113,13 +118,14 @@ class Run:
                 raise RunError(f"{path} holds a {existing.config.system} run, not {config.system}; cannot resume it")
             if existing.config.settings != config.settings:
                 # settings must match for an exact resume; only a longer training is allowed
-                diff = {
-                    k: (existing.config.settings.get(k), v)
-                    for k, v in config.settings.items()
-                    if existing.config.settings.get(k) != v and k not in RESUME_FREE_SETTINGS
-                }
+                before = {k: existing.config.settings.get(k, LEGACY_SETTINGS.get(k)) for k in config.settings}
+                diff = {k: (before[k], v) for k, v in config.settings.items()
+                        if before[k] != v and k not in RESUME_FREE_SETTINGS}
                 if diff:
-                    raise RunError(f"cannot resume {path} with different settings: {diff}")
+                    hint = " ".join(f"--set {k}={str(old).lower() if isinstance(old, bool) else old}"
+                                    for k, (old, _) in diff.items())
+                    raise RunError(f"cannot resume {path} with different settings (stored, given): {diff}; "
+                                   f"to continue it as it was trained, add {hint}")
                 existing.config.settings = config.settings
                 existing.save_config()
             return existing

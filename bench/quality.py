@@ -1,11 +1,13 @@
 """Quality benchmark: train systems on a data set and print the seed-style table side by side.
 
-    python bench/quality.py DATA [--systems ae-mse,ae-mahala] [--epochs N] [--out runs/bench]
+    python bench/quality.py DATA [--systems ae-mse,ae-mahala] [--epochs N] [--out runs/bench] [--set KEY=VALUE]
 
 Systems that share a frontend (e.g. ae-mse and ae-mahala) are trained once (``OUT/<frontend>``)
 and scored with each other backend into ``OUT/<system>``. Prints per machine AUC(source), AUC(target), pAUC, the All rows and the official
 hmean for every system, plus training and scoring times. Existing finished runs in ``--out``
-are reused (``--retrain`` to start again), so the table can be re-printed cheaply.
+are reused (``--retrain`` to start again), so the table can be re-printed cheaply. ``--set KEY=VALUE``
+(repeatable) passes a training setting to every system that has it (e.g. ``--set featex=true`` reaches the
+three-subnet model, not the AE).
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ import argparse
 import shutil
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asdcore.cli import _parse_value  # noqa: E402
 from asdcore.data import discover  # noqa: E402
 from asdcore.metrics import format_tables, read_metrics_csv  # noqa: E402
 from asdcore.runs import Run, RunError  # noqa: E402
@@ -34,12 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--reuse-only", action="store_true", help="only print the table of existing runs; train nothing")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="training setting for every system that has it (repeatable)")
     args = p.parse_args(argv)
 
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [n for n in names if n not in SYSTEM_INFO]
     if unknown:
         p.error(f"unknown system(s) {unknown}; known: {sorted(SYSTEM_INFO)}")
+    extra = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set expects KEY=VALUE, got {item!r}")
+        extra[key.replace("-", "_")] = _parse_value(value)
+    known = set().union(*({f.name for f in fields(get_system(n).Settings)} for n in names))
+    if set(extra) - known:
+        p.error(f"no selected system has the setting(s) {sorted(set(extra) - known)}")
     machines = args.machines.split(",") if args.machines else None
     ds = discover(args.data, machines=machines)
     machines = machines or ds.machines()
@@ -61,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.reuse_only:
                     p.error(f"no finished run for {name} in {run_dir} (--reuse-only)")
                 system = get_system(name)
-                overrides = {"epochs": args.epochs, "device": args.device}
+                has = {f.name for f in fields(system.Settings)}
+                overrides = {"epochs": args.epochs, "device": args.device,
+                             **{k: v for k, v in extra.items() if k in has}}
                 run = system.new_run(run_dir, ds, machines, resume=True, **overrides)
                 t0 = time.perf_counter()
                 system.train(run, ds, resume=True, progress=not args.quiet)

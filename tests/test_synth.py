@@ -42,7 +42,7 @@ def _all_files(root: Path) -> dict[str, bytes]:
 
 def test_public_constants() -> None:
     assert MACHINES == ("bearing", "fan", "gearbox", "slider", "ToyCar", "ToyTrain", "valve")
-    assert {"tiny", "small", "full"} <= set(SCALES)
+    assert {"tiny", "small", "medium", "full"} <= set(SCALES)
     full = SCALES["full"]
     assert (full.source_train, full.target_train, full.test_per_group) == (990, 10, 50)
     assert SCALES["small"].target_train == 10
@@ -209,3 +209,15 @@ def test_regenerating_smaller_removes_stale_clips(tmp_path: Path) -> None:
         assert len(fh.read().splitlines()) == 1 + len(names)
     assert not list((_raw(tmp_path, "slider")).rglob(".*"))   # no temporary files left behind
     assert keep.read_text() == "not ours"                       # foreign files are never touched
+
+
+def test_small_and_medium_are_the_first_clips_of_full():
+    """Same jobs (hence the same names and bytes) as the first clips of every file group of ``full``."""
+    for machine in MACHINES:
+        full = {j.file_name: j for j in plan_machine(machine, SCALES["full"], 0)}
+        for scale in ("small", "medium"):
+            jobs = plan_machine(machine, SCALES[scale], 0)
+            assert len(jobs) == SCALES[scale].clips_per_machine()
+            assert all(full[j.file_name] == j for j in jobs)
+    medium = SCALES["medium"]
+    assert (medium.source_train, medium.target_train, medium.test_per_group) == (200, 10, 50)

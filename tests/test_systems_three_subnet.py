@@ -68,10 +68,13 @@ def test_rescore_reproduces_and_single_clip_scores_match(trained, tiny_data, tmp
     assert one[0] == pytest.approx(saved, rel=1e-5, abs=1e-6)
 
 
-def test_resume_is_exact(tiny_data, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"featex": True}, {"featex": True, "featex_partner": "machine"}],
+                         ids=["plain", "featex", "featex-machine"])
+def test_resume_is_exact(tiny_data, tmp_path, extra):
     system = get_system("three-subnet-kmeans")
     ds = discover(tiny_data, machines=["valve"])
-    settings = dict(epochs=3, batch_size=4, device="cpu", clip_seconds=1.0, num_workers=0, kmeans_clusters=2)
+    settings = dict(epochs=3, batch_size=4, device="cpu", clip_seconds=1.0, num_workers=0, kmeans_clusters=2,
+                    **extra)
     full = system.new_run(tmp_path / "full", ds, ["valve"], resume=False, **settings)
     system.train(full, ds, progress=False)
     part = system.new_run(tmp_path / "part", ds, ["valve"], resume=False, **settings)
@@ -86,6 +89,90 @@ def test_resume_is_exact(tiny_data, tmp_path):
     system.train(part, ds, resume=True, progress=False)
     a, b = full.load_weights("three_subnet"), Run.open(tmp_path / "part").load_weights("three_subnet")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fault_kinds_bench_splits_scores_by_fault(trained, tmp_path):
+    """bench/fault_kinds.py: one row per machine, domain and fault kind present; counts add up."""
+    import importlib.util
+
+    from asdcore.synth import MODELS
+
+    spec = importlib.util.spec_from_file_location("fault_kinds", ROOT / "bench" / "fault_kinds.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.fault_table({"ts": trained}, seed=0)
+    scores = read_scores(Run.open(trained).scores_dir)
+    for m in MACHINES:
+        mine = [r for r in rows if r[0] == m]
+        assert mine and all(r[1] in MODELS[m].anomaly_kinds and 0.0 <= float(r[4]) <= 100.0 for r in mine)
+        for dom in ("source", "target"):
+            n_anom = scores[(scores["machine"] == m) & scores["file_name"].str.contains(f"_{dom}_test_anomaly_")]
+            assert sum(int(r[3]) for r in mine if r[2] == dom) == len(n_anom)
+    foreign = tmp_path / "scores"
+    foreign.mkdir()
+    (foreign / "anomaly_score_fan_section_00_test.csv").write_text("section_00_source_test_normal_9999_x_1.wav,0.5\n")
+    with pytest.raises(ValueError, match="not a clip of the synthetic"):
+        bench.fault_table({"x": tmp_path}, seed=0)
+
+
+def test_resume_of_a_run_older_than_a_setting(tiny_data, tmp_path):
+    """A config written before ``featex`` existed resumes as trained (off); turning it on is refused with a hint."""
+    import json
+
+    from asdcore.runs import RunError
+
+    system = get_system("three-subnet-kmeans")
+    ds = discover(tiny_data, machines=["valve"])
+    settings = dict(epochs=1, batch_size=4, device="cpu", clip_seconds=1.0, num_workers=0)
+    run = system.new_run(tmp_path / "old", ds, ["valve"], resume=False, featex=False, domain_classes=False,
+                         pseudo_classes=0, **settings)
+    cfg = json.loads((run.path / "config.json").read_text())
+    for key in ("featex", "featex_partner", "domain_classes", "pseudo_classes"):
+        del cfg["settings"][key]                               # as written before these settings existed
+    (run.path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RunError, match="--set featex=false"):
+        system.new_run(tmp_path / "old", ds, ["valve"], resume=True, featex=True, **{**settings, "epochs": 2})
+    again = system.new_run(tmp_path / "old", ds, ["valve"], resume=True, featex=False, domain_classes=False,
+                           pseudo_classes=0, **{**settings, "epochs": 2})
+    assert again.config.settings["epochs"] == 2 and again.config.settings["featex"] is False
+
+
+def test_domain_classes_split_machines_without_attributes(tiny_data, tmp_path):
+    """noAttribute clips get one class per domain with ``domain_classes``; attribute classes stay as they are."""
+    from asdcore.systems.three_subnet import class_key
+
+    ds = discover(tiny_data)
+    clips = [c for m in MACHINES for c in ds.select(machine=m, split="train")]
+    named = [c for c in clips if c.attribute_string != "noAttribute"]
+    assert named and {c.domain for c in named} == {"source", "target"}
+    for c in named:
+        assert class_key(c, True) == class_key(c) == f"{c.machine}/{c.section}/{c.attribute_string}"
+    # the tiny set's machine types carry attributes; the same clip without them shows the split
+    from dataclasses import replace
+    c = replace(named[0], attributes=())
+    assert c.attribute_string == "noAttribute"
+    assert class_key(c) == f"{c.machine}/00/noAttribute"
+    assert class_key(c, True) == f"{c.machine}/00/noAttribute/{c.domain}"
+
+
+def test_pseudo_attributes_cluster_source_clips_without_attributes(tiny_data):
+    """Source noAttribute clips get a deterministic cluster id; attribute and target clips get none."""
+    from dataclasses import replace
+
+    from asdcore.systems.three_subnet import class_key, pseudo_attributes
+
+    ds = discover(tiny_data)
+    fan = ds.select(machine="fan", split="train")
+    hidden = [replace(c, attributes=()) for c in fan]         # the same clips, their attributes withheld
+    clips = hidden + ds.select(machine="valve", split="train")
+    a = pseudo_attributes(clips, 2, seed=0, seconds=1.0)
+    assert a == pseudo_attributes(clips, 2, seed=0, seconds=1.0)
+    sources = [c for c in hidden if c.domain == "source"]
+    assert set(a) == {str(c.path) for c in sources} and set(a.values()) == {0, 1}
+    keys = {class_key(c, True, a) for c in hidden}
+    assert keys == {"fan/00/noAttribute/source/p0", "fan/00/noAttribute/source/p1", "fan/00/noAttribute/target"}
+    # more clusters than clips: one per clip
+    assert len(set(pseudo_attributes(sources[:3], 8, seed=0, seconds=1.0).values())) == 3
 
 
 def test_ddp_two_gloo_processes(tiny_data, tmp_path):

@@ -9,6 +9,7 @@ import torch
 from asdcore.losses import SubClusterAdaCos
 from asdcore.models.three_subnet import (ThreeSubnet, ThreeSubnetConfig, float32_megabytes, parameter_count,
                                          same_out_len, same_padding)
+from asdcore.systems.three_subnet import featex_batch, featex_draw
 
 SR = 16000
 
@@ -118,3 +119,41 @@ def test_few_adam_steps_lower_the_loss():
     with torch.no_grad():
         probs = head.class_probabilities(model(waves))
     assert torch.equal(probs.argmax(dim=1), labels)
+
+
+def test_featex_draw_never_pairs_a_clip_with_itself():
+    gen = torch.Generator().manual_seed(3)
+    for b in (2, 3, 7, 64):
+        for _ in range(20):
+            partner, branch = featex_draw(b, 3, gen)
+            assert sorted(partner.tolist()) == list(range(b))          # a permutation ...
+            assert not torch.any(partner == torch.arange(b))           # ... without fixed points
+            assert branch.min() >= 0 and branch.max() <= 2
+    groups = torch.tensor([0, 0, 1, 1, 1, 2, 0, 3])          # 2 and 3 are singletons
+    for _ in range(20):
+        partner, _ = featex_draw(8, 3, gen, groups)
+        assert not torch.any(partner == torch.arange(8))
+        for i in range(8):
+            if (groups == groups[i]).sum() > 1:
+                assert groups[partner[i]] == groups[i]
+    a = featex_draw(16, 3, torch.Generator().manual_seed(5))
+    b = featex_draw(16, 3, torch.Generator().manual_seed(5))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_featex_batch_exchanges_exactly_one_branch_and_labels_the_copy():
+    parts = [torch.arange(4.0).view(4, 1).expand(4, 2) + 10 * k for k in range(3)]   # widths 2, 2, 2
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.3, 0.7, 0.0]])
+    partner = torch.tensor([1, 2, 3, 0])
+    branch = torch.tensor([0, 1, 2, 1])
+    emb, y = featex_batch(parts, labels, partner, branch)
+    assert emb.shape == (8, 6) and y.shape == (8, 6)
+    assert torch.equal(emb[:4], torch.cat(parts, 1))                            # originals untouched
+    assert torch.equal(y[:4], torch.cat([labels, torch.zeros(4, 3)], 1))       # original classes
+    for i in range(4):
+        for k in range(3):
+            src = partner[i] if k == branch[i] else i
+            assert torch.equal(emb[4 + i, 2 * k:2 * k + 2], parts[k][src])
+    assert torch.equal(y[4:, :3], torch.zeros(4, 3))                            # exchanged classes only
+    assert torch.allclose(y[4:, 3:], 0.5 * (labels + labels[partner]))
+    assert torch.allclose(y.sum(1), torch.ones(8))

@@ -63,7 +63,8 @@ class SSLSettings:
     features themselves). clip_seconds 12 (the report's length; clips are tiled/cropped to it as
     for the three-subnet model, so training and scoring see the same input), chunk_seconds 12:
     the longest window one forward sees (longer clips are cut into chunks, see
-    :mod:`asdcore.models.ssl`). The backend and mixup settings are the three-subnet system's.
+    :mod:`asdcore.models.ssl`). The backend, mixup and domain_classes settings are the three-subnet
+    system's.
     """
 
     weights: str = ""
@@ -88,6 +89,7 @@ class SSLSettings:
     device: str = "auto"
     num_workers: int = 2
     embed_batch_size: int = 8
+    domain_classes: bool = False
 
     def __post_init__(self) -> None:
         from asdcore.models.ssl import POOLINGS
@@ -171,8 +173,8 @@ class SSLSystem(ThreeSubnetSystem):
         t0 = time.perf_counter()
         head = None
         if not s.frozen:
-            classes = sorted({class_key(c) for c in clips})
-            labels = torch.tensor([classes.index(class_key(c)) for c in clips])
+            classes = sorted({class_key(c, s.domain_classes) for c in clips})
+            labels = torch.tensor([classes.index(class_key(c, s.domain_classes)) for c in clips])
             save_json(run.path / "classes.json", classes)
             backbone.freeze(feature_encoder=s.freeze_feature_encoder, layers=s.freeze_layers)
             head = SubClusterAdaCos(len(classes), n_subclusters=s.n_subclusters, embed_dim=model.embed_dim, seed=s.seed)
