@@ -98,11 +98,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     machines = machines or ds.machines()
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "device": args.device}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.replace("-", "_")] = _parse_value(value)
+    overrides.update(parse_settings(args.set or []))
     rank, world = distributed_env()
     if world > 1 and not system.supports_distributed:
         raise ValueError(f"{args.system} trains in one process; run it without torchrun")
@@ -157,6 +153,17 @@ def _parse_value(text: str):
         except ValueError:
             pass
     return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """``["KEY=VALUE", ...]`` (the ``--set`` syntax) -> settings dict; numbers and true/false are converted."""
+    out = {}
+    for item in items:
+        key, sep, value = item.strip().partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"a setting must look like KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return out
 
 
 def _print_metrics(folder: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asdcore.cli import _parse_value  # noqa: E402
+from asdcore.cli import parse_settings  # noqa: E402
 from asdcore.data import discover  # noqa: E402
 from asdcore.metrics import format_tables, read_metrics_csv  # noqa: E402
 from asdcore.runs import Run, RunError  # noqa: E402
@@ -46,12 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SYSTEM_INFO]
     if unknown:
         p.error(f"unknown system(s) {unknown}; known: {sorted(SYSTEM_INFO)}")
-    extra = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--set expects KEY=VALUE, got {item!r}")
-        extra[key.replace("-", "_")] = _parse_value(value)
+    try:
+        extra = parse_settings(args.set)
+    except ValueError as exc:
+        p.error(str(exc))
     known = set().union(*({f.name for f in fields(get_system(n).Settings)} for n in names))
     if set(extra) - known:
         p.error(f"no selected system has the setting(s) {sorted(set(extra) - known)}")

@@ -12,8 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from asdcore import jobs, ui
+from asdcore.cli import parse_settings
 from asdcore.runs import list_runs
-from asdcore.systems import SYSTEM_INFO, compatible, system_names
+from asdcore.systems import SYSTEM_INFO, compatible, get_system, system_names
 from asdcore.workspace import BUNDLED, remove_folder
 
 ws = ui.page("Data and runs", "🗂️")
@@ -109,6 +110,11 @@ with st.form("train"):
     lr = c5.number_input("Learning rate", min_value=1e-6, max_value=1.0, value=1e-3, format="%.0e")
     device = c6.selectbox("Device", ["auto", "cpu", "cuda"])
     machines = st.multiselect("Machine types (all when empty)", ds.machines())
+    extra = st.text_area("More settings, one KEY=VALUE per line (optional)", height=80,
+                         placeholder="featex=true\ndomain_classes=true\npseudo_classes=8",
+                         help="Any setting of the system, as `--set` on the command line. First-shot options of "
+                              "the three-subnetworks model: domain_classes, pseudo_classes, featex, featex_partner "
+                              "(README: Systems and run folders).")
     resume = st.checkbox("Resume the run of that name if it exists (same settings, more epochs allowed)")
     started = st.form_submit_button("Start training", type="primary")
 if started:
@@ -118,8 +124,12 @@ if started:
             raise ValueError("the run name must be a plain folder name (no slashes)")
         if out.exists() and not resume:
             raise ValueError(f"{out} already exists: choose another name, or tick resume to continue it")
+        settings = parse_settings([line for line in extra.splitlines() if line.strip()])
+        get_system(system).settings(**settings)      # unknown or invalid settings fail here, not in the job
         args = [str(ws.data_root), "--system", system, "--out", str(out), "--epochs", int(epochs),
                 "--batch-size", int(batch), "--lr", float(lr), "--device", device]
+        for key, value in settings.items():
+            args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
         if machines:
             args += ["--machines", ",".join(machines)]
         if resume:

@@ -1,6 +1,7 @@
 """The home page and the Data-and-runs page through Streamlit's AppTest."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -82,8 +83,14 @@ def test_data_page_trains_in_background_and_deletes_with_confirmation(tiny_works
     name_box.set_value("fresh")
     [n for n in at.number_input if n.label == "Epochs"][0].set_value(1)
     [s for s in at.selectbox if s.label == "Device"][0].set_value("cpu")
+    more = [t for t in at.text_area if t.label.startswith("More settings")][0]
+    more.set_value("featex=true")                      # a three-subnet setting: the AE has none of that name
     [b for b in at.button if b.label == "Start training"][0].click().run()
-    assert not at.exception, at.exception
+    assert not at.exception and "no setting(s) featex" in at.error[0].value
+    assert not (runs / "fresh").exists()
+    [t for t in at.text_area if t.label.startswith("More settings")][0].set_value("seed=3\n\nval_split=0.2")
+    [b for b in at.button if b.label == "Start training"][0].click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
     assert "Training started" in at.success[-1].value
     from asdcore import jobs
 
@@ -93,6 +100,8 @@ def test_data_page_trains_in_background_and_deletes_with_confirmation(tiny_works
         time.sleep(0.5)
     assert job.progress()["state"] == "done", job.log_tail()
     assert (runs / "fresh" / "metrics.csv").exists()
+    settings = json.loads((runs / "fresh" / "config.json").read_text())["settings"]
+    assert settings["seed"] == 3 and settings["val_split"] == 0.2
     # a second start with the same name is refused with a message, not a traceback
     [b for b in at.button if b.label == "Start training"][0].click().run()
     assert not at.exception and "already exists" in at.error[0].value
