@@ -92,7 +92,8 @@ RESUME_FREE_SETTINGS = frozenset({"epochs", "device", "parallel_machines", "num_
 #: Settings added after run folders were first written, each with the value that reproduces what a run written
 #: before it did. A resumed run whose config lacks one is compared with this value, not with today's default.
 LEGACY_SETTINGS: dict[str, Any] = {"domain_classes": False, "featex": False, "featex_partner": "batch",
-                                   "pseudo_classes": 0}
+                                   "pseudo_classes": 0, "stft_mean_norm": True,
+                                   "stft_time_pool": "mean", "spectrum_log": False}
 
 
 class Run:

@@ -115,11 +115,31 @@ def test_fault_kinds_bench_splits_scores_by_fault(trained, tmp_path):
         bench.fault_table({"x": tmp_path}, seed=0)
 
 
+def test_branches_bench_reproduces_the_system_score(trained, tmp_path):
+    """bench/branches.py: the all-branches slice gives the run's own official score; one row per slice."""
+    import importlib.util
+
+    from asdcore.metrics import read_metrics_csv
+
+    spec = importlib.util.spec_from_file_location("branches", ROOT / "bench" / "branches.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = Run.open(trained)
+    table = bench.branch_scores(trained, clusters=run.config.settings["kmeans_clusters"], seed=run.config.seed)
+    assert list(table["slice"]) == list(bench.SLICES) and list(table["dims"]) == [128, 128, 256, 256, 512]
+    metrics = read_metrics_csv(trained / "metrics.csv")
+    system = float(metrics.loc[metrics["machine"] == "hmean", "auc_source"].iloc[0])
+    assert table.set_index("slice").loc["all (the system)", "hmean"] == pytest.approx(100 * system, abs=1e-6)
+    assert table[["auc_source", "auc_target", "pauc", "hmean"]].apply(lambda c: c.between(0, 100)).all().all()
+    with pytest.raises(ValueError, match="no embeddings"):
+        bench.branch_scores(tmp_path)
+
+
 def test_resume_of_a_run_older_than_a_setting(tiny_data, tmp_path):
     """A config written before ``featex`` existed resumes as trained (off); turning it on is refused with a hint."""
     import json
 
-    from asdcore.runs import RunError
+    from asdcore.runs import LEGACY_SETTINGS, RunError
 
     system = get_system("three-subnet-kmeans")
     ds = discover(tiny_data, machines=["valve"])
@@ -127,7 +147,7 @@ def test_resume_of_a_run_older_than_a_setting(tiny_data, tmp_path):
     run = system.new_run(tmp_path / "old", ds, ["valve"], resume=False, featex=False, domain_classes=False,
                          pseudo_classes=0, **settings)
     cfg = json.loads((run.path / "config.json").read_text())
-    for key in ("featex", "featex_partner", "domain_classes", "pseudo_classes"):
+    for key in LEGACY_SETTINGS:
         del cfg["settings"][key]                               # as written before these settings existed
     (run.path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(RunError, match="--set featex=false"):
@@ -135,6 +155,7 @@ def test_resume_of_a_run_older_than_a_setting(tiny_data, tmp_path):
     again = system.new_run(tmp_path / "old", ds, ["valve"], resume=True, featex=False, domain_classes=False,
                            pseudo_classes=0, **{**settings, "epochs": 2})
     assert again.config.settings["epochs"] == 2 and again.config.settings["featex"] is False
+    assert {k: again.config.settings[k] for k in LEGACY_SETTINGS} == LEGACY_SETTINGS  # today's defaults = as trained
 
 
 def test_domain_classes_split_machines_without_attributes(tiny_data, tmp_path):

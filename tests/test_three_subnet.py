@@ -74,6 +74,41 @@ def test_spectrum_band_and_config_validation():
         ThreeSubnetConfig(spectrum_band_hz=(100.0, 50.0))
 
 
+def test_input_options_change_what_the_branches_see():
+    """stft_mean_norm off keeps the level in the STFT branch; max pooling reacts to one short click;
+    spectrum_log compresses the spectrum input; a bad pool name is refused."""
+    torch.manual_seed(0)
+    x = 0.1 * torch.randn(2, SR)
+    louder = x * 3.0  # a gain shifts the log STFT by a constant per bin
+    for norm in (True, False):
+        torch.manual_seed(1)
+        branch = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0, stft_mean_norm=norm)).eval()
+        with torch.no_grad():
+            same = torch.allclose(branch.branch_embeddings(x)["stft"], branch.branch_embeddings(louder)["stft"],
+                                  atol=1e-5)
+        assert same == norm  # the temporal mean subtraction removes a gain, nothing else does
+    clicked = x.clone()
+    clicked[:, SR // 2] += 5.0
+    changes = {}
+    for pool in ("mean", "max"):
+        torch.manual_seed(2)
+        model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0, stft_time_pool=pool)).eval()
+        with torch.no_grad():
+            a, b = model.branch_embeddings(x)["stft"], model.branch_embeddings(clicked)["stft"]
+        assert a.shape == (2, 256)
+        changes[pool] = float((a - b).norm() / a.norm())
+    assert changes["max"] > 0 and changes["mean"] > 0
+    seen = []
+    model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0, spectrum_log=True)).eval()
+    model.spectrum.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    with torch.no_grad():
+        assert model(x).shape == (2, 512)
+    expected = torch.log(torch.fft.rfft(x).abs()[:, :SR // 2] + 1e-8)
+    assert torch.allclose(seen[0], expected, atol=1e-4)
+    with pytest.raises(ValueError, match="stft_time_pool"):
+        ThreeSubnetConfig(stft_time_pool="sum")
+
+
 def test_state_dict_round_trip():
     cfg = ThreeSubnetConfig(clip_seconds=1.0)
     a, b = ThreeSubnet(cfg).eval(), ThreeSubnet(cfg).eval()
@@ -157,3 +192,13 @@ def test_featex_batch_exchanges_exactly_one_branch_and_labels_the_copy():
     assert torch.equal(y[4:, :3], torch.zeros(4, 3))                            # exchanged classes only
     assert torch.allclose(y[4:, 3:], 0.5 * (labels + labels[partner]))
     assert torch.allclose(y.sum(1), torch.ones(8))
+
+
+def test_system_settings_refuse_bad_values_before_training():
+    """The app validates its "More settings" box with the settings class: bad values must fail there."""
+    from asdcore.systems.three_subnet import ThreeSubnetSettings
+
+    assert ThreeSubnetSettings(stft_time_pool="max", spectrum_log=True, stft_mean_norm=False).stft_time_pool == "max"
+    for bad in ({"stft_time_pool": "sum"}, {"featex_partner": "section"}, {"pseudo_classes": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ThreeSubnetSettings(**bad)

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from asdcore.features import amplitude_spectrum, stft_logmag, waveform_input
+from asdcore.features import STFT_LOG_EPS, amplitude_spectrum, stft_logmag, waveform_input
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,12 @@ class ThreeSubnetConfig:
     hidden fully connected layers (BN + ReLU), followed by one linear layer of ``waveform_dim``
     resp. ``spectrum_dim`` units (four FC layers in all). ``spectrum_band_hz``: half-open
     frequency band ``[lo, hi)`` of the amplitude spectrum fed to the spectrum branch.
+    ``spectrum_log``: feed ``log(|rFFT| + 1e-8)`` instead of the raw magnitude (off: as published).
+
+    ``stft_mean_norm``: subtract each frequency bin's temporal mean from the log STFT (on: as
+    published); off keeps the stationary spectral envelope in the STFT branch's input.
+    ``stft_time_pool``: how the time axis of the last block is removed before the flatten, ``"mean"``
+    (default) or ``"max"`` (keeps short events such as impacts, which a mean over 12 s dilutes).
 
     STFT branch: stem conv (``stem_channels``, ``stem_kernel``, ``stem_stride``) + max pooling
     (``stem_pool``, stride 2); ``block_channels`` / ``block_strides`` of the four basic blocks;
@@ -96,7 +102,10 @@ class ThreeSubnetConfig:
     waveform_dim: int = 128
     spectrum_dim: int = 128
     spectrum_band_hz: tuple[float, float] = (0.0, 8000.0)
+    spectrum_log: bool = False
     # STFT branch
+    stft_mean_norm: bool = True
+    stft_time_pool: str = "mean"
     stem_channels: int = 16
     stem_kernel: int = 7
     stem_stride: int = 2
@@ -115,6 +124,8 @@ class ThreeSubnetConfig:
         lo, hi = self.spectrum_band_hz
         if not 0.0 <= lo < hi:
             raise ValueError(f"spectrum_band_hz must satisfy 0 <= lo < hi; got {self.spectrum_band_hz}")
+        if self.stft_time_pool not in ("mean", "max"):
+            raise ValueError(f"stft_time_pool must be 'mean' or 'max'; got {self.stft_time_pool!r}")
 
     @property
     def n_samples(self) -> int:
@@ -267,13 +278,17 @@ class StftBranch(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.flat_dim = c_in * f
         self.proj = nn.Linear(self.flat_dim, cfg.stft_dim)
+        self.mean_norm = cfg.stft_mean_norm
+        self.time_pool = cfg.stft_time_pool
 
     def forward(self, logmag: torch.Tensor) -> torch.Tensor:
         if logmag.shape[1] != self.n_freq:
             raise ValueError(f"STFT branch built for {self.n_freq} frequency bins; got {logmag.shape[1]}")
-        x = logmag - logmag.mean(dim=-1, keepdim=True)  # temporal mean subtraction per bin and clip
+        # temporal mean subtraction per bin and clip; off, the clip's level and stationary envelope stay in
+        x = logmag - logmag.mean(dim=-1, keepdim=True) if self.mean_norm else logmag
         h = self.blocks(self.stem(x.unsqueeze(1)))       # (B, C, F', T')
-        return self.proj(h.mean(dim=-1).flatten(1))      # average over time, keep frequency
+        pooled = h.amax(dim=-1) if self.time_pool == "max" else h.mean(dim=-1)  # over time; keep frequency
+        return self.proj(pooled.flatten(1))
 
 
 # --------------------------------------------------------------------------- full model
@@ -310,9 +325,12 @@ class ThreeSubnet(nn.Module):
         """The three branch embeddings: ``waveform`` (B, 128), ``spectrum`` (B, 128), ``stft`` (B, 256)."""
         x = self._check(waves)
         start, stop = self.bins
+        spectrum = amplitude_spectrum(x)[:, start:stop]
+        if self.cfg.spectrum_log:
+            spectrum = torch.log(spectrum + STFT_LOG_EPS)
         return {
             "waveform": self.waveform(x),
-            "spectrum": self.spectrum(amplitude_spectrum(x)[:, start:stop]),
+            "spectrum": self.spectrum(spectrum),
             "stft": self.stft(stft_logmag(x, n_fft=self.cfg.n_fft, hop=self.cfg.hop)),
         }
 

@@ -61,6 +61,9 @@ class ThreeSubnetSettings:
     published) or from the same machine type ("machine"). They address the weakness measured on
     the synthetic ``full`` set, where the clips of a machine type without attributes collapse to one
     point in embedding space; README.md ("Full-size results") gives their measured effect.
+    Input options of the model (:class:`asdcore.models.three_subnet.ThreeSubnetConfig`), defaults as
+    published: stft_mean_norm (temporal mean subtraction of the log STFT), stft_time_pool ("mean" or
+    "max" over time before the STFT branch's flatten), spectrum_log (log-compressed amplitude spectrum).
     """
 
     epochs: int = 20
@@ -80,12 +83,17 @@ class ThreeSubnetSettings:
     featex: bool = False
     featex_partner: str = "batch"
     pseudo_classes: int = 0
+    stft_mean_norm: bool = True
+    stft_time_pool: str = "mean"
+    spectrum_log: bool = False
 
     def __post_init__(self) -> None:
         if self.featex_partner not in ("batch", "machine"):
             raise ValueError(f"featex_partner must be 'batch' or 'machine'; got {self.featex_partner!r}")
         if int(self.pseudo_classes) < 0:
             raise ValueError(f"pseudo_classes must be >= 0; got {self.pseudo_classes}")
+        if self.stft_time_pool not in ("mean", "max"):
+            raise ValueError(f"stft_time_pool must be 'mean' or 'max'; got {self.stft_time_pool!r}")
 
 
 def class_key(clip: ClipRecord, domain_classes: bool = False, pseudo: dict[str, int] | None = None) -> str:
@@ -245,7 +253,9 @@ class ThreeSubnetSystem(System):
     def _model(self, s: ThreeSubnetSettings):
         from asdcore.models.three_subnet import ThreeSubnet, ThreeSubnetConfig
 
-        return ThreeSubnet(ThreeSubnetConfig(clip_seconds=s.clip_seconds))
+        return ThreeSubnet(ThreeSubnetConfig(clip_seconds=s.clip_seconds, stft_mean_norm=bool(s.stft_mean_norm),
+                                             stft_time_pool=str(s.stft_time_pool),
+                                             spectrum_log=bool(s.spectrum_log)))
 
     def load_model(self, run: Run, device: torch.device | None = None):
         s = ThreeSubnetSettings(**run.config.settings)

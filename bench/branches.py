@@ -1,0 +1,118 @@
+"""Which input carries the anomaly information? Official score of each branch of a three-subnet embedding.
+
+    python bench/branches.py SCORED [SCORED ...] [--clusters 16] [--seed 0]
+
+SCORED: folders scored by a three-subnet system (a run folder or a ``score --out`` folder, anything with
+``embeddings/``), of data whose test file names carry domain and label (development-style names; an
+evaluation folder without them is refused). The saved 512-d embeddings are the concatenation of the
+waveform (128), amplitude-spectrum (128) and STFT (256) branches (:class:`asdcore.models.three_subnet.ThreeSubnet`).
+For each slice (one branch, the two 1-D branches, all three) the K-Means backend of the system
+(:class:`asdcore.scoring.KMeansBackend`, source K-Means centres plus every target training clip) is fitted
+on the training embeddings of each machine type and section, and the test clips are evaluated with the
+official metric (:func:`asdcore.metrics.metrics_table`). Nothing is retrained, so this costs seconds.
+
+Why: the system scores the concatenation, where a branch that learned only what the auxiliary
+classification needs can dilute the branches that see the faults. On the synthetic sets the STFT branch
+alone has scored higher than the concatenation in most runs (README, "Benchmarks").
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asdcore.data import DataError, parse_name  # noqa: E402
+from asdcore.metrics import metrics_table, official_score  # noqa: E402
+from asdcore.runs import load_arrays  # noqa: E402
+from asdcore.scoring import KMeansBackend  # noqa: E402
+
+#: Column slices of the 512-d embedding, in the order ThreeSubnet.forward concatenates the branches.
+SLICES: dict[str, slice] = {
+    "waveform": slice(0, 128),
+    "spectrum": slice(128, 256),
+    "stft": slice(256, 512),
+    "waveform+spectrum": slice(0, 256),
+    "all (the system)": slice(0, 512),
+}
+
+
+def _groups(folder: Path) -> list[tuple[str, str]]:
+    """``(machine, section)`` of every train/test embedding pair saved in ``folder/embeddings``."""
+    emb = folder / "embeddings"
+    if not emb.is_dir():
+        raise ValueError(f"{folder} has no embeddings/ folder: score it with a three-subnet system first")
+    pairs = []
+    for train in sorted(emb.glob("*_section_*_train.npz")):
+        machine, _, rest = train.name.rpartition("_section_")
+        section = rest.split("_")[0]
+        if (emb / f"{machine}_section_{section}_test.npz").exists():
+            pairs.append((machine, section))
+    if not pairs:
+        raise ValueError(f"{emb} holds no pair of <machine>_section_<ss>_train.npz / _test.npz files")
+    return pairs
+
+
+def branch_scores(folder: Path, clusters: int = 16, seed: int = 0) -> pd.DataFrame:
+    """One row per slice: All-row AUC(source), AUC(target), pAUC and the official hmean, in %."""
+    pairs = _groups(folder)
+    data = {}
+    for machine, section in pairs:
+        train = load_arrays(folder / "embeddings" / f"{machine}_section_{section}_train.npz")
+        test = load_arrays(folder / "embeddings" / f"{machine}_section_{section}_test.npz")
+        if train["embeddings"].shape[1] != 512:
+            raise ValueError(f"{machine} section {section}: embeddings are {train['embeddings'].shape[1]}-d, "
+                             "not the three-subnet model's 512-d")
+        try:
+            train_recs = [parse_name(n, machine) for n in train["names"]]
+            test_recs = [parse_name(n, machine) for n in test["names"]]
+        except DataError as exc:
+            raise ValueError(f"{machine} section {section}: {exc}") from exc
+        if any(r.label is None or r.domain is None for r in test_recs):
+            raise ValueError(f"{machine} section {section}: test names carry no domain and label "
+                             "(evaluation data); this benchmark needs development-style names")
+        data[(machine, section)] = (train, train_recs, test, test_recs)
+    rows = []
+    for name, cols in SLICES.items():
+        clips = []
+        for (machine, section), (train, train_recs, test, test_recs) in data.items():
+            target = np.array([r.domain == "target" for r in train_recs])
+            emb = train["embeddings"][:, cols]
+            backend = KMeansBackend(n_clusters=clusters, seed=seed).fit(emb[~target], emb[target])
+            scores = backend.score(test["embeddings"][:, cols])
+            clips += [{"machine": machine, "section": section, "domain": r.domain, "label": r.label, "score": s}
+                      for r, s in zip(test_recs, scores)]
+        table = metrics_table(pd.DataFrame(clips))
+        mean = table[table["machine"] == "All"].iloc[0]
+        rows.append({"slice": name, "dims": cols.stop - cols.start, "auc_source": 100 * mean["auc_source"],
+                     "auc_target": 100 * mean["auc_target"], "pauc": 100 * mean["pauc"],
+                     "hmean": 100 * official_score(table)})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scored", nargs="+", type=Path)
+    p.add_argument("--clusters", type=int, default=16, help="K-Means clusters on the source embeddings")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    for folder in args.scored:
+        try:
+            table = branch_scores(folder, args.clusters, args.seed)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{folder}: K-Means ({args.clusters} clusters) on each slice of the embedding, All row and hmean, %")
+        print("| slice | dims | AUC(source) | AUC(target) | pAUC | hmean |")
+        print("|---|---|---|---|---|---|")
+        for r in table.itertuples():
+            print(f"| {r.slice} | {r.dims} | {r.auc_source:.2f} | {r.auc_target:.2f} | {r.pauc:.2f} | {r.hmean:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
