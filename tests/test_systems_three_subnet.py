@@ -133,6 +133,16 @@ def test_branches_bench_reproduces_the_system_score(trained, tmp_path):
     assert table[["auc_source", "auc_target", "pauc", "hmean"]].apply(lambda c: c.between(0, 100)).all().all()
     with pytest.raises(ValueError, match="no embeddings"):
         bench.branch_scores(tmp_path)
+    evaluation = tmp_path / "eval" / "embeddings"          # evaluation names carry no domain or label
+    evaluation.mkdir(parents=True)
+    emb = np.zeros((2, 512), np.float32)
+    np.savez(evaluation / "fan_section_00_train.npz", names=np.array(["section_00_source_train_normal_0000_a_1.wav",
+                                                                      "section_00_target_train_normal_0001_a_2.wav"]),
+             embeddings=emb)
+    np.savez(evaluation / "fan_section_00_test.npz", names=np.array(["section_00_0000.wav", "section_00_0001.wav"]),
+             embeddings=emb)
+    with pytest.raises(ValueError, match="carry no domain and label"):
+        bench.branch_scores(tmp_path / "eval")
 
 
 def test_resume_of_a_run_older_than_a_setting(tiny_data, tmp_path):
