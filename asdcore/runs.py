@@ -96,6 +96,11 @@ LEGACY_SETTINGS: dict[str, Any] = {"domain_classes": False, "featex": False, "fe
                                    "stft_time_pool": "mean", "spectrum_log": False}
 
 
+def format_setting(key: str, value: Any) -> str:
+    """``KEY=VALUE`` as ``--set`` takes it (booleans lower-case), the inverse of :func:`asdcore.cli.parse_settings`."""
+    return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
 class Run:
     """Handle on a run folder; creates the sub-folders on demand."""
 
@@ -123,8 +128,7 @@ class Run:
                 diff = {k: (before[k], v) for k, v in config.settings.items()
                         if before[k] != v and k not in RESUME_FREE_SETTINGS}
                 if diff:
-                    hint = " ".join(f"--set {k}={str(old).lower() if isinstance(old, bool) else old}"
-                                    for k, (old, _) in diff.items())
+                    hint = " ".join(f"--set {format_setting(k, old)}" for k, (old, _) in diff.items())
                     raise RunError(f"cannot resume {path} with different settings (stored, given): {diff}; "
                                    f"to continue it as it was trained, add {hint}")
                 existing.config.settings = config.settings

@@ -13,7 +13,7 @@ import streamlit as st
 
 from asdcore import jobs, ui
 from asdcore.cli import parse_settings
-from asdcore.runs import list_runs
+from asdcore.runs import format_setting, list_runs
 from asdcore.systems import SYSTEM_INFO, compatible, get_system, system_names
 from asdcore.workspace import BUNDLED, remove_folder
 
@@ -129,7 +129,7 @@ if started:
         args = [str(ws.data_root), "--system", system, "--out", str(out), "--epochs", int(epochs),
                 "--batch-size", int(batch), "--lr", float(lr), "--device", device]
         for key, value in settings.items():
-            args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+            args += ["--set", format_setting(key, value)]
         if machines:
             args += ["--machines", ",".join(machines)]
         if resume:

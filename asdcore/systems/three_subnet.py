@@ -92,8 +92,14 @@ class ThreeSubnetSettings:
             raise ValueError(f"featex_partner must be 'batch' or 'machine'; got {self.featex_partner!r}")
         if int(self.pseudo_classes) < 0:
             raise ValueError(f"pseudo_classes must be >= 0; got {self.pseudo_classes}")
-        if self.stft_time_pool not in ("mean", "max"):
-            raise ValueError(f"stft_time_pool must be 'mean' or 'max'; got {self.stft_time_pool!r}")
+        self.model_config()  # the model's own checks (e.g. stft_time_pool), before any job starts
+
+    def model_config(self):
+        """The :class:`~asdcore.models.three_subnet.ThreeSubnetConfig` these settings build."""
+        from asdcore.models.three_subnet import ThreeSubnetConfig
+
+        return ThreeSubnetConfig(clip_seconds=self.clip_seconds, stft_mean_norm=bool(self.stft_mean_norm),
+                                 stft_time_pool=str(self.stft_time_pool), spectrum_log=bool(self.spectrum_log))
 
 
 def class_key(clip: ClipRecord, domain_classes: bool = False, pseudo: dict[str, int] | None = None) -> str:
@@ -251,11 +257,9 @@ class ThreeSubnetSystem(System):
 
     # ------------------------------------------------------------------ model
     def _model(self, s: ThreeSubnetSettings):
-        from asdcore.models.three_subnet import ThreeSubnet, ThreeSubnetConfig
+        from asdcore.models.three_subnet import ThreeSubnet
 
-        return ThreeSubnet(ThreeSubnetConfig(clip_seconds=s.clip_seconds, stft_mean_norm=bool(s.stft_mean_norm),
-                                             stft_time_pool=str(s.stft_time_pool),
-                                             spectrum_log=bool(s.spectrum_log)))
+        return ThreeSubnet(s.model_config())
 
     def load_model(self, run: Run, device: torch.device | None = None):
         s = ThreeSubnetSettings(**run.config.settings)
