@@ -177,14 +177,21 @@ def amplitude_spectrum(waves: ArrayLike) -> torch.Tensor:
     return torch.fft.rfft(x, dim=-1).abs()
 
 
-def stft_logmag(waves: ArrayLike, n_fft: int = 1024, hop: int = 512) -> torch.Tensor:
-    """Log magnitude STFT, ``log(|STFT| + 1e-8)``, ``(B, n_fft // 2 + 1, T)``.
+def stft_magnitude(waves: ArrayLike, n_fft: int = 1024, hop: int = 512) -> torch.Tensor:
+    """Linear magnitude STFT ``|STFT|``, ``(B, n_fft // 2 + 1, T)``.
 
     Periodic Hann window of ``n_fft`` samples, ``center=True`` with reflect padding (the same
-    framing as :func:`log_mel`, so ``T = N // hop + 1``), natural log of the magnitude (not power).
+    framing as :func:`log_mel`, so ``T = N // hop + 1``). Wilkinghoff's public STFT branch frames
+    without padding (two frames fewer for 12 s); the framing here is kept so every feature of the
+    project shares one time grid, which changes nothing the network can learn.
     """
     x = as_wave_batch(waves)
     window = torch.hann_window(n_fft, periodic=True, device=x.device, dtype=x.dtype)
     spec = torch.stft(x, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window,
                       center=True, pad_mode="reflect", return_complex=True)
-    return torch.log(spec.abs() + STFT_LOG_EPS)
+    return spec.abs()
+
+
+def stft_logmag(waves: ArrayLike, n_fft: int = 1024, hop: int = 512) -> torch.Tensor:
+    """Log magnitude STFT, ``log(|STFT| + 1e-8)``, ``(B, n_fft // 2 + 1, T)`` (framing of :func:`stft_magnitude`)."""
+    return torch.log(stft_magnitude(waves, n_fft, hop) + STFT_LOG_EPS)

@@ -1,36 +1,47 @@
-"""Sub-cluster AdaCos loss and waveform-level mixup, written from their public descriptions.
+"""Sub-cluster AdaCos loss and waveform-level mixup, following Wilkinghoff's public code.
 
-Sub-cluster AdaCos (Wilkinghoff): every class owns ``K`` sub-cluster centres on the unit sphere.
-Embeddings and centres are L2-normalised, the logits are ``s * cos(theta)`` over all ``C * K``
-centres, one softmax runs over all of them, the probability of a class is the sum of its ``K``
-sub-cluster probabilities, and the loss is the cross-entropy of those class probabilities with
-(possibly mixup-soft) labels. The centres are not trained by default, as in the 2023/2024 systems.
+Sub-cluster AdaCos: every class owns ``K`` sub-cluster centres. Embeddings and centres are
+L2-normalised, the logits are ``s * cos(theta)`` over all ``C * K`` centres, one softmax runs over
+all of them, the probability of a class is the sum of its ``K`` sub-cluster probabilities, and the
+loss is the cross-entropy of those class probabilities with (possibly mixup-soft) labels. The
+centres are not trained (``trainable=False`` in the main head of the public systems).
 
-The scale ``s`` is adaptive (AdaCos): it starts at ``sqrt(2) * ln(C*K - 1)`` and, in training
-mode, is re-estimated from every batch (without gradient) *before* the loss is computed::
+Two scale rules (``rule``), both re-estimated from every training batch (without gradient)
+*before* the loss is computed, starting at ``s0 = sqrt(2) * ln(C*K - 1)``:
 
-    s_new = (M + ln B_avg) / cos(min(pi/4, theta_med))
-    B_avg = mean over the batch of  sum over non-target sub-clusters of exp(s * cos(theta) - M)
+``"public"`` (default) - as ``ssl4asd/subcluster_adacos.py`` (``SCAdaCos``) computes it::
 
-``M`` is one scalar, the largest non-target logit of the batch: it only keeps the exponentials
-in range and cancels out (``M + ln B_avg`` is ``ln`` of the batch mean of the non-target sums).
+    s_new = (M + ln B_avg) / cos(min(pi/4, theta_med)) + 1e-7
+    M      = max over the batch and all C*K sub-clusters of s * cos
+    B_avg  = batch mean of the sum over ALL C*K sub-clusters of exp(s * cos - M)
+    theta_med = batch median of  (sum over the K sub-clusters of the label class(es), weighted by
+                the (mixup) label, of their angles) x (number of non-zero label entries)
 
-Choices the public description leaves open:
+  The median is the "nearest" percentile of the batch (``tfp.stats.percentile``'s default). The
+  angle sum is far above pi/4, so the cap always applies and ``s = sqrt(2) * LSE(s * cos)`` up to
+  the batch mean: once clips sit closer than 45 degrees to a centre, ``s`` grows geometrically.
+  Class probabilities are then clipped to ``[1e-7, 1 - 1e-7]`` before the log, as Keras'
+  ``categorical_crossentropy`` does, so a confidently classified clip stops being pulled onto its
+  centre (the clip has no gradient). Centres: Glorot-uniform draws (the Keras initialiser of the
+  public layer), L2-normalised.
 
-* Non-target sub-clusters: all ``K`` sub-clusters of every class whose label weight is exactly 0.
-  With mixup both mixed classes count as targets (some implementations instead treat every
-  label below 1 as non-target, which makes all sub-clusters of a mixed sample non-target; we
-  keep "non-target" meaning "not in the label").
-* ``theta_med``: per sample, the angle to the *closest* sub-cluster of the dominant label class
-  (largest label weight; ties go to the lower class index), then the median over the batch
-  (``torch.quantile(0.5)``, i.e. the mean of the two middle values for an even batch).
-* Centres: standard normal draws from a ``torch.Generator`` seeded with ``seed`` (directions
-  uniform on the sphere), L2-normalised; row ``c * K + k`` is sub-cluster ``k`` of class ``c``.
-* ``C * K <= 2`` makes ``sqrt(2) * ln(C*K - 1)`` zero or undefined; the start scale is then 1.
-* NaN guard: cosines are clamped to ``[-1 + 1e-7, 1 - 1e-7]`` before ``acos``. A re-estimated
-  scale that is not finite or not positive (e.g. NaN embeddings, or no non-target sub-cluster in
-  the batch so that ``B_avg`` = 0) is discarded: the previous scale is kept and
-  ``nan_guard_hits`` counts it. A non-finite loss raises :class:`FloatingPointError`.
+  What we do about the unbounded scale: the log-softmax is computed with log-sum-exp, so any finite
+  ``s`` gives finite probabilities, and the clip keeps the loss finite (at most ``-ln 1e-7`` per
+  clip). ``s`` itself is capped at :data:`SCALE_MAX` (1e4): only an overflow to inf could follow,
+  and at that scale two sub-clusters whose cosines differ by 0.0016 already differ in probability
+  by a factor of 1e7, the clip's range, so the softmax is saturated at the clip's resolution for
+  everything but near-ties. Every capped batch is counted in ``scale_cap_hits``.
+
+``"textbook"`` - this project's earlier rule (the AdaCos paper's non-target sum): ``B_avg`` sums
+only over the sub-clusters of classes whose label weight is 0, ``theta_med`` is the median over the
+batch of the angle to the closest sub-cluster of the dominant label class (``torch.quantile``), the
+cross-entropy is not clipped, and centres are standard normal draws. Kept for old runs and the
+ablation (``bench/ablation.py``).
+
+Both rules: cosines are clamped to ``[-1 + 1e-7, 1 - 1e-7]`` before ``acos``; ``C * K <= 2``
+makes the start scale 1; a re-estimated scale that is not finite or not positive is discarded
+(the previous one is kept and ``nan_guard_hits`` counts it); a non-finite loss raises
+:class:`FloatingPointError`.
 
 Mixup: see :func:`mixup`.
 """
@@ -44,6 +55,15 @@ from torch.nn import functional as F
 
 #: Margin kept from +-1 when clamping cosines before ``acos`` (its derivative is infinite at +-1).
 COS_EPS = 1e-7
+
+#: Keras' ``epsilon()``: class probabilities are clipped to ``[PROB_EPS, 1 - PROB_EPS]`` (public rule).
+PROB_EPS = 1e-7
+
+#: Largest AdaCos scale kept (public rule): see the module docstring.
+SCALE_MAX = 1e4
+
+#: The scale rules :class:`SubClusterAdaCos` knows.
+SCALE_RULES = ("public", "textbook")
 
 
 def initial_scale(n_logits: int) -> float:
@@ -69,9 +89,27 @@ def soft_labels(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     return labels.float()
 
 
+def public_adacos_scale(cos: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor | float,
+                        n_subclusters: int) -> torch.Tensor:
+    """One re-estimate of the scale by the public rule (``ssl4asd/subcluster_adacos.py``); no guard.
+
+    ``cos``: ``(B, C*K)`` cosines; ``labels``: float ``(B, C)`` rows (mixup-soft allowed); ``scale``:
+    the current ``s``. Returns the 0-d tensor ``(M + ln B_avg) / cos(min(pi/4, theta_med)) + 1e-7``.
+    """
+    logits = torch.as_tensor(scale, dtype=cos.dtype, device=cos.device) * cos
+    top = logits.max()
+    b_avg = torch.exp(logits - top).sum(dim=1).mean()
+    theta = torch.acos(cos.clamp(-1 + COS_EPS, 1 - COS_EPS))
+    y_rep = labels.to(cos.dtype).repeat_interleave(n_subclusters, dim=1)
+    theta_class = (y_rep * theta).sum(dim=1) * (labels != 0).sum(dim=1).to(cos.dtype)
+    theta_med = torch.quantile(theta_class, 0.5, interpolation="nearest")
+    capped = torch.minimum(theta_med, torch.tensor(math.pi / 4, dtype=cos.dtype, device=cos.device))
+    return (top + torch.log(b_avg)) / torch.cos(capped) + COS_EPS
+
+
 def adacos_scale(cos: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor | float,
                  n_subclusters: int) -> torch.Tensor:
-    """One AdaCos re-estimate of the scale from a batch (no guard; may be NaN/inf).
+    """One re-estimate of the scale by the ``"textbook"`` rule (no guard; may be NaN/inf).
 
     ``cos``: ``(B, C*K)`` cosines to the centres; ``labels``: float ``(B, C)`` rows; ``scale``: the
     current scale ``s``. Returns the 0-d tensor ``(M + ln B_avg) / cos(min(pi/4, theta_med))``
@@ -93,30 +131,43 @@ def adacos_scale(cos: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor | 
 
 
 class SubClusterAdaCos(nn.Module):
-    """Sub-cluster AdaCos loss head: ``forward(emb (B, D), labels) -> scalar loss``.
+    """Sub-cluster AdaCos loss head: ``forward(emb (B, D), labels, weights=None) -> scalar loss``.
 
-    ``labels``: ``(B,)`` integer class ids or ``(B, C)`` soft / one-hot rows.
+    ``labels``: ``(B,)`` integer class ids or ``(B, C)`` soft / one-hot rows; ``weights``: optional
+    ``(B,)`` sample weights (the loss is ``sum(w_i * loss_i) / B``, Keras' reduction).
+    ``rule``: ``"public"`` or ``"textbook"`` (module docstring).
     Attributes: ``centres`` ``(C*K, D)`` (buffer, or parameter when ``trainable_centres``),
-    ``scale`` (0-d buffer, never trained), ``nan_guard_hits`` (int, discarded scale updates).
+    ``scale`` (0-d buffer, never trained), ``nan_guard_hits`` (discarded scale updates),
+    ``scale_cap_hits`` (updates capped at :data:`SCALE_MAX`).
     """
 
     def __init__(self, n_classes: int, n_subclusters: int = 16, embed_dim: int = 512,
-                 trainable_centres: bool = False, seed: int = 0):
+                 trainable_centres: bool = False, seed: int = 0, rule: str = "public"):
         super().__init__()
         if n_classes < 1 or n_subclusters < 1 or embed_dim < 1:
             raise ValueError(f"need n_classes, n_subclusters, embed_dim >= 1; got {n_classes}, "
                              f"{n_subclusters}, {embed_dim}")
+        if rule not in SCALE_RULES:
+            raise ValueError(f"AdaCos rule must be one of {SCALE_RULES}; got {rule!r}")
         self.n_classes = n_classes
         self.n_subclusters = n_subclusters
         self.embed_dim = embed_dim
+        self.rule = rule
         gen = torch.Generator().manual_seed(seed)
-        centres = F.normalize(torch.randn(n_classes * n_subclusters, embed_dim, generator=gen), dim=1)
+        n_centres = n_classes * n_subclusters
+        if rule == "public":   # Keras glorot_uniform on the (D, C*K) kernel, then normalised per centre
+            limit = math.sqrt(6.0 / (embed_dim + n_centres))
+            draws = (torch.rand(n_centres, embed_dim, generator=gen) * 2 - 1) * limit
+        else:
+            draws = torch.randn(n_centres, embed_dim, generator=gen)
+        centres = F.normalize(draws, dim=1)
         if trainable_centres:
             self.centres = nn.Parameter(centres)
         else:
             self.register_buffer("centres", centres)
         self.register_buffer("scale", torch.tensor(initial_scale(n_classes * n_subclusters)))
         self.nan_guard_hits = 0
+        self.scale_cap_hits = 0
 
     def cosines(self, emb: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every embedding to every centre, ``(B, C*K)``, in float32."""
@@ -141,23 +192,36 @@ class SubClusterAdaCos(nn.Module):
 
         Returns True when the scale was updated.
         """
-        new = adacos_scale(cos, labels, self.scale, self.n_subclusters)
+        rule = public_adacos_scale if self.rule == "public" else adacos_scale
+        new = rule(cos.double(), labels.double(), self.scale.double(), self.n_subclusters)
+        if not bool(torch.isnan(new)) and float(new) > SCALE_MAX and self.rule == "public":
+            self.scale_cap_hits += 1
+            new = torch.tensor(SCALE_MAX, dtype=new.dtype)
         if not bool(torch.isfinite(new)) or float(new) <= 0.0:
             self.nan_guard_hits += 1
             return False
         self.scale.copy_(new.to(self.scale.dtype))
         return True
 
-    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def per_sample_loss(self, cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` cross-entropy of the class probabilities at the current scale (clipped for "public")."""
+        log_p = self.log_class_probabilities(cos)
+        if self.rule == "public":
+            log_p = torch.log(log_p.exp().clamp(PROB_EPS, 1 - PROB_EPS))
+        # 0 * log p is taken as 0 even where log p underflows to -inf
+        return -torch.where(y > 0, y * log_p, torch.zeros_like(log_p)).sum(dim=1)
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         y = soft_labels(labels, self.n_classes).to(emb.device)
         if y.shape[0] != emb.shape[0]:
             raise ValueError(f"{emb.shape[0]} embeddings but {y.shape[0]} labels")
         cos = self.cosines(emb)
         if self.training:
             self.update_scale(cos.detach(), y)
-        log_p = self.log_class_probabilities(cos)
-        # 0 * log p is taken as 0 even where log p underflows to -inf
-        loss = -torch.where(y > 0, y * log_p, torch.zeros_like(log_p)).sum(dim=1).mean()
+        per_sample = self.per_sample_loss(cos, y)
+        if weights is not None:
+            per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
+        loss = per_sample.mean()
         if not bool(torch.isfinite(loss)):
             raise FloatingPointError(
                 f"sub-cluster AdaCos loss is {loss.item()} (scale {self.scale.item():.4g}, "
@@ -246,3 +310,28 @@ def mixup(waves: torch.Tensor, labels_onehot: torch.Tensor, generator: torch.Gen
     lam_y = lam.to(y.device).view(-1, 1)
     p_y = partner.to(y.device)
     return lam_w * waves + (1 - lam_w) * waves[partner], lam_y * y + (1 - lam_y) * y[p_y]
+
+
+def mixup_per_sample(waves: torch.Tensor, labels_onehot: torch.Tensor, generator: torch.Generator,
+                     prob: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup as ``ssl4asd/mixup_layer.py`` (``MixupLayer``) does it: one coin per clip.
+
+    Clip ``i`` is mixed with probability ``prob`` (its own Bernoulli draw) with the clip at the
+    mirrored position of the batch, ``B - 1 - i``: ``lam_i * x_i + (1 - lam_i) * x_{B-1-i}``,
+    ``lam_i ~ U(0, 1)``, its label mixed alike; the other clips pass unchanged. Compared with one
+    coin per batch (:func:`mixup`, the earlier choice), every batch holds about half mixed and half
+    clean clips, so no step trains on mixed clips only. Randomness comes only from ``generator``:
+    ``lam`` (B draws) first, then the coins (B draws), whatever they say.
+    """
+    if waves.shape[0] != labels_onehot.shape[0]:
+        raise ValueError(f"{waves.shape[0]} waves but {labels_onehot.shape[0]} label rows")
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"mixup prob must lie in [0, 1]; got {prob}")
+    b = waves.shape[0]
+    lam = torch.rand(b, generator=generator, device=generator.device)
+    mix = torch.rand(b, generator=generator, device=generator.device) < prob
+    lam = torch.where(mix, lam, torch.ones_like(lam))              # lam = 1: the clip itself
+    y = labels_onehot.float()
+    lam_w = lam.to(waves.device, waves.dtype).view(-1, *([1] * (waves.dim() - 1)))
+    lam_y = lam.to(y.device).view(-1, 1)
+    return lam_w * waves + (1 - lam_w) * waves.flip(0), lam_y * y + (1 - lam_y) * y.flip(0)

@@ -93,7 +93,12 @@ RESUME_FREE_SETTINGS = frozenset({"epochs", "device", "parallel_machines", "num_
 #: before it did. A resumed run whose config lacks one is compared with this value, not with today's default.
 LEGACY_SETTINGS: dict[str, Any] = {"domain_classes": False, "featex": False, "featex_partner": "batch",
                                    "pseudo_classes": 0, "stft_mean_norm": True,
-                                   "stft_time_pool": "mean", "spectrum_log": False}
+                                   "stft_time_pool": "mean", "spectrum_log": False,
+                                   # the public recipe's items (issue 13), each with the project's earlier choice
+                                   "adacos_rule": "textbook", "stft_net": "basic", "use_bias": True,
+                                   "weight_decay": 0.0, "class_domains": False, "train_domains": "both",
+                                   "mixup_mode": "batch", "featex_mode": "replace", "kmeans_renorm": True,
+                                   "n_models": 1}
 
 
 def format_setting(key: str, value: Any) -> str:

@@ -325,52 +325,95 @@ def gamma_threshold(train_scores: ArrayLike, percentile: float = 0.9) -> float:
 class KMeansBackend:
     """Wilkinghoff's backend: smallest cosine distance to source K-Means centres or target clips.
 
-    Fit: embeddings are length-normalised; ``sklearn.cluster.KMeans`` with ``n_clusters`` (capped
-    at the number of source clips), ``random_state=seed`` and ``n_init`` restarts (default 10,
-    fixed so results do not depend on sklearn's changing 'auto' default) runs on the source
-    embeddings; its centres are re-normalised to the unit sphere. Every target training embedding
-    is kept as its own centre: with only 10 target clips, clustering them would only lose
-    information, and a target-domain test clip then scores low when it is close to any of them.
+    As ``wilkinghoff/dcase2024_task2`` ``main.py`` scores: embeddings are length-normalised;
+    ``sklearn.cluster.KMeans`` (``n_clusters``, capped at the number of source clips,
+    ``random_state=seed``, ``n_init`` restarts: 10, fixed so results do not depend on sklearn's
+    changing 'auto' default) runs on the source embeddings, and its centres are used *as K-Means
+    returns them*: means of unit vectors, so shorter than 1 where a cluster is spread out. Every
+    target training embedding is its own centre (10 target clips: clustering them would only lose
+    information). Score: ``min(d_source, d_target)`` with ``d = min over that domain's centres of
+    2 * (1 - x . c)``. Because a source centre is shorter than a target clip, a clip near a spread
+    source cluster scores a larger distance than its cosine alone says; the public code relies on
+    this to calibrate the many-clip source domain against the 10-clip target domain.
 
-    Score: ``1 - max cos(embedding, centre)`` over all centres, in ``[0, 2]``.
+    ``renorm=True`` is this project's earlier backend: centres re-normalised to the unit sphere,
+    score ``1 - max cos`` over all centres (kept for old scored folders and the ablation).
+
+    ``n_blocks``: the embedding is the concatenation of that many models' embeddings (``n_models``
+    of the three-subnet system); each block is length-normalised and clustered on its own, each
+    domain's distances are summed over the blocks, and the score is the smaller sum, as the 2024
+    public system combines its 10 models.
+
+    State: ``centres`` rows are the source centres, then the target clips; a row holds every
+    block's centre side by side (block ``b`` in columns ``b*D/n_blocks ...``).
     """
 
-    def __init__(self, n_clusters: int = 16, seed: int = 0, n_init: int = 10):
+    def __init__(self, n_clusters: int = 16, seed: int = 0, n_init: int = 10, renorm: bool = False,
+                 n_blocks: int = 1):
         if n_clusters < 1:
             raise ValueError("n_clusters must be >= 1")
+        if n_blocks < 1:
+            raise ValueError("n_blocks must be >= 1")
         self.n_clusters = int(n_clusters)
         self.seed = int(seed)
         self.n_init = int(n_init)
+        self.renorm = bool(renorm)
+        self.n_blocks = int(n_blocks)
         self.centres: np.ndarray | None = None
         self.n_source_centres = 0
 
+    def _blocks(self, x: ArrayLike) -> list[np.ndarray]:
+        """Column blocks of ``x``, each length-normalised."""
+        arr = to_numpy(x)
+        if arr.ndim != 2 or arr.shape[1] % self.n_blocks:
+            raise ValueError(f"embeddings of shape {arr.shape} do not split into {self.n_blocks} equal blocks")
+        return [l2_normalize(part) for part in np.split(arr, self.n_blocks, axis=1)]
+
     def fit(self, source_embeddings: ArrayLike, target_embeddings: ArrayLike | None = None) -> "KMeansBackend":
-        src = l2_normalize(source_embeddings)
-        if src.shape[0] == 0:
+        src_blocks = self._blocks(source_embeddings)
+        if src_blocks[0].shape[0] == 0:
             raise ValueError("KMeans backend needs at least one source embedding")
-        k = min(self.n_clusters, src.shape[0])
-        with warnings.catch_warnings():
-            # fewer distinct points than clusters: sklearn warns and returns duplicate centres, harmless here
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            km = KMeans(n_clusters=k, random_state=self.seed, n_init=self.n_init).fit(src)
-        centres = [l2_normalize(km.cluster_centers_)]
-        if target_embeddings is not None:
-            tgt = l2_normalize(target_embeddings)
-            if tgt.shape[0] and tgt.shape[1] != src.shape[1]:
-                raise ValueError(f"target dimension {tgt.shape[1]} differs from source {src.shape[1]}")
-            centres.append(tgt)
+        k = min(self.n_clusters, src_blocks[0].shape[0])
+        source = []
+        for block in src_blocks:
+            with warnings.catch_warnings():
+                # fewer distinct points than clusters: sklearn warns and returns duplicate centres, harmless here
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                km = KMeans(n_clusters=k, random_state=self.seed, n_init=self.n_init).fit(block)
+            source.append(l2_normalize(km.cluster_centers_) if self.renorm else km.cluster_centers_)
+        centres = [np.concatenate(source, axis=1)]
+        if target_embeddings is not None and len(target_embeddings):
+            tgt = to_numpy(target_embeddings)
+            if tgt.shape[1] != centres[0].shape[1]:
+                raise ValueError(f"target dimension {tgt.shape[1]} differs from source {centres[0].shape[1]}")
+            centres.append(np.concatenate(self._blocks(tgt), axis=1))
         self.centres = np.concatenate(centres, axis=0)
         self.n_source_centres = k
         return self
 
-    def score(self, embeddings: ArrayLike) -> np.ndarray:
-        """``(N,)`` smallest cosine distance of each embedding to any centre."""
+    def domain_distances(self, embeddings: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """``(d_source, d_target)``, each ``(N,)``: per domain the smallest distance, summed over blocks.
+
+        ``d_target`` is ``inf`` when the backend was fitted without target clips.
+        """
         if self.centres is None:
             raise RuntimeError("KMeansBackend is not fitted")
-        emb = l2_normalize(embeddings)
-        if emb.shape[1] != self.centres.shape[1]:
-            raise ValueError(f"embedding dimension {emb.shape[1]} differs from the fitted {self.centres.shape[1]}")
-        return 1.0 - (emb @ self.centres.T).max(axis=1)
+        if to_numpy(embeddings).shape[1] != self.centres.shape[1]:
+            raise ValueError(f"embedding dimension {to_numpy(embeddings).shape[1]} differs from the fitted "
+                             f"{self.centres.shape[1]}")
+        factor = 1.0 if self.renorm else 2.0
+        n = to_numpy(embeddings).shape[0]
+        d_src, d_tgt = np.zeros(n), np.zeros(n)
+        for x, c in zip(self._blocks(embeddings), np.split(self.centres, self.n_blocks, axis=1)):
+            dist = factor * (1.0 - x @ c.T)
+            d_src += dist[:, :self.n_source_centres].min(axis=1)
+            d_tgt += (dist[:, self.n_source_centres:].min(axis=1) if c.shape[0] > self.n_source_centres
+                      else np.full(n, np.inf))
+        return d_src, d_tgt
+
+    def score(self, embeddings: ArrayLike) -> np.ndarray:
+        """``(N,)`` the smaller of the two domains' distances (see the class docstring)."""
+        return np.minimum(*self.domain_distances(embeddings))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         if self.centres is None:
@@ -381,11 +424,16 @@ class KMeansBackend:
             "n_clusters": np.asarray(self.n_clusters, dtype=np.int64),
             "seed": np.asarray(self.seed, dtype=np.int64),
             "n_init": np.asarray(self.n_init, dtype=np.int64),
+            "renorm": np.asarray(self.renorm),
+            "n_blocks": np.asarray(self.n_blocks, dtype=np.int64),
         }
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, np.ndarray]) -> "KMeansBackend":
-        backend = cls(n_clusters=int(state["n_clusters"]), seed=int(state["seed"]), n_init=int(state["n_init"]))
+        # a state saved before "renorm" / "n_blocks" existed is the earlier backend: re-normalised, one block
+        backend = cls(n_clusters=int(state["n_clusters"]), seed=int(state["seed"]), n_init=int(state["n_init"]),
+                      renorm=bool(state["renorm"]) if "renorm" in state else True,
+                      n_blocks=int(state["n_blocks"]) if "n_blocks" in state else 1)
         backend.centres = np.asarray(state["centres"], dtype=np.float64).copy()
         backend.n_source_centres = int(state["n_source_centres"])
         return backend

@@ -89,13 +89,15 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[int, float], None] | None = None,
     save: bool = True,
+    status: Callable[[], dict[str, str]] | None = None,
 ) -> TrainResult:
     """Run ``epochs`` epochs; ``batches(epoch, generator)`` yields ``(n_clips, loss)`` per step.
 
     The caller's iterator computes the loss (so each frontend keeps its own batching, mixup and
     loss) and this loop does backward/step, NaN checks, checkpointing and the progress bar
     (loss and clips/s). ``save=False`` reads ``checkpoint`` on resume but never writes it (the
-    non-zero ranks of a data-parallel run). A non-finite loss stops training with a clear error and the last good
+    non-zero ranks of a data-parallel run). ``status`` adds fields to the progress bar (the AdaCos
+    scale, say). A non-finite loss stops training with a clear error and the last good
     checkpoint intact rather than writing NaN weights.
     """
     from tqdm.auto import tqdm
@@ -131,7 +133,7 @@ def fit(
             n_clips += clips
             if progress:
                 rate = n_clips / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{total / n_steps:.4f}", clips_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{total / n_steps:.4f}", clips_s=f"{rate:.0f}", **(status() if status else {}))
         epoch_loss = total / max(n_steps, 1)
         history.append(epoch_loss)
         if validate is not None:

@@ -7,7 +7,8 @@ SCORED: folders scored by a three-subnet system (a run folder or a ``score --out
 evaluation folder without them is refused). The saved 512-d embeddings are the concatenation of the
 waveform (128), amplitude-spectrum (128) and STFT (256) branches (:class:`asdcore.models.three_subnet.ThreeSubnet`).
 For each slice (one branch, the two 1-D branches, all three) the K-Means backend of the system
-(:class:`asdcore.scoring.KMeansBackend`, source K-Means centres plus every target training clip) is fitted
+(:class:`asdcore.scoring.KMeansBackend`, public form: source K-Means centres as returned plus every target
+training clip) is fitted
 on the training embeddings of each machine type and section, and the test clips are evaluated with the
 official metric (:func:`asdcore.metrics.metrics_table`). Nothing is retrained, so this costs seconds.
 
@@ -57,16 +58,12 @@ def _groups(folder: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def branch_scores(folder: Path, clusters: int = 16, seed: int = 0) -> pd.DataFrame:
-    """One row per slice: All-row AUC(source), AUC(target), pAUC and the official hmean, in %."""
-    pairs = _groups(folder)
+def _load(folder: Path) -> dict[tuple[str, str], tuple]:
+    """Saved train/test embeddings and parsed clip records of every machine type and section."""
     data = {}
-    for machine, section in pairs:
+    for machine, section in _groups(folder):
         train = load_arrays(folder / "embeddings" / f"{machine}_section_{section}_train.npz")
         test = load_arrays(folder / "embeddings" / f"{machine}_section_{section}_test.npz")
-        if train["embeddings"].shape[1] != 512:
-            raise ValueError(f"{machine} section {section}: embeddings are {train['embeddings'].shape[1]}-d, "
-                             "not the three-subnet model's 512-d")
         try:
             train_recs = [parse_name(n, machine) for n in train["names"]]
             test_recs = [parse_name(n, machine) for n in test["names"]]
@@ -76,17 +73,46 @@ def branch_scores(folder: Path, clusters: int = 16, seed: int = 0) -> pd.DataFra
             raise ValueError(f"{machine} section {section}: test names carry no domain and label "
                              "(evaluation data); this benchmark needs development-style names")
         data[(machine, section)] = (train, train_recs, test, test_recs)
+    return data
+
+
+def rescored_clips(folder: Path, cols: slice = slice(None), clusters: int = 16, seed: int = 0,
+                   renorm: bool = False, data: dict | None = None) -> pd.DataFrame:
+    """Test-clip scores of ``folder``'s saved embeddings (columns ``cols``) re-scored by K-Means.
+
+    One row per clip: machine, section, file_name, domain, label, score. ``renorm``: the earlier
+    re-normalised K-Means backend instead of the public one. ``data``: the result of :func:`_load`
+    when the caller already has it.
+    """
+    data = _load(folder) if data is None else data
+    clips = []
+    for (machine, section), (train, train_recs, test, test_recs) in data.items():
+        target = np.array([r.domain == "target" for r in train_recs])
+        emb = train["embeddings"][:, cols]
+        backend = KMeansBackend(n_clusters=clusters, seed=seed, renorm=renorm).fit(emb[~target], emb[target])
+        scores = backend.score(test["embeddings"][:, cols])
+        clips += [{"machine": machine, "section": section, "file_name": n, "domain": r.domain, "label": r.label,
+                   "score": s} for n, r, s in zip(test["names"], test_recs, scores)]
+    return pd.DataFrame(clips)
+
+
+def rescored_table(folder: Path, cols: slice = slice(None), clusters: int = 16, seed: int = 0,
+                   renorm: bool = False, data: dict | None = None) -> pd.DataFrame:
+    """The official metrics table of :func:`rescored_clips`."""
+    clips = rescored_clips(folder, cols, clusters, seed, renorm, data)
+    return metrics_table(clips[["machine", "section", "domain", "label", "score"]])
+
+
+def branch_scores(folder: Path, clusters: int = 16, seed: int = 0) -> pd.DataFrame:
+    """One row per slice: All-row AUC(source), AUC(target), pAUC and the official hmean, in %."""
+    data = _load(folder)
+    for (machine, section), (train, *_rest) in data.items():
+        if train["embeddings"].shape[1] != 512:
+            raise ValueError(f"{machine} section {section}: embeddings are {train['embeddings'].shape[1]}-d, "
+                             "not the three-subnet model's 512-d")
     rows = []
     for name, cols in SLICES.items():
-        clips = []
-        for (machine, section), (train, train_recs, test, test_recs) in data.items():
-            target = np.array([r.domain == "target" for r in train_recs])
-            emb = train["embeddings"][:, cols]
-            backend = KMeansBackend(n_clusters=clusters, seed=seed).fit(emb[~target], emb[target])
-            scores = backend.score(test["embeddings"][:, cols])
-            clips += [{"machine": machine, "section": section, "domain": r.domain, "label": r.label, "score": s}
-                      for r, s in zip(test_recs, scores)]
-        table = metrics_table(pd.DataFrame(clips))
+        table = rescored_table(folder, cols, clusters, seed, data=data)
         mean = table[table["machine"] == "All"].iloc[0]
         rows.append({"slice": name, "dims": cols.stop - cols.start, "auc_source": 100 * mean["auc_source"],
                      "auc_target": 100 * mean["auc_target"], "pauc": 100 * mean["pauc"],

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,6 +37,12 @@ def fault_table(scored: dict[str, Path], seed: int, min_severity: float = 0.0) -
     """Rows ``[machine, kind, domain, n, AUC per system...]`` (AUC in percent, 1 decimal)."""
     frames = {name: read_scores(path / "scores" if (path / "scores").is_dir() else path)
               for name, path in scored.items()}
+    return fault_rows(frames, seed, min_severity)
+
+
+def fault_rows(frames: dict[str, pd.DataFrame], seed: int, min_severity: float = 0.0) -> list[list[str]]:
+    """:func:`fault_table` for test scores already read (machine, file_name, score per clip)."""
+    scored = frames
     machines = sorted(set.intersection(*(set(f["machine"]) for f in frames.values())), key=machine_sort_key)
     rows = []
     for machine in machines:

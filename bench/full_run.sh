@@ -7,7 +7,7 @@
 set -euo pipefail
 DATA=${1:-data/synth_full}
 RUNS=${2:-runs/full}
-EPOCHS=${3:-20}
+EPOCHS=${3:-10}
 PY=${PYTHON:-python3}
 WORKERS=$(( $(nproc) > 8 ? 8 : $(nproc) ))
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-20}

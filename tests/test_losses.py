@@ -22,8 +22,8 @@ def _unit(deg: float) -> list[float]:
     return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
 
 
-def _tiny_head() -> SubClusterAdaCos:
-    head = SubClusterAdaCos(2, n_subclusters=2, embed_dim=2)
+def _tiny_head(rule: str = "textbook") -> SubClusterAdaCos:
+    head = SubClusterAdaCos(2, n_subclusters=2, embed_dim=2, rule=rule)
     head.centres.copy_(torch.tensor([_unit(d) for d in CENTRE_DEG]))
     return head
 
@@ -129,7 +129,7 @@ def test_loss_gradient_flows_to_embeddings_not_scale():
 
 def test_guard_no_non_target_keeps_scale():
     # one class: every sub-cluster is a target, B_avg is empty -> non-finite update is discarded
-    head = SubClusterAdaCos(1, n_subclusters=4, embed_dim=8).train()
+    head = SubClusterAdaCos(1, n_subclusters=4, embed_dim=8, rule="textbook").train()
     before = head.scale.item()
     loss = head(torch.randn(5, 8), torch.zeros(5, dtype=torch.long))
     assert head.nan_guard_hits == 1 and head.scale.item() == before and math.isfinite(head.scale.item())
@@ -232,3 +232,107 @@ def test_beta_sampler_moments(alpha, var):
     assert ((lam >= 0) & (lam <= 1)).all()
     assert lam.mean().item() == pytest.approx(0.5, abs=0.015)
     assert lam.var().item() == pytest.approx(var, rel=0.06)
+
+
+# --------------------------------------------------------------------------- the public rule
+
+
+def _hand_public_scale(scale: float, labels: list[list[float]]) -> float:
+    """ssl4asd's SCAdaCos update, by hand: all sub-clusters in B_avg, label-weighted angle sums."""
+    cos = _cos_table()
+    logits = [[scale * c for c in row] for row in cos]
+    top = max(v for row in logits for v in row)
+    b_avg = sum(sum(math.exp(v - top) for v in row) for row in logits) / len(cos)
+    theta_class = []
+    for row, y in zip(cos, labels):
+        angles = [math.acos(c) for c in row]
+        theta_class.append(sum(y[j // 2] * a for j, a in enumerate(angles)) * sum(1 for w in y if w != 0))
+    med = sorted(theta_class)[len(theta_class) // 2]                    # 3 clips: the middle one
+    return (top + math.log(b_avg)) / math.cos(min(math.pi / 4, med)) + 1e-7
+
+
+def _hand_public_loss(scale: float, labels: list[list[float]]) -> float:
+    total = 0.0
+    for cos_row, y in zip(_cos_table(), labels):
+        ex = [math.exp(scale * c) for c in cos_row]
+        p = [(ex[0] + ex[1]) / sum(ex), (ex[2] + ex[3]) / sum(ex)]
+        p = [min(max(pc, 1e-7), 1 - 1e-7) for pc in p]                   # Keras clips before the log
+        total += -sum(w * math.log(pc) for w, pc in zip(y, p) if w > 0)
+    return total / len(labels)
+
+
+@pytest.mark.parametrize("labels", [_onehot(EMB_LABEL), [[1.0, 0.0], [0.25, 0.75], [1.0, 0.0]]])
+def test_public_scale_rule_matches_hand_computation(labels):
+    head = _tiny_head("public").train()
+    s0 = math.sqrt(2) * math.log(3)
+    s1 = _hand_public_scale(s0, labels)
+    loss = head(_tiny_emb(), torch.tensor(labels))
+    assert head.scale.item() == pytest.approx(s1, rel=1e-5)
+    assert loss.item() == pytest.approx(_hand_public_loss(s1, labels), rel=1e-5)
+    head(_tiny_emb(), torch.tensor(labels))
+    assert head.scale.item() == pytest.approx(_hand_public_scale(s1, labels), rel=1e-5)
+    # the angle sums are far above pi/4, so the cap applies: s = sqrt(2) * (M + ln B_avg) + eps
+    assert s1 == pytest.approx(math.sqrt(2) * (_hand_public_scale(s0, labels) - 1e-7) / math.sqrt(2) + 1e-7)
+
+
+def test_public_scale_grows_past_cos_075_with_a_finite_loss_and_is_capped():
+    """Clips within cos 0.95 of their centre: s grows every step (sqrt(2) * 0.95 > 1), the clipped
+    cross-entropy stays finite, and the scale stops at SCALE_MAX instead of overflowing."""
+    head = SubClusterAdaCos(2, n_subclusters=2, embed_dim=2, rule="public").train()
+    head.centres.copy_(torch.tensor([_unit(d) for d in (0.0, 90.0, 180.0, 270.0)]))
+    emb = torch.tensor([_unit(d) for d in (18.0, 5.0, 185.0, 200.0)])   # cos to own centre >= 0.95
+    y = torch.tensor([0, 0, 1, 1])
+    cos = head.cosines(emb)
+    assert float(cos.max(dim=1).values.min()) > 0.75
+    scales = []
+    for _ in range(60):
+        loss = head(emb, y)
+        assert math.isfinite(loss.item())
+        scales.append(head.scale.item())
+    assert all(b > a for a, b in zip(scales[:10], scales[1:11]))         # grows step after step
+    assert scales[-1] == pytest.approx(losses.SCALE_MAX) and head.scale_cap_hits > 0
+    assert head.nan_guard_hits == 0
+    # saturated softmax: probabilities clipped at 1 - 1e-7, so the loss is -ln(1 - 1e-7) per clip and no gradient
+    e = emb.clone().requires_grad_(True)
+    loss = head(e, y)
+    assert loss.item() == pytest.approx(-torch.log(torch.tensor(1 - 1e-7)).item(), rel=1e-3)  # float32
+    loss.backward()
+    assert float(e.grad.abs().max()) == 0.0
+
+
+def test_textbook_rule_is_refused_by_name_check():
+    with pytest.raises(ValueError, match="rule"):
+        SubClusterAdaCos(2, rule="keras")
+
+
+def test_sample_weights_scale_each_clip_loss():
+    head = _tiny_head("public").eval()
+    y = torch.tensor(EMB_LABEL)
+    plain = head.per_sample_loss(head.cosines(_tiny_emb()), losses.soft_labels(y, 2))
+    w = torch.tensor([2.0, 0.0, 1.0])
+    assert head(_tiny_emb(), y, w).item() == pytest.approx(float((plain * w).mean()), rel=1e-6)
+
+
+def test_mixup_per_sample_statistics():
+    """One coin per clip (about half mixed), partner = mirrored clip, lambda ~ U(0, 1), labels alike."""
+    g = torch.Generator().manual_seed(0)
+    b, n = 64, 200
+    mixed, lams = 0, []
+    x = torch.arange(b, dtype=torch.float32).unsqueeze(1) + 1.0          # clip i holds the value i + 1
+    y = torch.nn.functional.one_hot(torch.arange(b) % 4, 4).float()
+    for _ in range(n):
+        xm, ym = losses.mixup_per_sample(x, y, g, prob=0.5)
+        lam = (xm[:, 0] - x.flip(0)[:, 0]) / (x[:, 0] - x.flip(0)[:, 0])  # solve x_m = lam x + (1 - lam) x_rev
+        changed = (xm[:, 0] != x[:, 0])
+        mixed += int(changed.sum())
+        lams.append(lam[changed])
+        torch.testing.assert_close(ym, lam.view(-1, 1) * y + (1 - lam.view(-1, 1)) * y.flip(0))
+    share = mixed / (b * n)
+    assert 0.46 < share < 0.54
+    lam_all = torch.cat(lams)
+    assert 0.47 < float(lam_all.mean()) < 0.53 and float(lam_all.min()) >= 0 and float(lam_all.max()) <= 1
+    assert abs(float(lam_all.var()) - 1 / 12) < 0.01                     # uniform: variance 1/12
+    # same generator seed, same result
+    a = losses.mixup_per_sample(x, y, torch.Generator().manual_seed(3))
+    b2 = losses.mixup_per_sample(x, y, torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b2[0]) and torch.equal(a[1], b2[1])

@@ -182,7 +182,7 @@ def toy_embeddings(seed: int = 8, dim: int = 16):
 
 def test_kmeans_near_lower_than_far_and_target_is_own_centre():
     src, tgt, near, far, tgt_centre = toy_embeddings()
-    backend = KMeansBackend(n_clusters=4, seed=0).fit(src, tgt)
+    backend = KMeansBackend(n_clusters=4, seed=0, renorm=True).fit(src, tgt)   # the earlier backend
     assert backend.centres.shape == (4 + 5, 16) and backend.n_source_centres == 4
     np.testing.assert_allclose(np.linalg.norm(backend.centres, axis=1), 1.0)
     s_near, s_far = backend.score(near), backend.score(far)
@@ -225,3 +225,51 @@ def test_gmm_caps_components():
     backend = GMMBackend(n_components=16).fit(r.standard_normal((3, 4)), r.standard_normal((2, 4)))
     assert backend.gmm.n_components == 5
     assert np.isfinite(backend.score(r.standard_normal((4, 4)))).all()
+
+
+def test_kmeans_public_centres_are_not_renormalised_toy_case():
+    """Two source clips at 0 and 90 degrees form one cluster whose centre (their mean) has length
+    1/sqrt(2); one target clip at 180 degrees is its own centre. Documented score: the smaller of
+    2 * (1 - x . c) over the source centre and over the target clip."""
+    src = np.array([[1.0, 0.0], [0.0, 2.0]])             # lengths differ: clips are length-normalised
+    tgt = np.array([[-3.0, 0.0]])
+    backend = KMeansBackend(n_clusters=1, seed=0).fit(src, tgt)
+    np.testing.assert_allclose(backend.centres[0], [0.5, 0.5])          # the K-Means mean, as returned
+    x = np.array([[1.0, 1.0], [1.0, 0.0], [-1.0, 0.2]])
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    d_src = 2 * (1 - xn @ np.array([0.5, 0.5]))
+    d_tgt = 2 * (1 - xn @ np.array([-1.0, 0.0]))
+    np.testing.assert_allclose(backend.score(x), np.minimum(d_src, d_tgt))
+    # the clip on the source centre's direction still has distance 2 * (1 - 1/sqrt(2)), not 0
+    assert backend.score(x)[0] == pytest.approx(2 * (1 - 1 / np.sqrt(2)))
+    renormed = KMeansBackend(n_clusters=1, seed=0, renorm=True).fit(src, tgt)
+    assert renormed.score(x)[0] == pytest.approx(0.0, abs=1e-12)       # earlier backend: 1 - max cos
+
+
+def test_kmeans_blocks_sum_domain_distances_over_models():
+    """n_blocks=2: each half is normalised and clustered alone; distances add per domain, then the min."""
+    r = rng(21)
+    src, tgt, x = r.standard_normal((40, 6)), r.standard_normal((3, 6)), r.standard_normal((5, 6))
+    both = KMeansBackend(n_clusters=3, seed=0, n_blocks=2).fit(src, tgt)
+    parts = [KMeansBackend(n_clusters=3, seed=0).fit(src[:, i:i + 3], tgt[:, i:i + 3]) for i in (0, 3)]
+    d = [p.domain_distances(x[:, i:i + 3]) for p, i in zip(parts, (0, 3))]
+    expected = np.minimum(d[0][0] + d[1][0], d[0][1] + d[1][1])
+    np.testing.assert_allclose(both.score(x), expected)
+    clone = KMeansBackend.from_state_dict(both.state_dict())
+    np.testing.assert_array_equal(clone.score(x), both.score(x))
+    with pytest.raises(ValueError, match="dimension 5 differs"):
+        both.score(r.standard_normal((2, 5)))
+    with pytest.raises(ValueError, match="2 equal blocks"):
+        both.fit(r.standard_normal((4, 5)))
+
+
+def test_kmeans_state_saved_before_the_public_backend_scores_as_before():
+    """A backend file written before renorm/n_blocks existed is the re-normalised one-block backend."""
+    src, tgt, near, far, _ = toy_embeddings()
+    old = KMeansBackend(n_clusters=4, seed=0, renorm=True).fit(src, tgt)
+    state = {k: v for k, v in old.state_dict().items() if k not in ("renorm", "n_blocks")}
+    clone = KMeansBackend.from_state_dict(state)
+    assert clone.renorm and clone.n_blocks == 1
+    probe = np.concatenate([near, far])
+    l2 = probe / np.linalg.norm(probe, axis=1, keepdims=True)
+    np.testing.assert_allclose(clone.score(probe), 1 - (l2 @ old.centres.T).max(axis=1))

@@ -68,8 +68,10 @@ def test_rescore_reproduces_and_single_clip_scores_match(trained, tiny_data, tmp
     assert one[0] == pytest.approx(saved, rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("extra", [{}, {"featex": True}, {"featex": True, "featex_partner": "machine"}],
-                         ids=["plain", "featex", "featex-machine"])
+@pytest.mark.parametrize("extra", [{"featex": False}, {}, {"featex_partner": "machine"},
+                                   {"featex_mode": "replace", "mixup_mode": "batch", "adacos_rule": "textbook"},
+                                   {"train_domains": "source"}],
+                         ids=["plain", "featex", "featex-machine", "earlier-choices", "source-only"])
 def test_resume_is_exact(tiny_data, tmp_path, extra):
     system = get_system("three-subnet-kmeans")
     ds = discover(tiny_data, machines=["valve"])
@@ -218,3 +220,75 @@ def test_ddp_two_gloo_processes(tiny_data, tmp_path):
     assert run.config.status == "scored" and run.config.extra.get("world_size") == 2
     assert load_checkpoint(run.checkpoint_dir / "three_subnet.pt")["epoch"] == 2
     assert np.isfinite(read_scores(run.scores_dir)["score"]).all()
+
+
+def test_n_models_trains_resumes_and_scores(tiny_data, tmp_path):
+    """n_models=2: two models (seeds 0 and 1) in one run folder; a crash inside the second model resumes
+    to the same weights; the embedding is both models side by side and K-Means sums their distances."""
+    from asdcore.scoring import KMeansBackend
+
+    system = get_system("three-subnet-kmeans")
+    ds = discover(tiny_data, machines=["valve"])
+    settings = dict(epochs=2, batch_size=4, device="cpu", clip_seconds=1.0, num_workers=0, kmeans_clusters=2,
+                    n_models=2)
+    full = system.new_run(tmp_path / "full", ds, ["valve"], resume=False, **settings)
+    system.train(full, ds, progress=False)
+    part = system.new_run(tmp_path / "part", ds, ["valve"], resume=False, **settings)
+    calls = []
+
+    def crash(epoch, loss):
+        calls.append(epoch)
+        if len(calls) == 3:                     # model 1 done (epochs 1, 2), model 2 crashes after its epoch 1
+            raise Interrupt("simulated crash")
+
+    with pytest.raises(Interrupt):
+        system.train(part, ds, progress=False, on_epoch_end=crash)
+    assert (part.model_dir / "three_subnet.safetensors").exists()
+    assert not (part.model_dir / "three_subnet_1.safetensors").exists()
+    part = system.new_run(tmp_path / "part", ds, ["valve"], resume=True, **settings)
+    system.train(part, ds, resume=True, progress=False)
+    for name in ("three_subnet", "three_subnet_1"):
+        a, b = full.load_weights(name), Run.open(tmp_path / "part").load_weights(name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = full.load_weights("three_subnet"), full.load_weights("three_subnet_1")
+    assert not all(torch.equal(a[k], b[k]) for k in a)         # different seeds, different models
+    run = Run.open(tmp_path / "full")
+    scales = run.config.extra["adacos_scale"]
+    assert set(scales) == {"three_subnet", "three_subnet_1"} and all(len(v) == 2 for v in scales.values())
+    emb = np.load(run.embeddings_dir / "valve_section_00_test.npz")["embeddings"]
+    train = np.load(run.embeddings_dir / "valve_section_00_train.npz")
+    assert emb.shape[1] == 1024
+    backend = system.fitted_backend(run.path, "valve", "00")
+    assert isinstance(backend, KMeansBackend) and backend.n_blocks == 2 and not backend.renorm
+    scores = read_scores(run.scores_dir)
+    names = list(np.load(run.embeddings_dir / "valve_section_00_test.npz")["names"])
+    saved = scores.set_index("file_name").loc[names, "score"].to_numpy()
+    np.testing.assert_allclose(backend.score(emb), saved, rtol=1e-6)
+    # the same scores from each model's own K-Means, distances summed per domain, then the smaller
+    is_target = np.array(["_target_" in n for n in train["names"]])
+    parts = [KMeansBackend(n_clusters=2, seed=0).fit(train["embeddings"][~is_target, i:i + 512],
+                                                     train["embeddings"][is_target, i:i + 512]) for i in (0, 512)]
+    d = [p.domain_distances(emb[:, i:i + 512]) for p, i in zip(parts, (0, 512))]
+    np.testing.assert_allclose(saved, np.minimum(d[0][0] + d[1][0], d[0][1] + d[1][1]), rtol=1e-6)
+
+
+def test_source_only_training_uses_weighted_source_classes(tiny_data, tmp_path):
+    """train_domains=source: only source clips are classes (with domain in the key), weights as the 2024 code."""
+    import json
+
+    from asdcore.systems.three_subnet import source_sample_weights
+
+    system = get_system("three-subnet-kmeans")
+    ds = discover(tiny_data, machines=["valve"])
+    run = system.new_run(tmp_path / "src", ds, ["valve"], resume=False, epochs=1, batch_size=4, device="cpu",
+                         clip_seconds=1.0, num_workers=0, kmeans_clusters=2, train_domains="source")
+    system.train(run, ds, progress=False)
+    classes = json.loads((run.path / "classes.json").read_text())
+    assert classes and all(c.endswith("/source") for c in classes)
+    w = source_sample_weights(["a", "a", "a", "b", "c", "c"], ["m"] * 3 + ["n"] * 3)
+    # clip weight = clips of other classes (3, 3, 3, 5, 4, 4), normalised per group, then mean 1
+    raw = np.array([3, 3, 3, 5, 4, 4], float)
+    raw[:3] /= raw[:3].sum()
+    raw[3:] /= raw[3:].sum()
+    np.testing.assert_allclose(w, raw / raw.mean())
+    assert w[:3].sum() == pytest.approx(w[3:].sum())

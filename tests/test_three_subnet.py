@@ -75,14 +75,14 @@ def test_spectrum_band_and_config_validation():
 
 
 def test_input_options_change_what_the_branches_see():
-    """stft_mean_norm off keeps the level in the STFT branch; max pooling reacts to one short click;
-    spectrum_log compresses the spectrum input; a bad pool name is refused."""
+    """stft_mean_norm off keeps the level in the (log-input, "basic") STFT branch; max pooling reacts to
+    one short click; spectrum_log compresses the spectrum input; a bad pool name is refused."""
     torch.manual_seed(0)
     x = 0.1 * torch.randn(2, SR)
     louder = x * 3.0  # a gain shifts the log STFT by a constant per bin
     for norm in (True, False):
         torch.manual_seed(1)
-        branch = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0, stft_mean_norm=norm)).eval()
+        branch = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0, stft_mean_norm=norm, stft_net="basic")).eval()
         with torch.no_grad():
             same = torch.allclose(branch.branch_embeddings(x)["stft"], branch.branch_embeddings(louder)["stft"],
                                   atol=1e-5)
@@ -202,3 +202,98 @@ def test_system_settings_refuse_bad_values_before_training():
     for bad in ({"stft_time_pool": "sum"}, {"featex_partner": "section"}, {"pseudo_classes": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ThreeSubnetSettings(**bad)
+
+
+def test_public_stft_branch_shapes_and_parts():
+    """Public STFT branch: per-bin BN on |STFT|, 7x7/2 stem + 3x3/2 pool, 4 stages x 2 pre-activation SE
+    units (16..128 channels), max over the whole time axis, BN on the flattened map, 256-d output."""
+    from asdcore.models.three_subnet import PreActUnit, PublicStftBranch, SqueezeExcitation
+
+    cfg = ThreeSubnetConfig()                                # 12 s, the default
+    branch = ThreeSubnet(cfg).stft
+    assert isinstance(branch, PublicStftBranch)
+    n_freq, n_time = cfg.stft_shape()
+    assert (n_freq, n_time) == (513, 376)
+    assert branch.input_bn.num_features == 513
+    units = [m for m in branch.units if isinstance(m, PreActUnit)]
+    assert [u.conv2.out_channels for u in units] == [16, 16, 32, 32, 64, 64, 128, 128]
+    assert all(isinstance(u.se, SqueezeExcitation) for u in units)
+    assert [u.conv1.stride[0] for u in units] == [1, 1, 2, 1, 2, 1, 2, 1]
+    assert [isinstance(u.shortcut, torch.nn.Identity) for u in units] == [True, True] + [False, True] * 3
+    # frequency: 513 -> 257 (stem) -> 128 (pool) -> 128, 64, 32, 16 through the stages; 128 channels x 16
+    assert branch.flat_dim == 128 * 16 and branch.flat_bn.num_features == 2048
+    torch.manual_seed(0)
+    mag = torch.rand(2, n_freq, n_time)
+    with torch.no_grad():
+        h = branch.units(branch.stem(branch.input_bn(mag - mag.mean(-1, keepdim=True)).unsqueeze(1)))
+        assert h.shape[:3] == (2, 128, 16)
+        assert branch.eval()(mag).shape == (2, 256)
+    short = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0)).eval()
+    with torch.no_grad():
+        assert short(torch.randn(3, SR)).shape == (3, 512)
+
+
+def test_no_bias_where_the_recipe_has_none():
+    """Default (public): no conv or dense layer has a bias; BatchNorm keeps its shift. use_bias=True adds them."""
+    model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0))
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
+    assert layers and all(m.bias is None for m in layers)
+    names = [n for n, _ in model.named_parameters() if n.endswith(".bias")]
+    assert names and all(isinstance(model.get_submodule(n.rsplit(".", 1)[0]), torch.nn.modules.batchnorm._BatchNorm)
+                         for n in names)
+    biased = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0, use_bias=True))
+    assert any(isinstance(m, torch.nn.Linear) and m.bias is not None for m in biased.modules())
+
+
+def test_kernel_parameters_split_weights_from_norms():
+    from asdcore.models.three_subnet import kernel_parameters
+
+    model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0))
+    kernels, others = kernel_parameters(model)
+    assert len(kernels) + len(others) == len(list(model.parameters()))
+    assert all(p.dim() >= 2 for p in kernels) and all(p.dim() == 1 for p in others)   # BN scales and shifts
+
+
+def test_featex_loss_is_added_to_the_main_loss():
+    """featex_mode "add": loss = main AdaCos loss of the clips + FeatEx loss (3C classes), weight 1 each."""
+    from asdcore.systems.three_subnet import _Classifier, featex_public, featex_public_draw
+
+    torch.manual_seed(0)
+    model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0)).eval()
+    head = SubClusterAdaCos(3, n_subclusters=2, embed_dim=512, seed=0).eval()
+    fx_head = SubClusterAdaCos(9, n_subclusters=2, embed_dim=512, seed=1).eval()
+    net = _Classifier(model, head, fx_head).eval()
+    waves = torch.randn(6, SR)
+    y = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3).float()
+    exchange = featex_public_draw(6, 3, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        total = net(waves, y, None, exchange)
+        parts = list(model.branch_embeddings(waves).values())
+        main = head(torch.cat(parts, 1), y)
+        fx = fx_head(*featex_public(parts, y, *exchange))
+        plain = net(waves, y)
+    assert total.item() == pytest.approx(main.item() + fx.item(), rel=1e-5)
+    assert plain.item() == pytest.approx(main.item(), rel=1e-5) and fx.item() > 0
+
+
+def test_featex_public_labels_and_partners():
+    """Kept clips: [y, 0, 0]; exchanged: [0, y/2, y_partner/2] with one branch from the mirrored clip."""
+    from asdcore.systems.three_subnet import featex_public, featex_public_draw
+
+    b = 5
+    parts = [torch.arange(b, dtype=torch.float32).view(-1, 1) + 10 * k for k in range(3)]
+    y = torch.eye(b)
+    partner, branch, keep = featex_public_draw(b, 3, torch.Generator().manual_seed(0), prob=0.5)
+    assert partner.tolist() == [4, 3, 2, 1, 0] and bool(keep[2])       # the middle clip is its own partner: kept
+    emb, lab = featex_public(parts, y, partner, branch, keep)
+    assert lab.shape == (b, 15)
+    for i in range(b):
+        if keep[i]:
+            assert lab[i, :5].tolist() == y[i].tolist() and lab[i, 5:].sum() == 0
+            assert emb[i].tolist() == [float(i), 10.0 + i, 20.0 + i]
+        else:
+            assert lab[i, 5:10].tolist() == (0.5 * y[i]).tolist() and lab[i, 10:].tolist() == (0.5 * y[partner[i]]).tolist()
+            k = int(branch[i])
+            assert emb[i, k].item() == 10 * k + int(partner[i])
+    draws = [featex_public_draw(64, 3, torch.Generator().manual_seed(s))[2].float().mean().item() for s in range(50)]
+    assert 0.45 < sum(draws) / len(draws) < 0.55

@@ -1,50 +1,52 @@
 """The three-subnetworks embedding model (Wu, Wen, Yan, Cheng, DCASE 2024 Task 2, section 2).
 
-Written from the report's description; the layer sizes the report leaves open follow the public
-descriptions of Wilkinghoff's two-branch ASD systems, which the report names as its basis.
+The report says its network is "redesigned based on" Wilkinghoff's systems and leaves most sizes
+open. Where it is silent this module follows Wilkinghoff's public code, ``wilkinghoff/ssl4asd``
+``main_statex+featex.py`` (its reference [13]) and ``wilkinghoff/dcase2024_task2`` ``main.py``,
+and says so field by field in :class:`ThreeSubnetConfig`.
 
-One raw 16 kHz clip of fixed length feeds three branches, each of which turns its own input into
-an embedding; the three embeddings are concatenated into one 512-d vector::
+One raw 16 kHz clip of fixed length feeds three branches; their embeddings are concatenated::
 
     waveform  (B, N)            -> three Conv1d + BN + ReLU -> flatten -> 4 FC (BN) -> 128-d
     spectrum  |rFFT| of clip    -> three Conv1d + BN + ReLU -> flatten -> 4 FC (BN) -> 128-d
-    STFT      log |STFT|        -> stem + 4 residual basic blocks -> pool over time
-                                   -> flatten -> linear                              -> 256-d
+    STFT      |STFT| - mean_t   -> BN per bin -> stem -> 4 stages x 2 pre-activation SE units
+                                   -> max over time -> flatten -> BN -> linear        -> 256-d
     concat                                                                           -> 512-d
 
 What the report states: clip length 12 s, STFT window 1024 / hop 512, three 1-D convolutions +
 flatten + four fully connected layers with batch normalisation for the waveform and spectrum
-branches (128-d each), a "modified ResNet" of four basic blocks + flatten for the STFT branch
-(256-d), concatenation to 512-d, sub-cluster AdaCos loss (see :mod:`asdcore.losses`).
+branches (128-d each), a "modified ResNet" of four basic blocks + flatten with batch normalisation
+for the STFT branch (256-d), concatenation to 512-d, sub-cluster AdaCos loss
+(:mod:`asdcore.losses`).
 
-What it leaves open, and what is chosen here (all sizes are fields of :class:`ThreeSubnetConfig`):
+What it leaves open, and what is chosen here:
 
-* Channels / kernels / strides of the 1-D convolutions: 128 channels, kernels 256, 64, 16 with
-  strides 64, 32, 4, the sizes of Wilkinghoff's public spectrum branch, used for both 1-D
-  branches since the report describes them identically. Each convolution is followed by
-  BatchNorm and ReLU.
-* Padding of those convolutions: "same" padding (TensorFlow convention, output length
-  ``ceil(L / stride)``). With unpadded convolutions the stack needs at least ~35,000 input samples
-  (~2.2 s) and would fail on short clips; "same" padding works for any length and changes nothing
-  else.
-* Fully connected part: three ``Linear -> BatchNorm -> ReLU`` layers of 128 units and a final
-  linear 128-unit layer (the embedding is left unbounded, the loss normalises it).
-* Spectrum input: the magnitude of one rFFT over the whole clip, restricted to
-  ``spectrum_band_hz`` (default 0 Hz up to, but excluding, Nyquist: the first ``N // 2`` bins,
-  as in the public system that keeps the first half of the FFT). No log and no window; a
-  single-channel BatchNorm on the input brings the raw magnitudes (of order ``N * amplitude``)
-  to unit scale.
-* Waveform input: not normalised; the first convolution is linear and followed by BatchNorm, so
-  the global level of a clip is removed there.
-* STFT input: ``log(|STFT| + 1e-8)`` with temporal mean subtraction per frequency bin and clip
-  (removes the stationary spectral envelope and the recording gain, which the spectrum branch
-  already sees; this is what Wilkinghoff's STFT branch does).
-* "Modified ResNet": a 7x7 stride-2 stem conv (16 channels) + BN + ReLU + 3x3 stride-2 max
-  pooling, then four basic blocks (two 3x3 convs with BN, ReLU, identity shortcut or a 1x1 conv +
-  BN shortcut when the shape changes) with 16, 32, 64, 128 channels and strides 1, 2, 2, 2; then
-  the time axis is averaged away (the frequency axis is kept, machine sounds are frequency
-  specific; mean rather than max so that one transient does not dominate a stationary machine
-  sound) and the ``channels x frequency`` map is flattened and projected linearly to 256-d.
+* 1-D convolutions: 128 channels, kernels 256, 64, 16 with strides 64, 32, 4, "same" padding
+  (``ssl4asd/main_statex+featex.py``, FFT branch), used for both 1-D branches since the report
+  describes them identically. Departure kept: each convolution is followed by BatchNorm + ReLU
+  (the report names batch normalisation for these branches; the public FFT branch uses ReLU +
+  squeeze-and-excitation without BN), and there are four fully connected layers as the report
+  says (three ``Linear -> BN -> ReLU`` + a linear one; the public branch has five).
+* Spectrum input: ``|rFFT|`` of the whole clip, first half of the bins, no window, no log
+  (public). Departure kept: a single-channel BatchNorm on the input brings the raw magnitudes (of
+  order ``N * amplitude``) to unit scale; the public code feeds them raw, which works in Keras
+  only because its first convolution has no BN after it and Adam adapts the step.
+* STFT branch (``stft_net="public"``, the default), as ``ssl4asd/main_statex+featex.py`` and
+  ``dcase2024_task2/main.py`` build it: linear ``|STFT|`` minus each bin's temporal mean, a learned
+  BatchNorm per frequency bin, a 7x7 stride-2 convolution (16 channels) + BN + ReLU + 3x3 stride-2
+  max pooling, then four stages (16, 32, 64, 128 channels) of two pre-activation residual units
+  (``BN -> ReLU -> conv3x3 -> BN -> ReLU -> conv3x3 -> squeeze-and-excitation``, ratio 16), the
+  first unit of stages 2-4 with stride 2 and a shortcut of 2x2 max pooling + 1x1 convolution; the
+  maximum over the whole time axis (frequency is kept), flatten, BatchNorm, a linear layer to
+  256-d. The report's "four basic blocks" are read as the four stages.
+  ``stft_net="basic"`` is the earlier design of this project (log STFT, post-activation basic
+  blocks with a 1x1 conv + BN shortcut, mean over time, no BN before the projection), kept so old
+  runs load and for the ablation (``bench/ablation.py``).
+* No bias in any convolution or dense layer (``use_bias=False``, public: ``use_bias=False``
+  everywhere); the L2 weight decay 1e-5 on kernels is applied by the optimiser
+  (:func:`kernel_parameters`).
+* "Same" padding of the 1-D convolutions (TensorFlow convention, output length
+  ``ceil(L / stride)``) lets the model work on any clip length.
 
 Flatten sizes depend on the clip length, which is fixed at construction (``clip_seconds``);
 :meth:`ThreeSubnet.forward` refuses clips of another length instead of silently mis-shaping.
@@ -58,7 +60,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from asdcore.features import STFT_LOG_EPS, amplitude_spectrum, stft_logmag, waveform_input
+from asdcore.features import STFT_LOG_EPS, amplitude_spectrum, stft_logmag, stft_magnitude, waveform_input
 
 
 @dataclass(frozen=True)
@@ -73,21 +75,25 @@ class ThreeSubnetConfig:
     hidden fully connected layers (BN + ReLU), followed by one linear layer of ``waveform_dim``
     resp. ``spectrum_dim`` units (four FC layers in all). ``spectrum_band_hz``: half-open
     frequency band ``[lo, hi)`` of the amplitude spectrum fed to the spectrum branch.
-    ``spectrum_log``: feed ``log(|rFFT| + 1e-8)`` instead of the raw magnitude (off: as published).
+    ``spectrum_log``: feed ``log(|rFFT| + 1e-8)`` instead of the raw magnitude (off: the public FFT branch
+    of ``ssl4asd/main_statex+featex.py`` takes the raw magnitude).
 
-    ``stft_mean_norm``: subtract each frequency bin's temporal mean from the log STFT (on: as
-    published); off keeps the stationary spectral envelope in the STFT branch's input.
-    ``stft_time_pool``: how the time axis of the last block is removed before the flatten, ``"mean"``
-    (default) or ``"max"`` (keeps short events such as impacts, which a mean over 12 s dilutes).
+    ``stft_net``: ``"public"`` (default; the STFT branch of Wilkinghoff's public code, see the
+    module docstring) or ``"basic"`` (this project's earlier branch on the log STFT).
+    ``stft_mean_norm``: subtract each frequency bin's temporal mean from the STFT input (on: as in
+    ``ssl4asd/main_statex+featex.py``); off keeps the stationary spectral envelope in the input.
+    ``stft_time_pool``: how the time axis of the last stage is removed before the flatten, ``"max"``
+    (default, public: ``MaxPooling2D`` over the whole time axis) or ``"mean"`` (the earlier choice).
+    ``use_bias``: bias terms in the convolutions and dense layers (off: public ``use_bias=False``).
+    ``se_ratio``: channel reduction of the squeeze-and-excitation blocks (16, public).
 
     STFT branch: stem conv (``stem_channels``, ``stem_kernel``, ``stem_stride``) + max pooling
-    (``stem_pool``, stride 2); ``block_channels`` / ``block_strides`` of the four basic blocks;
-    ``stft_dim`` output units.
+    (``stem_pool``, stride 2); ``block_channels`` / ``block_strides`` of the four stages (basic
+    blocks for ``"basic"``); ``stft_dim`` output units.
 
-    Size: the defaults give 4,244,402 parameters (17.0 MB as float32) for 12 s clips. Most of
-    that is in the second 128->128, kernel-64 convolution of each 1-D branch (1.05 M each). The
-    public sizes are kept because they are the tested configuration. ``conv_channels=(64, 64, 64)``
-    gives 1.95 M parameters (7.8 MB) if a smaller model is wanted.
+    Size: the defaults give about 4.3 M parameters (17 MB as float32) for 12 s clips. Most of
+    that is in the second 128->128, kernel-64 convolution of each 1-D branch (1.05 M each), the
+    public size. ``conv_channels=(64, 64, 64)`` roughly halves the model if a smaller one is wanted.
     """
 
     sample_rate: int = 16000
@@ -104,8 +110,11 @@ class ThreeSubnetConfig:
     spectrum_band_hz: tuple[float, float] = (0.0, 8000.0)
     spectrum_log: bool = False
     # STFT branch
+    stft_net: str = "public"
     stft_mean_norm: bool = True
-    stft_time_pool: str = "mean"
+    stft_time_pool: str = "max"
+    use_bias: bool = False
+    se_ratio: int = 16
     stem_channels: int = 16
     stem_kernel: int = 7
     stem_stride: int = 2
@@ -126,6 +135,10 @@ class ThreeSubnetConfig:
             raise ValueError(f"spectrum_band_hz must satisfy 0 <= lo < hi; got {self.spectrum_band_hz}")
         if self.stft_time_pool not in ("mean", "max"):
             raise ValueError(f"stft_time_pool must be 'mean' or 'max'; got {self.stft_time_pool!r}")
+        if self.stft_net not in ("public", "basic"):
+            raise ValueError(f"stft_net must be 'public' or 'basic'; got {self.stft_net!r}")
+        if self.se_ratio < 1:
+            raise ValueError(f"se_ratio must be >= 1; got {self.se_ratio}")
 
     @property
     def n_samples(self) -> int:
@@ -191,13 +204,13 @@ class SameConv1d(nn.Module):
         return F.relu(self.bn(self.conv(F.pad(x, self.pad))))
 
 
-def dense_head(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
+def dense_head(in_dim: int, hidden: tuple[int, ...], out_dim: int, bias: bool = True) -> nn.Sequential:
     """``Linear -> BN -> ReLU`` for each width in ``hidden``, then a plain ``Linear`` to ``out_dim``."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.BatchNorm1d(width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width, bias=bias), nn.BatchNorm1d(width), nn.ReLU()]
         in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
+    layers.append(nn.Linear(in_dim, out_dim, bias=bias))
     return nn.Sequential(*layers)
 
 
@@ -219,7 +232,7 @@ class Conv1dBranch(nn.Module):
             length, c_in = layer.out_len, c_out
         self.convs = nn.Sequential(*convs)
         self.flat_dim = c_in * length
-        self.head = dense_head(self.flat_dim, cfg.dense_units, out_dim)
+        self.head = dense_head(self.flat_dim, cfg.dense_units, out_dim, bias=cfg.use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_len:
@@ -254,7 +267,10 @@ class BasicBlock(nn.Module):
 
 
 class StftBranch(nn.Module):
-    """Modified ResNet on the mean-normalised log-magnitude STFT: ``(B, F, T) -> (B, stft_dim)``."""
+    """The earlier "basic" STFT branch: a ResNet of basic blocks on the log STFT, ``(B, F, T) -> (B, stft_dim)``.
+
+    Input: ``log(|STFT| + 1e-8)``, see :meth:`input_features`.
+    """
 
     def __init__(self, cfg: ThreeSubnetConfig):
         super().__init__()
@@ -277,9 +293,14 @@ class StftBranch(nn.Module):
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.flat_dim = c_in * f
-        self.proj = nn.Linear(self.flat_dim, cfg.stft_dim)
+        self.proj = nn.Linear(self.flat_dim, cfg.stft_dim, bias=cfg.use_bias)
         self.mean_norm = cfg.stft_mean_norm
         self.time_pool = cfg.stft_time_pool
+
+    @staticmethod
+    def input_features(x: torch.Tensor, cfg: ThreeSubnetConfig) -> torch.Tensor:
+        """The branch's input from fixed-length waves: the log-magnitude STFT."""
+        return stft_logmag(x, n_fft=cfg.n_fft, hop=cfg.hop)
 
     def forward(self, logmag: torch.Tensor) -> torch.Tensor:
         if logmag.shape[1] != self.n_freq:
@@ -289,6 +310,112 @@ class StftBranch(nn.Module):
         h = self.blocks(self.stem(x.unsqueeze(1)))       # (B, C, F', T')
         pooled = h.amax(dim=-1) if self.time_pool == "max" else h.mean(dim=-1)  # over time; keep frequency
         return self.proj(pooled.flatten(1))
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gating (Hu et al.): global average -> ``C / ratio`` ReLU -> ``C`` sigmoid -> scale.
+
+    As the public ``SqueezeAndExcitationBlock`` (``ssl4asd/main_statex+featex.py``): no biases,
+    at least one hidden unit.
+    """
+
+    def __init__(self, channels: int, ratio: int = 16):
+        super().__init__()
+        hidden = max(channels // ratio, 1)
+        self.fc1 = nn.Linear(channels, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * gate[:, :, None, None]
+
+
+class PreActUnit(nn.Module):
+    """Pre-activation residual unit with squeeze-and-excitation, as in Wilkinghoff's public STFT branch.
+
+    ``h = BN(x)`` (skipped for the first unit, whose input leaves the stem's BN + ReLU),
+    ``out = shortcut(h) + SE(conv3x3(ReLU(BN(conv3x3_stride(ReLU(h))))))``; the shortcut is ``h``
+    itself, or, when the unit downsamples, 2x2 max pooling ("same") + a 1x1 convolution.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, first: bool, bias: bool, se_ratio: int):
+        super().__init__()
+        self.bn_in: nn.Module = nn.Identity() if first else nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
+        self.bn_mid = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=bias)
+        self.se = SqueezeExcitation(c_out, se_ratio)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            # TF "same" 2x2 pooling of stride 2: ceil(L / 2) outputs, the odd last row pooled alone
+            self.shortcut = nn.Sequential(nn.MaxPool2d(2, stride=stride, ceil_mode=True),
+                                          nn.Conv2d(c_in, c_out, 1, bias=bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn_in(x)
+        r = self.conv2(F.relu(self.bn_mid(self.conv1(F.relu(h)))))
+        return self.shortcut(h) + self.se(r)
+
+
+class PublicStftBranch(nn.Module):
+    """Wilkinghoff's public STFT branch (see the module docstring): ``(B, F, T) -> (B, stft_dim)``."""
+
+    def __init__(self, cfg: ThreeSubnetConfig):
+        super().__init__()
+        n_freq, _ = cfg.stft_shape()
+        self.n_freq = n_freq
+        self.mean_norm = cfg.stft_mean_norm
+        self.time_pool = cfg.stft_time_pool
+        self.input_bn = nn.BatchNorm1d(n_freq)                     # one learned normalisation per bin
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, cfg.stem_channels, cfg.stem_kernel, stride=cfg.stem_stride,
+                      padding=cfg.stem_kernel // 2, bias=cfg.use_bias),
+            nn.BatchNorm2d(cfg.stem_channels),
+            nn.ReLU(),
+            nn.MaxPool2d(cfg.stem_pool, stride=2),                  # "valid" pooling, as main_statex+featex.py
+        )
+        f = conv2d_out_len(n_freq, cfg.stem_kernel, cfg.stem_stride, cfg.stem_kernel // 2)
+        f = conv2d_out_len(f, cfg.stem_pool, 2, 0)
+        units: list[nn.Module] = []
+        c_in = cfg.stem_channels
+        for stage, (c_out, s) in enumerate(zip(cfg.block_channels, cfg.block_strides)):
+            units.append(PreActUnit(c_in, c_out, s, stage == 0, cfg.use_bias, cfg.se_ratio))
+            units.append(PreActUnit(c_out, c_out, 1, False, cfg.use_bias, cfg.se_ratio))
+            f = same_out_len(f, s)
+            c_in = c_out
+        self.units = nn.Sequential(*units)
+        self.flat_dim = c_in * f
+        self.flat_bn = nn.BatchNorm1d(self.flat_dim)
+        self.proj = nn.Linear(self.flat_dim, cfg.stft_dim, bias=cfg.use_bias)
+
+    @staticmethod
+    def input_features(x: torch.Tensor, cfg: ThreeSubnetConfig) -> torch.Tensor:
+        """The branch's input from fixed-length waves: the linear-magnitude STFT."""
+        return stft_magnitude(x, n_fft=cfg.n_fft, hop=cfg.hop)
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:
+        if mag.shape[1] != self.n_freq:
+            raise ValueError(f"STFT branch built for {self.n_freq} frequency bins; got {mag.shape[1]}")
+        x = mag - mag.mean(dim=-1, keepdim=True) if self.mean_norm else mag
+        h = self.units(self.stem(self.input_bn(x).unsqueeze(1)))    # (B, C, F', T')
+        pooled = h.amax(dim=-1) if self.time_pool == "max" else h.mean(dim=-1)
+        return self.proj(self.flat_bn(pooled.flatten(1)))
+
+
+def kernel_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``(kernels, others)``: weights of convolutions and dense layers, and every other parameter.
+
+    The public code puts its L2 penalty (``kernel_regularizer=l2(1e-5)``) on kernels only, not on
+    BatchNorm scales and shifts or biases; the optimiser gets the two groups separately.
+    """
+    kernels: list[nn.Parameter] = []
+    ids = set()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            kernels.append(m.weight)
+            ids.add(id(m.weight))
+    others = [p for p in model.parameters() if id(p) not in ids]
+    return kernels, others
 
 
 # --------------------------------------------------------------------------- full model
@@ -308,7 +435,7 @@ class ThreeSubnet(nn.Module):
         self.bins = cfg.spectrum_bins()
         self.waveform = Conv1dBranch(cfg.n_samples, cfg, cfg.waveform_dim)
         self.spectrum = Conv1dBranch(self.bins[1] - self.bins[0], cfg, cfg.spectrum_dim, input_norm=True)
-        self.stft = StftBranch(cfg)
+        self.stft = PublicStftBranch(cfg) if cfg.stft_net == "public" else StftBranch(cfg)
 
     @property
     def embed_dim(self) -> int:
@@ -331,7 +458,7 @@ class ThreeSubnet(nn.Module):
         return {
             "waveform": self.waveform(x),
             "spectrum": self.spectrum(spectrum),
-            "stft": self.stft(stft_logmag(x, n_fft=self.cfg.n_fft, hop=self.cfg.hop)),
+            "stft": self.stft(self.stft.input_features(x, self.cfg)),
         }
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:

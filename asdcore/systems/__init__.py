@@ -119,8 +119,45 @@ class System:
             raise ValueError(f"{self.info.name} has no setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return self.Settings(**{k: v for k, v in overrides.items() if v is not None})
 
+    def run_settings(self, run: Run):
+        """The typed settings a run was trained with.
+
+        A setting the run's ``config.json`` lacks (the run was written before it existed) takes its
+        :data:`asdcore.runs.LEGACY_SETTINGS` value, which reproduces what the run did, not today's
+        default; a setting this system does not know is refused.
+        """
+        from asdcore.runs import LEGACY_SETTINGS, RunError
+
+        known = {f.name for f in fields(self.Settings)}
+        stored = dict(run.config.settings)
+        unknown = sorted(set(stored) - known)
+        if unknown:
+            raise RunError(f"{run.path / 'config.json'} names setting(s) {', '.join(unknown)} that "
+                           f"{self.info.name} does not know")
+        legacy = {k: v for k, v in LEGACY_SETTINGS.items() if k in known and k not in stored}
+        try:
+            return self.Settings(**{**legacy, **stored})
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"{run.path / 'config.json'} holds invalid settings: {exc}") from None
+
     def new_run(self, out: Path, ds: Dataset, machines: list[str], resume: bool, **overrides: Any) -> Run:
-        settings = self.settings(**overrides)
+        """Create the run folder ``out``, or with ``resume`` reopen it.
+
+        On resume the settings not given in ``overrides`` are the run's own (:meth:`run_settings`), so
+        a run continues as it was trained even when today's defaults differ; a given setting that
+        differs from the stored one is refused by :meth:`asdcore.runs.Run.create` with a hint.
+        """
+        from asdcore.runs import CONFIG_NAME, RunError
+
+        base: dict[str, Any] = {}
+        if resume and (Path(out) / CONFIG_NAME).exists():
+            try:
+                existing = Run.open(out)
+                if existing.config.system == self.info.name:
+                    base = asdict(self.run_settings(existing))
+            except RunError:
+                pass  # Run.create below reports the folder's problem
+        settings = self.settings(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
         cfg = RunConfig(system=self.info.name, settings=asdict(settings), data_root=str(ds.root.resolve()),
                         machines=machines, seed=int(getattr(settings, "seed", 0)))
         return Run.create(out, cfg, resume=resume)

@@ -134,7 +134,7 @@ class SSLSystem(ThreeSubnetSystem):
         """The run's embedder (architecture from ``model/backbone.json``, weights from the run)."""
         from asdcore.models.ssl import WeightsError, rebuild_backbone
 
-        s = self.Settings(**run.config.settings)
+        s = self.run_settings(run)
         device = device or resolve_device(s.device)
         path = run.model_dir / BACKBONE_FILE
         if not path.exists():
@@ -157,7 +157,7 @@ class SSLSystem(ThreeSubnetSystem):
         from asdcore.losses import SubClusterAdaCos, mixup
         from asdcore.models.ssl import describe_backbone, load_backbone
 
-        s = self.Settings(**run.config.settings)
+        s = self.run_settings(run)
         device = resolve_device(s.device)
         clips = [c for m in run.config.machines for c in training_clips(ds, m)]
         if not clips:
@@ -177,7 +177,10 @@ class SSLSystem(ThreeSubnetSystem):
             labels = torch.tensor([classes.index(class_key(c, s.domain_classes)) for c in clips])
             save_json(run.path / "classes.json", classes)
             backbone.freeze(feature_encoder=s.freeze_feature_encoder, layers=s.freeze_layers)
-            head = SubClusterAdaCos(len(classes), n_subclusters=s.n_subclusters, embed_dim=model.embed_dim, seed=s.seed)
+            # the SSL systems keep this project's earlier AdaCos rule: the public rule (issue 13) was
+            # measured on the three-subnet model only
+            head = SubClusterAdaCos(len(classes), n_subclusters=s.n_subclusters, embed_dim=model.embed_dim, seed=s.seed,
+                                    rule="textbook")
             net = _Classifier(model, head).to(device)
             opt = torch.optim.Adam(self.param_groups(model, head, s))
             n_classes = len(classes)

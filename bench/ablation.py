@@ -1,0 +1,296 @@
+"""Ablation of the three-subnet recipe: the default, and one earlier choice at a time, next to ae-mahala.
+
+    python bench/ablation.py DATA [--out runs/ablation] [--variants all|NAME,...] [--jobs 2]
+                             [--ae-seeds 0] [--print-only]
+
+Each variant is the default three-subnet system (:class:`asdcore.systems.three_subnet.ThreeSubnetSettings`,
+which follows Wilkinghoff's public code where the report is silent) with one item switched back to this
+project's earlier choice (:data:`VARIANTS`). Items that belong together switch as one (the STFT input and
+network; bias and weight decay). ``kmeans-renorm`` changes only the backend, so it re-scores the default
+runs' saved embeddings instead of training (:func:`bench.branches.rescored_table`).
+
+Seeds: the default and ae-mahala train with two seeds (0 and 1; ``--ae-seeds``); each variant first with
+seed 0, then with seed 1 when its seed-0 hmean lies within 2 points of the default's mean (a variant far
+from the default is not close to a decision, one more seed would not change it).
+
+Prints, all from the runs (nothing is hard-coded):
+
+1. per variant: official hmean mean +- standard deviation over seeds (and each seed), the All row's
+   AUC(source), AUC(target), pAUC (seed means), and the mean within-domain AUC over the machine x
+   domain x fault-kind cells (``bench/fault_kinds.py``: does the embedding see the faults at all?);
+2. per machine: the hmean of AUC(source), AUC(target), pAUC of each variant (seed means).
+
+Training runs as ``python -m asdcore train ... --resume`` child processes, ``--jobs`` at a time, each with
+one intra-op thread (two 1-thread runs side by side beat one 2-thread run on two cores). A run folder that
+is already scored is reused and an unfinished one resumes, so the bench can run across several sittings;
+``--print-only`` prints what exists. Run folders: ``OUT/<variant>/seed<N>``, ``OUT/ae/seed<N>`` (the AE run
+is scored as ae-mse, and re-scored as ae-mahala into ``OUT/ae-mahala/seed<N>``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from asdcore.data import DataError, discover  # noqa: E402
+from asdcore.metrics import machine_sort_key, official_score, read_metrics_csv  # noqa: E402
+from asdcore.runs import Run, RunError, format_setting  # noqa: E402
+
+#: variant name -> settings that switch one item of the public recipe back to the earlier choice
+VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "adacos-textbook": {"adacos_rule": "textbook"},
+    "stft-basic": {"stft_net": "basic", "stft_time_pool": "mean"},
+    "bias-no-decay": {"use_bias": True, "weight_decay": 0.0},
+    "classes-no-domain": {"class_domains": False},
+    "mixup-per-batch": {"mixup_mode": "batch"},
+    "featex-replace": {"featex_mode": "replace"},
+    "no-featex": {"featex": False},
+    "source-only-2024": {"train_domains": "source"},
+    "kmeans-renorm": {"kmeans_renorm": True},
+}
+#: variants that change only how the default's embeddings are scored (no training)
+SCORING_ONLY = {"kmeans-renorm"}
+#: a variant whose seed-0 hmean is this close (points) to the default's mean gets a second seed
+CLOSE = 2.0
+
+
+@dataclass
+class Result:
+    """The metrics tables of one variant, one per seed."""
+
+    name: str
+    tables: dict[int, pd.DataFrame] = field(default_factory=dict)
+    clips: dict[int, pd.DataFrame] = field(default_factory=dict)   # test scores: machine, file_name, score
+
+    def hmeans(self) -> list[float]:
+        return [100 * official_score(t) for _, t in sorted(self.tables.items())]
+
+
+def run_dir(out: Path, variant: str, seed: int) -> Path:
+    return out / variant / f"seed{seed}"
+
+
+def finished(folder: Path) -> bool:
+    try:
+        return Run.open(folder).config.status == "scored" and (folder / "metrics.csv").exists()
+    except RunError:
+        return False
+
+
+def train_command(data: Path, folder: Path, system: str, settings: dict[str, object], seed: int) -> list[str]:
+    cmd = [sys.executable, "-m", "asdcore", "train", str(data), "--system", system, "--out", str(folder),
+           "--resume", "--device", "cpu", "--quiet", "--set", f"seed={seed}"]
+    for key, value in settings.items():
+        cmd += ["--set", format_setting(key, value)]
+    return cmd
+
+
+def run_jobs(jobs: list[tuple[str, list[str], Path]], parallel: int) -> None:
+    """Run ``(label, command, log)`` jobs, ``parallel`` at a time, each with one intra-op thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    pending, running = list(jobs), []
+    while pending or running:
+        while pending and len(running) < parallel:
+            label, cmd, log = pending.pop(0)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            print(f"[{time.strftime('%H:%M:%S')}] start {label}", flush=True)
+            running.append((label, subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env),
+                            time.perf_counter(), log))
+        time.sleep(5)
+        for item in list(running):
+            label, proc, t0, log = item
+            if proc.poll() is not None:
+                running.remove(item)
+                state = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {log})"
+                print(f"[{time.strftime('%H:%M:%S')}] {label}: {state} after {time.perf_counter() - t0:.0f} s",
+                      flush=True)
+
+
+def plan(data: Path, out: Path, variants: list[str], ae_seeds: list[int], results: dict[str, Result],
+         extra: dict[str, object] | None = None) -> list:
+    """The training jobs still to do, in priority order: default seeds, AE, variants' seed 0, close seeds.
+
+    ``extra``: settings given to every system that has them (``--set``; e.g. a shorter smoke test).
+    """
+    from dataclasses import fields
+
+    from asdcore.systems import get_system
+
+    jobs = []
+
+    def add(variant: str, seed: int, system: str = "three-subnet-kmeans", settings: dict | None = None) -> None:
+        folder = run_dir(out, variant, seed)
+        has = {f.name for f in fields(get_system(system).Settings)}
+        given = {**{k: v for k, v in (extra or {}).items() if k in has}, **(settings or {})}
+        if not finished(folder):
+            jobs.append((f"{variant} seed {seed}", train_command(data, folder, system, given, seed),
+                         out / "logs" / f"{variant}_seed{seed}.log"))
+
+    for seed in (0, 1):
+        add("default", seed)
+    for seed in ae_seeds:
+        add("ae", seed, system="ae-mse")
+    trainable = [v for v in variants if v != "default" and v not in SCORING_ONLY]
+    for v in trainable:
+        add(v, 0, settings=VARIANTS[v])
+    default = results.get("default")
+    if default is not None and len(default.tables) == 2:
+        ref = float(np.mean(default.hmeans()))
+        for v in trainable:
+            r = results.get(v)
+            if r is not None and 0 in r.tables and abs(r.hmeans()[0] - ref) <= CLOSE:
+                add(v, 1, settings=VARIANTS[v])
+    return jobs
+
+
+def collect(data: Path, out: Path, variants: list[str], ae_seeds: list[int]) -> dict[str, Result]:
+    """Metrics tables of every finished run (and the scoring-only variants, computed from the default's)."""
+    from asdcore.export import read_scores
+    from asdcore.metrics import metrics_table
+    from asdcore.systems import get_system
+    from branches import rescored_clips
+
+    results: dict[str, Result] = {}
+    for variant in variants:
+        r = Result(variant)
+        for seed in (0, 1):
+            folder = run_dir(out, "default" if variant in SCORING_ONLY else variant, seed)
+            if not finished(folder):
+                continue
+            if variant in SCORING_ONLY:
+                renorm = bool(VARIANTS[variant].get("kmeans_renorm", False))
+                r.clips[seed] = rescored_clips(folder, renorm=renorm, seed=seed)
+                r.tables[seed] = metrics_table(r.clips[seed][["machine", "section", "domain", "label", "score"]])
+            else:
+                r.tables[seed] = read_metrics_csv(folder / "metrics.csv")
+                r.clips[seed] = read_scores(folder / "scores")
+        results[variant] = r
+    ae = Result("ae-mahala")
+    for seed in ae_seeds:
+        folder = run_dir(out, "ae", seed)
+        if not finished(folder):
+            continue
+        scored = run_dir(out, "ae-mahala", seed)
+        if not (scored / "metrics.csv").exists():
+            get_system("ae-mahala").score(Run.open(folder), discover(data), scored, progress=False)
+        ae.tables[seed] = read_metrics_csv(scored / "metrics.csv")
+        ae.clips[seed] = read_scores(scored / "scores")
+    results["ae-mahala"] = ae
+    return results
+
+
+def fault_means(result: Result, data_seed: int) -> str:
+    """Mean within-domain AUC over the fault-kind cells, averaged over seeds ('-' without runs)."""
+    from fault_kinds import fault_rows
+
+    if not result.clips:
+        return "-"
+    means = []
+    for clips in result.clips.values():
+        rows = fault_rows({"x": clips}, data_seed)
+        means.append(np.mean([float(r[4]) for r in rows if r[4] != "-"]))
+    return f"{np.mean(means):.1f}"
+
+
+def _all_row(table: pd.DataFrame) -> pd.Series:
+    return table[table["machine"] == "All"].iloc[0]
+
+
+def report(results: dict[str, Result], data_seed: int) -> str:
+    lines = ["| variant | seeds | hmean mean +- sd | per seed | AUC(s) | AUC(t) | pAUC | fault-kind AUC |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if not r.tables:
+            lines.append(f"| {name} | 0 | (not trained yet) | | | | | |")
+            continue
+        h = r.hmeans()
+        sd = f"{np.std(h, ddof=1):.2f}" if len(h) > 1 else "-"
+        alls = [_all_row(t) for t in r.tables.values()]
+        cols = [f"{100 * np.mean([a[c] for a in alls]):.2f}" for c in ("auc_source", "auc_target", "pauc")]
+        lines.append(f"| {name} | {len(h)} | {np.mean(h):.2f} +- {sd} | {' / '.join(f'{x:.2f}' for x in h)} | "
+                     + " | ".join(cols) + f" | {fault_means(r, data_seed)} |")
+    lines += ["", "Per machine: hmean of AUC(source), AUC(target), pAUC (%, mean over seeds)", ""]
+    names = [n for n, r in results.items() if r.tables]
+    machines = sorted({m for n in names for t in results[n].tables.values() for m in t["machine"]
+                       if m not in ("All", "hmean")},
+                      key=machine_sort_key)
+    lines.append("| machine | " + " | ".join(names) + " |")
+    lines.append("|---|" + "---|" * len(names))
+    from scipy.stats import hmean
+
+    for m in machines:
+        cells = []
+        for n in names:
+            vals = []
+            for t in results[n].tables.values():
+                row = t[t["machine"] == m]
+                if len(row):
+                    vals.append(100 * hmean([max(float(row.iloc[0][c]), 1e-8)
+                                             for c in ("auc_source", "auc_target", "pauc")]))
+            cells.append(f"{np.mean(vals):.1f}" if vals else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    p.add_argument("--variants", default="all", help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    p.add_argument("--jobs", type=int, default=2, help="trainings side by side (one thread each)")
+    p.add_argument("--ae-seeds", default="0,1")
+    p.add_argument("--data-seed", type=int, default=0, help="seed the synthetic DATA was generated with")
+    p.add_argument("--print-only", action="store_true", help="train nothing; print the tables of what exists")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every system that has it (repeatable; the README figures use none)")
+    args = p.parse_args(argv)
+    variants = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if "default" not in variants:
+        variants.insert(0, "default")
+    try:
+        from asdcore.cli import parse_settings
+
+        extra = parse_settings(args.set)
+        ae_seeds = [int(x) for x in args.ae_seeds.split(",") if x.strip()]
+        discover(args.data)
+    except (ValueError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print("error: --jobs must be >= 1", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    while not args.print_only:
+        jobs = plan(args.data, args.out, variants, ae_seeds, collect(args.data, args.out, variants, ae_seeds), extra)
+        if not jobs:
+            break
+        run_jobs(jobs, args.jobs)
+        # a failed job stays unfinished: do not loop on it forever
+        still = plan(args.data, args.out, variants, ae_seeds, collect(args.data, args.out, variants, ae_seeds), extra)
+        if [j[0] for j in still] == [j[0] for j in jobs]:
+            print("error: these runs did not finish: " + ", ".join(j[0] for j in still), file=sys.stderr)
+            break
+    results = collect(args.data, args.out, variants, ae_seeds)
+    print(f"\nAblation on {args.data} (official hmean in %, runs in {args.out}, "
+          f"{time.perf_counter() - t0:.0f} s this sitting)\n")
+    print(report(results, args.data_seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
