@@ -344,8 +344,9 @@ def featex_batch(parts: list[torch.Tensor], labels: torch.Tensor, partner: torch
     """This project's earlier FeatEx (``featex_mode "replace"``), which replaces the main loss.
 
     Departure from the public code (kept for old runs and the ablation): the public ``AugLayer``
-    keeps the main loss and adds a 3C-class loss (:func:`featex_public`). Returns ``(embeddings (2B, D), labels (2B, 2C))``: the B original embeddings with labels
-    ``[y, 0]``, then B exchanged ones with labels ``[0, (y_i + y_partner) / 2]``. Exchanged sample
+    keeps the main loss and adds a 3C-class loss (:func:`featex_public`).
+
+    Returns ``(embeddings (2B, D), labels (2B, 2C))``: the B original embeddings with labels ``[y, 0]``, then B exchanged ones with labels ``[0, (y_i + y_partner) / 2]``. Exchanged sample
     ``i`` is sample ``i``'s embedding with the output of one sub-network (``branch[i]``) taken from
     sample ``partner[i]``. To tell the two halves apart the sub-networks have to agree on *which
     clip* they look at, not only on its class: a self-supervised task that makes the embedding
@@ -454,12 +455,13 @@ class ThreeSubnetSystem(System):
             save_json(run.path / "classes.json", data.classes)
             run.set_status("training")
         t0 = time.perf_counter()
-        guard_hits = 0
+        guard_hits, cap_hits = 0, 0
         for i in range(s.n_models):
-            guard_hits += self._train_one(run, data, s, i, device, rank, world, resume, progress, on_epoch_end)
+            guards, caps = self._train_one(run, data, s, i, device, rank, world, resume, progress, on_epoch_end)
+            guard_hits, cap_hits = guard_hits + guards, cap_hits + caps
         if rank == 0:
             run.set_status("trained", train_seconds=round(time.perf_counter() - t0, 2),
-                           nan_guard_hits=guard_hits, world_size=world)
+                           nan_guard_hits=guard_hits, scale_cap_hits=cap_hits, world_size=world)
         if distributed:
             import torch.distributed as dist
 
@@ -471,8 +473,8 @@ class ThreeSubnetSystem(System):
 
     def _train_one(self, run: Run, data: TrainingData, s: ThreeSubnetSettings, index: int, device: torch.device,
                    rank: int, world: int, resume: bool, progress: bool,
-                   on_epoch_end: Callable[[int, float], None] | None) -> int:
-        """Train model ``index`` of the run (seed ``s.seed + index``); returns its NaN-guard hits.
+                   on_epoch_end: Callable[[int, float], None] | None) -> tuple[int, int]:
+        """Train model ``index`` of the run (seed ``s.seed + index``); returns its (NaN-guard, scale-cap) hits.
 
         Each model has its own checkpoint, so an interrupted ``n_models`` run resumes inside the
         model it was training; a finished model's checkpoint says so and costs nothing on resume.
@@ -546,7 +548,8 @@ class ThreeSubnetSystem(System):
             status=lambda: {"s": f"{float(head.scale):.3g}"})
         if rank == 0:
             run.save_weights(name, model.state_dict())
-        return int(head.nan_guard_hits + (featex_head.nan_guard_hits if featex_head is not None else 0))
+        heads = [h for h in (head, featex_head) if h is not None]
+        return sum(h.nan_guard_hits for h in heads), sum(h.scale_cap_hits for h in heads)
 
     # ------------------------------------------------------------------ embeddings
     def _forward_batch(self, model, batch: torch.Tensor, s) -> torch.Tensor:
