@@ -24,6 +24,15 @@ Labels
     every scored clip, else from development-style file names (:func:`label_test_clips`);
     evaluation-set folders without ground truth have neither and get no metrics.
 
+Intervals and decisions
+    :func:`bootstrap_intervals` gives every chosen system's 95 % stratified bootstrap intervals
+    (:mod:`asdcore.bootstrap`) and its paired gap to the best system on shared resamples;
+    :func:`seed_layout_with_intervals`, :func:`headline_with_intervals` and
+    :func:`hmean_bar_figure_with_intervals` put them next to the values. :func:`decided_table`
+    re-decides a folder's test clips at a threshold rule (:mod:`asdcore.decisions`) and
+    :func:`decisions_layout` shows precision, recall and F1 per domain next to the AUCs.
+    :func:`folder_clips` reads a scored folder's labelled clips for the CLI's ``compare``.
+
 Ensembles
     :func:`evaluate_ensemble` is the one call behind the tuner's live table: members with a
     positive weight are combined by :meth:`asdcore.ensemble.Ensemble.build` (a zero weight
@@ -658,9 +667,6 @@ def gap_text(row) -> str:
         verdict = "significant" if row.significant else "not significant"
         text += f" [{row.gap_low:+.2f}, {row.gap_high:+.2f}], {verdict}"
     return text
-
-
-DECISION_LABELS = {"precision": "P", "recall": "R", "f1": "F1"}
 
 
 def decision_column(system: str, column: str) -> str:

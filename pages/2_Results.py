@@ -174,8 +174,9 @@ if decision_tables:
     dframe = R.decisions_layout(decision_tables)
     st.dataframe(dframe, hide_index=True, width="stretch", key="results_decisions",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in dframe.columns if c != R.MACHINE})
-    st.caption("P = precision, R = recall (percent). *All* = arithmetic mean over machine types; *hmean* = harmonic "
-               "mean over machine types (the evaluator's source / target harmonic means).")
+    st.caption("In percent. *All* = arithmetic mean over machine types; *hmean* = harmonic mean over machine types "
+               "(the evaluator's source / target harmonic means). `python -m asdcore evaluate DATA SCORES --ci` gives "
+               "intervals of these too.")
     exportable = [n for n in decision_tables if thresholds_by_system[n][1]]
     if exportable:
         with st.expander("Export decisions as submission files"):

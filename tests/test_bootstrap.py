@@ -134,3 +134,26 @@ def test_four_systems_share_a_thousand_resamples():
     res, values = bootstrap_systems(systems, 1000, seed=0)
     assert all(v.values.shape == (1000, 7, len(ALL_METRICS)) for v in values.values())
     assert all(np.isfinite(v.official).all() for v in values.values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_weighted_kernel_equals_scikit_learn_on_the_expanded_lists(seed):
+    """Ties, FPR landing exactly on 0.1 (10 or 20 normals) and zero weights included."""
+    from sklearn.metrics import roc_auc_score
+
+    from asdcore.metrics import RocInput, weighted_roc_auc
+
+    rng = np.random.default_rng(seed)
+    n_normal, n_anomaly = (10, 4) if seed % 2 else (20, 9)
+    y = np.r_[np.zeros(n_normal, int), np.ones(n_anomaly, int)]
+    s = np.round(rng.normal(y * 0.7, 1.0), 0 if seed < 3 else 1)  # heavy ties
+    weights = rng.integers(0, 3, size=(40, y.size)).astype(float)
+    weights[0] = 1.0
+    auc, pauc = weighted_roc_auc(RocInput(y, s), weights)
+    for b in range(40):
+        idx = np.repeat(np.arange(y.size), weights[b].astype(int))
+        if len(set(y[idx])) < 2:
+            assert np.isnan(auc[b])
+            continue
+        assert auc[b] == pytest.approx(roc_auc_score(y[idx], s[idx]), abs=1e-12)
+        assert pauc[b] == pytest.approx(roc_auc_score(y[idx], s[idx], max_fpr=0.1), abs=1e-12)
