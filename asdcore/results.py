@@ -659,14 +659,23 @@ def headline_with_intervals(tables: Mapping[str, pd.DataFrame], ivs: Mapping[str
 
 
 def gap_text(row) -> str:
-    """The "vs best" line of a headline card: the gap, its paired interval and the verdict."""
+    """The "vs best" delta of a headline card: the gap and whether the paired bootstrap calls it significant."""
     if row.behind_best == 0:
         return "best"
     text = f"{row.behind_best:.2f} pts vs best"
-    if math.isfinite(row.gap_low) and math.isfinite(row.gap_high):
-        verdict = "significant" if row.significant else "not significant"
-        text += f" [{row.gap_low:+.2f}, {row.gap_high:+.2f}], {verdict}"
+    if row.significant is not None:
+        text += ", significant" if row.significant else ", not significant"
     return text
+
+
+def interval_caption(row) -> str:
+    """The line under a headline card: the official score's interval and the paired interval of the gap."""
+    parts = []
+    if math.isfinite(row.hmean_low) and math.isfinite(row.hmean_high):
+        parts.append(f"95 % CI [{row.hmean_low:.2f}, {row.hmean_high:.2f}]")
+    if math.isfinite(row.gap_low) and math.isfinite(row.gap_high):
+        parts.append(f"gap to best [{row.gap_low:+.2f}, {row.gap_high:+.2f}]")
+    return "; ".join(parts)
 
 
 def decision_column(system: str, column: str) -> str:

@@ -7,6 +7,7 @@ Thin by design: tables, figures, labels, intervals and decisions come from :mod:
 """
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from asdcore import decisions as D
@@ -108,8 +109,9 @@ if tables:
                        delta=R.gap_text(row), delta_color="off" if best or row.significant is False else "normal",
                        help=f"All (means): AUC(source) {row.auc_source:.2f} %, AUC(target) {row.auc_target:.2f} %, "
                             f"pAUC {row.pauc:.2f} %")
-            if row.system in ivs:
-                col.caption(f"95 % CI [{row.hmean_low:.2f}, {row.hmean_high:.2f}]")
+            caption = R.interval_caption(row)
+            if caption:
+                col.caption(caption)
     if sysiv is not None:
         for note in sysiv.notes:
             st.caption(note)
@@ -123,9 +125,11 @@ if tables:
         frame = R.seed_layout_with_intervals(tables, ivs)
     else:
         frame = R.side_by_side(tables, layout)
-    numeric = [c for c in frame.columns if c not in (R.MACHINE, R.METRIC) and frame[c].dtype != object]
-    st.dataframe(frame, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in numeric})
+    numeric = [c for c in frame.columns
+               if c not in (R.MACHINE, R.METRIC) and pd.api.types.is_numeric_dtype(frame[c])]
+    config = {c: st.column_config.NumberColumn(format="%.2f") if c in numeric else st.column_config.TextColumn()
+              for c in frame.columns if c not in (R.MACHINE, R.METRIC)}
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=config)
     st.download_button("Download table (CSV)", R.table_csv(frame), file_name=f"results_{layout}.csv",
                        mime="text/csv", key="results_download", on_click="ignore")
     st.caption("*All* = arithmetic mean over machine types; *hmean* = the official score. Click a column header to "

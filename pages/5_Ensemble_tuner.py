@@ -5,6 +5,7 @@ Thin by design: combining, evaluating, searching and saving are :mod:`asdcore.re
 """
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from asdcore import results as R
@@ -135,13 +136,16 @@ else:
         if best:
             delta = f"{100 * (evaluation.hmean - best[1]):+.2f} pts vs best member"
             if gap is not None:
-                delta += f" [{100 * gap.low:+.2f}, {100 * gap.high:+.2f}], {'significant' if gap.significant else 'not significant'}"
+                delta += ", significant" if gap.significant else ", not significant"
         c1, c2, c3 = st.columns(3)
         c1.metric("Ensemble hmean", f"{100 * evaluation.hmean:.2f} %", delta=delta,
                   delta_color="off" if gap is not None and not gap.significant else "normal")
         if ens_iv is not None and "ensemble" in ens_iv.intervals:
             low, high = ens_iv.intervals["ensemble"].official
-            c1.caption(f"95 % CI [{100 * low:.2f}, {100 * high:.2f}]")
+            caption = f"95 % CI [{100 * low:.2f}, {100 * high:.2f}]"
+            if gap is not None:
+                caption += f"; gap to best member [{100 * gap.low:+.2f}, {100 * gap.high:+.2f}]"
+            c1.caption(caption)
         if best:
             c2.metric("Best single member", f"{100 * best[1]:.2f} %", help=best[0])
             c2.caption(best[0])
@@ -149,9 +153,12 @@ else:
         tables = {"ensemble": evaluation.table,
                   **{n: t for n, t in evaluation.member_tables.items() if n != "ensemble"}}
         frame = R.seed_layout_with_intervals(tables, ens_iv.intervals) if ens_iv is not None else R.seed_layout(tables)
-        numeric = [c for c in frame.columns if c not in (R.MACHINE, R.METRIC) and frame[c].dtype != object]
+        numeric = [c for c in frame.columns
+                   if c not in (R.MACHINE, R.METRIC) and pd.api.types.is_numeric_dtype(frame[c])]
         st.dataframe(frame, hide_index=True, width="stretch", key="tuner_table",
-                     column_config={c: st.column_config.NumberColumn(format="%.2f") for c in numeric})
+                     column_config={c: st.column_config.NumberColumn(format="%.2f") if c in numeric
+                                    else st.column_config.TextColumn()
+                                    for c in frame.columns if c not in (R.MACHINE, R.METRIC)})
         st.caption(f"Ensemble and each member on the same labels (from the {evaluation.label_source}), in percent.")
         with st.expander("Ensemble score distribution"):
             machines = sorted(set(evaluation.scores["machine"]), key=str.casefold)

@@ -149,8 +149,8 @@ def test_headline_cards_carry_intervals_and_say_whether_the_gap_is_significant(t
             assert delta == "best"
         else:
             diff = expected.differences[name]
-            verdict = "significant" if diff.significant else "not significant"
-            assert delta.endswith(f"[{100 * diff.low:+.2f}, {100 * diff.high:+.2f}], {verdict}")
+            assert delta.endswith(", significant" if diff.significant else ", not significant")
+            assert f"gap to best [{100 * diff.low:+.2f}, {100 * diff.high:+.2f}]" in captions
     assert chart(at, "results_hmean_bar")["data"][0]["error_y"]["visible"]
 
 
