@@ -1,4 +1,4 @@
-"""Command line: ``python -m asdcore {synth,info,evaluate,train,score,ensemble,runs,bundle,ssl-tiny} ...``.
+"""Command line: ``python -m asdcore {synth,info,evaluate,compare,train,score,ensemble,runs,bundle,ssl-tiny} ...``.
 
 Every command prints a clear one-line error (no traceback) and exits with status 2 on bad
 input, so scripts can tell user errors (2) from success (0). ``ASDCORE_DEBUG=1`` shows the
@@ -60,8 +60,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdcore.data import discover
     from asdcore.export import read_scores, scores_for_evaluation
-    from asdcore.metrics import format_table, metrics_table, write_metrics_csv
+    from asdcore.metrics import (format_evaluation, format_table, jackknife_ci95, metrics_table, official_score,
+                                 write_metrics_csv)
 
+    if args.ci and args.resamples < 1:
+        raise ValueError(f"--resamples must be at least 1, got {args.resamples}")
     ds = discover(args.data, ground_truth=args.ground_truth)
     scores = read_scores(args.scores)
     clips = ds.to_frame()
@@ -80,9 +83,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     joined = scores_for_evaluation(scores, clips)
     table = metrics_table(joined)
     print(format_table(table))
+    print(format_evaluation(table, jackknife_ci95(joined["label"], joined["score"])))
+    if joined["decision"].isna().any():
+        print("no decision_result files for every section: precision, recall and F1 are left out")
+    if args.ci:
+        from asdcore.bootstrap import format_intervals, system_intervals
+
+        t0 = time.perf_counter()
+        iv = system_intervals(joined, n_resamples=args.resamples, seed=args.seed)
+        low, high = iv.official
+        print(f"\nstratified bootstrap, {args.resamples} resamples (seed {args.seed}, "
+              f"{time.perf_counter() - t0:.2f} s): 95 % percentile intervals")
+        print(format_intervals(iv))
+        print(f"official score: {100 * official_score(table):.2f} % [{100 * low:.2f}, {100 * high:.2f}]")
     out = Path(args.out) if args.out else Path(args.scores) / "metrics.csv"
     write_metrics_csv(table, out)
     print(f"\nwrote {out}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from asdcore.bootstrap import compare_clips
+    from asdcore.results import folder_clips
+
+    clips_a, source_a = folder_clips(args.a, args.data, args.ground_truth)
+    clips_b, source_b = folder_clips(args.b, args.data, args.ground_truth)
+    name_a, name_b = args.name_a or Path(args.a).name, args.name_b or Path(args.b).name
+    diff, iv_a, iv_b = compare_clips(clips_a, clips_b, args.resamples, args.seed, name_a, name_b)
+    for label, name, iv, source in (("A", name_a, iv_a, source_a), ("B", name_b, iv_b, source_b)):
+        low, high = iv.official
+        score = float(iv.point.loc[iv.point["machine"] == "hmean", "pauc"].iloc[0])
+        print(f"{label}: {name}  official score {100 * score:.2f} % [{100 * low:.2f}, {100 * high:.2f}]  "
+              f"(labels from the {source})")
+    print(f"paired stratified bootstrap, {args.resamples} resamples (seed {args.seed}), {len(clips_a)} test clips")
+    print(diff.text())
     return 0
 
 
@@ -293,14 +327,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-problems", type=int, default=20, help="how many problems to list (default 20)")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("evaluate", help="official AUC/pAUC table of anomaly-score CSVs against a labelled data folder",
-                       description="Read official anomaly_score_*.csv files, print the per-machine table "
-                                   "(AUC source, AUC target, pAUC, official harmonic mean) and write it as CSV.")
+    p = sub.add_parser("evaluate", help="the official evaluator's full output for anomaly-score and decision CSVs",
+                       description="Read official anomaly_score_*.csv (and decision_result_*.csv) files and print what "
+                                   "the official DCASE 2024 evaluator reports: per section AUC(all), AUC(source), "
+                                   "AUC(target), pAUC, precision/recall/F1 per domain, arithmetic and harmonic means, "
+                                   "the official score and its jackknife 95 %% interval; write metrics.csv. --ci adds "
+                                   "stratified bootstrap intervals of every value.")
     p.add_argument("data", help="data root with labelled test clips (or give --ground-truth)")
     p.add_argument("scores", metavar="SCORES_DIR", help="folder holding anomaly_score_<machine>_section_<ss>_test.csv files")
     p.add_argument("--out", default=None, help="CSV to write (default: SCORES_DIR/metrics.csv)")
     p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+    p.add_argument("--ci", action="store_true",
+                   help="also a stratified bootstrap 95 %% interval of every value and of the official score")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples with --ci (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed with --ci (default 0)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="paired bootstrap: is system B better than system A on the same clips?",
+                       description="Compare the official scores of two folders scored on the same labelled test "
+                                   "clips: each score with its 95 %% stratified bootstrap interval, and the paired "
+                                   "interval of B - A on the same resamples (significant when it excludes 0).")
+    p.add_argument("a", metavar="SCORED_A", help="scored folder of system A (run folder or 'score --out' folder)")
+    p.add_argument("b", metavar="SCORED_B", help="scored folder of system B, scored on the same data")
+    p.add_argument("--data", default=None,
+                   help="labelled data folder (default: the one the folders were scored from, else file names)")
+    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--name-a", default=None, help="name shown for A (default: its folder name)")
+    p.add_argument("--name-b", default=None, help="name shown for B (default: its folder name)")
+    p.set_defaults(func=_cmd_compare)
 
     from asdcore.systems import SYSTEM_INFO
 

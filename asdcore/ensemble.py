@@ -1152,7 +1152,9 @@ class Ensemble:
         if labelled is None:
             notes.append("no metrics: not every test clip has a known domain and label")
         else:
-            table = metrics_table(labelled.assign(score=test["score"].to_numpy()))
+            limits = np.array([thresholds[section_key(m, s)] for m, s in zip(test["machine"], test["section"])])
+            table = metrics_table(labelled.assign(score=test["score"].to_numpy(),
+                                                  decision=(test["score"].to_numpy() > limits).astype(int)))
             files.append(write_metrics_csv(table, out / "metrics.csv"))
         return {"out": out, "frame": frame, "metrics": table, "hmean": official_score(table) if table is not None else None,
                 "thresholds": thresholds, "files": files, "notes": notes}

@@ -15,6 +15,18 @@ The official score is the harmonic mean of the flat list of every section's AUC(
 AUC(target) and pAUC (3 x 7 values on the 2024 development set), each value floored at
 ``sys.float_info.epsilon`` first (see :func:`official_score` for why).
 
+The evaluator reports more, and so do we:
+
+* ``AUC(all)`` per section: ROC AUC over every test clip of the section;
+* per domain, precision, recall and F1 of the ``decision_result`` files, counted over *that
+  domain's clips only* (normals and anomalies of the domain), every denominator floored at
+  ``sys.float_info.epsilon`` so a section without predicted anomalies gives 0, not NaN;
+* arithmetic and harmonic means (all / source / target) of AUC, pAUC, precision, recall and F1
+  over every section (:func:`evaluator_means`);
+* a jackknife 95 % interval of the official score (:func:`jackknife_ci95`): the evaluator
+  pools every test clip of every section, computes the leave-one-out AUC and pAUC, and reports
+  the mean of the two t-based half-widths as the interval of the official score.
+
 Tables use fractions in ``[0, 1]``; only the text formatting turns them into percent.
 Rows are ordered by machine type case-insensitively (``bearing, fan, gearbox, slider,
 ToyCar, ToyTrain, valve``), the order of the seed report's tables and of
@@ -25,6 +37,7 @@ from __future__ import annotations
 import io
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -45,6 +58,21 @@ ALL_ROW = "All"
 HMEAN_ROW = "hmean"
 SUMMARY_ROWS = (ALL_ROW, HMEAN_ROW)
 METRIC_LABELS = {"auc_source": "AUC(source)", "auc_target": "AUC(target)", "pauc": "pAUC"}
+AUC_ALL = "auc_all"
+#: Precision, recall and F1 of the decision files per domain (fractions), as the evaluator reports them.
+DECISION_COLUMNS = ("precision_source", "precision_target", "recall_source", "recall_target",
+                    "f1_source", "f1_target")
+#: Columns metrics.csv gained with the evaluator's full output; NaN where unknown (no decision files).
+EXTRA_COLUMNS = (AUC_ALL,) + DECISION_COLUMNS
+ALL_METRICS = METRIC_COLUMNS + EXTRA_COLUMNS
+FULL_COLUMNS = TABLE_COLUMNS + EXTRA_COLUMNS
+EXTRA_LABELS = {
+    "auc_all": "AUC(all)", "precision_source": "precision(source)", "precision_target": "precision(target)",
+    "recall_source": "recall(source)", "recall_target": "recall(target)", "f1_source": "F1(source)",
+    "f1_target": "F1(target)",
+}
+ALL_LABELS = {**METRIC_LABELS, **EXTRA_LABELS}
+JACKKNIFE_CONFIDENCE = 0.95
 _MAX_LISTED = 10
 
 
@@ -133,9 +161,31 @@ def _validated_clips(clips: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- per section
 
 
+def decision_metrics(labels: Sequence[int], decisions: Sequence[int]) -> dict[str, float]:
+    """Precision, recall and F1 of 0/1 decisions against 0/1 labels, as the evaluator counts them.
+
+    Every denominator is floored at ``sys.float_info.epsilon``: no predicted anomaly gives
+    precision 0 (not NaN), and F1 is 0 when precision and recall both are.
+    """
+    y = np.asarray(labels, dtype=int)
+    d = np.asarray(decisions, dtype=int)
+    tp = float(np.sum((y == 1) & (d == 1)))
+    fp = float(np.sum((y == 0) & (d == 1)))
+    fn = float(np.sum((y == 1) & (d == 0)))
+    precision = tp / max(tp + fp, EPSILON)
+    recall = tp / max(tp + fn, EPSILON)
+    f1 = 2.0 * precision * recall / max(precision + recall, EPSILON)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
 def section_metrics(labels: Sequence[int], scores: Sequence[float], domains: Sequence[str],
-                    machine: str = "?", section: str = "?") -> dict[str, float]:
-    """AUC(source), AUC(target) and pAUC of one machine type and section.
+                    machine: str = "?", section: str = "?",
+                    decisions: Sequence[float] | None = None) -> dict[str, float]:
+    """Every per-section figure of the evaluator for one machine type and section.
+
+    AUC(source), AUC(target), pAUC and AUC(all) from the scores; with ``decisions`` (0/1 per
+    clip, e.g. a ``decision_result`` file) also precision, recall and F1 per domain over that
+    domain's clips (NaN without decisions, or when any clip lacks one).
 
     Raises ValueError naming the section when a metric is undefined (no anomalies, or no
     normal clips of a domain): a silent NaN would later poison the harmonic mean.
@@ -156,6 +206,20 @@ def section_metrics(labels: Sequence[int], scores: Sequence[float], domains: Seq
         mask = normals | (y == 1)
         result[f"auc_{domain}"] = float(roc_auc_score(y[mask], s[mask]))
     result["pauc"] = float(roc_auc_score(y, s, max_fpr=MAX_FPR))
+    result[AUC_ALL] = float(roc_auc_score(y, s))
+    decided = None
+    if decisions is not None:
+        decided = np.asarray(decisions, dtype=float)
+        if decided.shape != y.shape or not np.isin(decided, (0.0, 1.0)).all():
+            decided = None  # a clip without a decision: the evaluator would refuse the file
+    for domain in DOMAINS:
+        if decided is None:
+            values = {"precision": math.nan, "recall": math.nan, "f1": math.nan}
+        else:
+            mine = d == domain
+            values = decision_metrics(y[mine], decided[mine].astype(int))
+        for name, value in values.items():
+            result[f"{name}_{domain}"] = float(value)
     return result
 
 
@@ -173,12 +237,16 @@ def _section_rows(table: pd.DataFrame) -> pd.DataFrame:
         )
     section = table["section"].fillna("").astype(str)
     summary = table["machine"].isin(SUMMARY_ROWS) & (section == "")
-    rows = table.loc[~summary, list(TABLE_COLUMNS)].copy()
+    rows = table.loc[~summary].copy()
+    for column in EXTRA_COLUMNS:  # tables from before the evaluator's full output lack them
+        if column not in rows.columns:
+            rows[column] = math.nan
+    rows = rows[list(FULL_COLUMNS)]
     if rows.empty:
         raise ValueError("metrics table has no per-section rows")
     rows["machine"] = rows["machine"].astype(str)
     rows["section"] = [normalize_section(s) for s in rows["section"]]
-    for column in METRIC_COLUMNS:
+    for column in ALL_METRICS:
         rows[column] = pd.to_numeric(rows[column], errors="coerce").astype(float)
     values = rows[list(METRIC_COLUMNS)].to_numpy()
     if not np.isfinite(values).all():
@@ -218,38 +286,56 @@ def hmean_with_floor(values: Iterable[float]) -> float:
     return float(scipy.stats.hmean(np.maximum(array, EPSILON), axis=None))
 
 
+def _column_hmean(values: pd.Series) -> float:
+    """Floored harmonic mean of one column; NaN when a section lacks the value."""
+    array = values.to_numpy(dtype=float)
+    return math.nan if not np.isfinite(array).all() else hmean_with_floor(array)
+
+
 def _with_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Append the ``All`` (arithmetic means) and ``hmean`` (official score) rows."""
-    means = {c: float(rows[c].mean()) for c in METRIC_COLUMNS}
+    """Append the ``All`` (arithmetic means) and ``hmean`` rows.
+
+    ``hmean`` holds the official score in the three official columns (the convention of
+    metrics.csv) and, in the other columns, that column's floored harmonic mean over the sections
+    (for precision/recall/F1 of one domain: the evaluator's "source/target harmonic mean").
+    A column some section lacks (no decisions) stays NaN in both rows.
+    """
+    means = {c: float(rows[c].mean(skipna=False)) for c in ALL_METRICS}
     score = hmean_with_floor(_flat_values(rows))
     summary = pd.DataFrame(
         [
             {"machine": ALL_ROW, "section": "", **means},
-            {"machine": HMEAN_ROW, "section": "", **{c: score for c in METRIC_COLUMNS}},
+            {"machine": HMEAN_ROW, "section": "", **{c: score for c in METRIC_COLUMNS},
+             **{c: _column_hmean(rows[c]) for c in EXTRA_COLUMNS}},
         ]
     )
     table = pd.concat([rows, summary], ignore_index=True)
-    for column in METRIC_COLUMNS:
+    for column in ALL_METRICS:
         table[column] = table[column].astype(float)
-    return table[list(TABLE_COLUMNS)]
+    return table[list(FULL_COLUMNS)]
 
 
 def metrics_table(clips: pd.DataFrame) -> pd.DataFrame:
     """Per-section official metrics plus ``All`` and ``hmean`` rows.
 
     ``clips`` has columns machine, section, domain ('source'/'target'), label (0/1) and score
-    (higher = more anomalous); extra columns (e.g. file_name, used in error messages) are
-    ignored. Returns columns machine, section, auc_source, auc_target, pauc as fractions: one
-    row per machine type and section (case-insensitive machine order, then section), a row
-    ``All`` with the arithmetic mean of each column and a row ``hmean`` holding the official
-    score in every metric column. The summary rows have section ``''``.
+    (higher = more anomalous), optionally decision (0/1, NaN where unknown); other columns
+    (e.g. file_name, used in error messages) are ignored. Returns :data:`FULL_COLUMNS` as
+    fractions: machine, section, auc_source, auc_target, pauc, auc_all and precision / recall /
+    F1 per domain (NaN for a section whose clips are not all decided). One row per machine type
+    and section (case-insensitive machine order, then section), a row ``All`` with the
+    arithmetic mean of each column and a row ``hmean`` (see :func:`_with_summary`). The summary
+    rows have section ``''``.
     """
     data = _validated_clips(clips)
     rows = []
+    has_decisions = "decision" in data.columns
     for (machine, section), group in data.groupby(["machine", "section"], sort=False):
-        values = section_metrics(group["label"], group["score"], group["domain"], machine=machine, section=section)
+        decisions = pd.to_numeric(group["decision"], errors="coerce") if has_decisions else None
+        values = section_metrics(group["label"], group["score"], group["domain"], machine=machine, section=section,
+                                 decisions=decisions)
         rows.append({"machine": machine, "section": section, **values})
-    return _with_summary(_sorted(pd.DataFrame(rows, columns=list(TABLE_COLUMNS))))
+    return _with_summary(_sorted(pd.DataFrame(rows, columns=list(FULL_COLUMNS))))
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -344,39 +430,255 @@ def format_table(table: pd.DataFrame, title: str | None = None, name: str = "sco
 # --------------------------------------------------------------------------- CSV
 
 
+def _csv_float(value: float) -> str:
+    return "" if value is None or not math.isfinite(float(value)) else repr(float(value))
+
+
 def write_metrics_csv(table: pd.DataFrame, path: str | Path) -> Path:
     """Write a metrics table as CSV, atomically, with full float precision.
 
-    The header is exactly ``machine,section,auc_source,auc_target,pauc``. Floats are written
-    with ``repr`` so reading the file back gives the identical numbers (the run folder's
-    metrics.csv is what the app and the ensemble compare). Sections are written as text
-    (``00``) and the summary rows keep an empty section.
+    The header is ``machine,section,auc_source,auc_target,pauc`` followed by
+    :data:`EXTRA_COLUMNS` (``auc_all``, precision/recall/F1 per domain). Floats are written with
+    ``repr`` so reading the file back gives the identical numbers (the run folder's metrics.csv
+    is what the app and the ensemble compare); a value that is unknown (no decision files) is
+    an empty field. Sections are written as text (``00``) and the summary rows keep an empty
+    section.
     """
     _section_rows(table)  # validate before touching the file
-    frame = table[list(TABLE_COLUMNS)]
+    frame = table.copy()
+    for column in EXTRA_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = math.nan
+    frame = frame[list(FULL_COLUMNS)]
     buffer = io.StringIO()
-    buffer.write(",".join(TABLE_COLUMNS) + "\n")
+    buffer.write(",".join(FULL_COLUMNS) + "\n")
     for record in frame.itertuples(index=False):
         machine, section, *values = record
         section_text = "" if section is None or (isinstance(section, float) and math.isnan(section)) else str(section)
         if "," in str(machine) or "\n" in str(machine):
             raise ValueError(f"machine name {machine!r} cannot be written to CSV")
-        buffer.write(",".join([str(machine), section_text, *(repr(float(v)) for v in values)]) + "\n")
+        buffer.write(",".join([str(machine), section_text, *(_csv_float(v) for v in values)]) + "\n")
     return atomic_write_text(path, buffer.getvalue())
 
 
 def read_metrics_csv(path: str | Path) -> pd.DataFrame:
-    """Read a file written by :func:`write_metrics_csv`; a wrong header is a clear error."""
+    """Read a file written by :func:`write_metrics_csv`; a wrong header is a clear error.
+
+    Files written before the evaluator's full output (header
+    ``machine,section,auc_source,auc_target,pauc``) still read: their extra columns are NaN.
+    """
     path = Path(path)
     with open(path, encoding="utf-8") as fh:
         header = fh.readline().strip()
-    expected = ",".join(TABLE_COLUMNS)
-    if header != expected:
-        raise ValueError(f"{path}: not a metrics table; expected header {expected!r}, found {header!r}")
+    expected, legacy = ",".join(FULL_COLUMNS), ",".join(TABLE_COLUMNS)
+    if header not in (expected, legacy):
+        raise ValueError(f"{path}: not a metrics table; expected header {expected!r} (or the older {legacy!r}), "
+                         f"found {header!r}")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for column in METRIC_COLUMNS:
+    for column in EXTRA_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    for column in ALL_METRICS:
+        text = frame[column].str.strip()
+        if column in METRIC_COLUMNS and (text == "").any():
+            raise ValueError(f"{path}: column {column} has an empty value")
         try:
-            frame[column] = frame[column].astype(float)
+            frame[column] = text.replace("", "nan").astype(float)
         except ValueError as exc:
             raise ValueError(f"{path}: column {column} holds a non-numeric value ({exc})") from None
-    return frame[list(TABLE_COLUMNS)]
+    return frame[list(FULL_COLUMNS)]
+
+
+# --------------------------------------------------------------------------- the evaluator's summary lines
+
+#: The evaluator's five summary quantities and the table columns they pool (source half, target half).
+SUMMARY_QUANTITIES = {
+    "AUC": ("auc_source", "auc_target"),
+    "pAUC": ("pauc", "pauc"),
+    "precision": ("precision_source", "precision_target"),
+    "recall": ("recall_source", "recall_target"),
+    "F1": ("f1_source", "f1_target"),
+}
+
+
+def evaluator_means(table: pd.DataFrame) -> pd.DataFrame:
+    """The evaluator's means over every machine type, section and domain.
+
+    For each quantity (AUC, pAUC, precision, recall, F1) the evaluator lists every section's
+    source value then every section's target value (pAUC, which has no domain, is listed twice)
+    and takes the arithmetic mean and the floored harmonic mean of all of them, of the source
+    half and of the target half. Returns rows ``arithmetic mean`` / ``harmonic mean`` x
+    ``all`` / ``source`` / ``target`` (columns ``mean, over`` and one per quantity, fractions;
+    NaN for decision quantities when a section has no decisions).
+    """
+    rows = _section_rows(table)
+    out = []
+    for mean in ("arithmetic mean", "harmonic mean"):
+        for over in ("all", "source", "target"):
+            record: dict[str, object] = {"mean": mean, "over": over}
+            for quantity, (source_col, target_col) in SUMMARY_QUANTITIES.items():
+                source, target = rows[source_col].to_numpy(float), rows[target_col].to_numpy(float)
+                values = {"all": np.concatenate([source, target]), "source": source, "target": target}[over]
+                if not np.isfinite(values).all():
+                    record[quantity] = math.nan
+                elif mean == "arithmetic mean":
+                    record[quantity] = float(np.mean(values))
+                else:
+                    record[quantity] = hmean_with_floor(values)
+            out.append(record)
+    return pd.DataFrame(out, columns=["mean", "over", *SUMMARY_QUANTITIES])
+
+
+@dataclass(frozen=True)
+class Jackknife:
+    """The evaluator's jackknife over all pooled test clips (fractions).
+
+    ``auc``/``pauc``: jackknife estimates of the pooled AUC and pAUC; ``auc_ci95``/``pauc_ci95``:
+    their t-based 95 % half-widths; ``ci95``: their mean, what the evaluator reports as the
+    "official score ci95" (a half-width around the official score).
+    """
+
+    auc: float
+    auc_ci95: float
+    pauc: float
+    pauc_ci95: float
+    n_clips: int
+
+    @property
+    def ci95(self) -> float:
+        return float(np.mean([self.auc_ci95, self.pauc_ci95]))
+
+
+def _jackknife_from_leave_one_out(full: float, loo: np.ndarray) -> tuple[float, float]:
+    """Jackknife estimate and 95 % half-width from the full and the leave-one-out values.
+
+    Steps (1)-(7) of Mesaros et al. (2019) as the evaluator codes them; note its standard error
+    divides the squared deviations by N (N - 1).
+    """
+    n = loo.size
+    pseudo = n * full - (n - 1) * loo
+    estimate = float(np.mean(pseudo))
+    sigma = float(np.sqrt(np.sum((loo - np.mean(loo)) ** 2) / (n * (n - 1))))
+    t_crit = abs(float(scipy.stats.t.ppf((1 - JACKKNIFE_CONFIDENCE) / 2, n - 1)))
+    return estimate, t_crit * sigma
+
+
+def jackknife_ci95(labels: Sequence[int], scores: Sequence[float], chunk: int = 512) -> Jackknife:
+    """The evaluator's jackknife of the pooled AUC and pAUC (every test clip of every section).
+
+    Leave-one-out values come from :func:`weighted_roc_auc` with one clip's weight set to zero,
+    ``chunk`` clips at a time (identical to calling scikit-learn on each reduced list, to float
+    rounding, and hundreds of times faster).
+    """
+    y = np.asarray(labels, dtype=int)
+    s = np.asarray(scores, dtype=float)
+    n = y.size
+    if n < 3 or y.min() == y.max():
+        raise ValueError("the jackknife needs at least 3 clips with both normal and anomalous ones")
+    full_auc = float(roc_auc_score(y, s))
+    full_pauc = float(roc_auc_score(y, s, max_fpr=MAX_FPR))
+    prepared = RocInput(y, s)
+    auc_loo, pauc_loo = np.empty(n), np.empty(n)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        weights = np.ones((stop - start, n))
+        weights[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        auc_loo[start:stop], pauc_loo[start:stop] = weighted_roc_auc(prepared, weights)
+    auc, auc_ci = _jackknife_from_leave_one_out(full_auc, auc_loo)
+    pauc, pauc_ci = _jackknife_from_leave_one_out(full_pauc, pauc_loo)
+    return Jackknife(auc, auc_ci, pauc, pauc_ci, n)
+
+
+# --------------------------------------------------------------------------- weighted ROC (vectorised)
+
+
+class RocInput:
+    """One list of labelled scores, sorted once for :func:`weighted_roc_auc`.
+
+    Clips are ordered by descending score and grouped by distinct score value, because tied
+    scores move through the ROC curve together (scikit-learn's ``roc_curve`` does the same).
+    """
+
+    def __init__(self, labels: Sequence[int], scores: Sequence[float]):
+        y = np.asarray(labels, dtype=float)
+        s = np.asarray(scores, dtype=float)
+        self.order = np.argsort(-s, kind="stable")
+        sorted_scores = s[self.order]
+        self.starts = np.flatnonzero(np.r_[True, np.diff(sorted_scores) != 0])
+        self.positive = y[self.order]
+        self.negative = 1.0 - self.positive
+        self.size = y.size
+
+
+def weighted_roc_auc(roc: RocInput, weights: np.ndarray, max_fpr: float = MAX_FPR) -> tuple[np.ndarray, np.ndarray]:
+    """AUC and McClish pAUC for many weightings of the same clips at once.
+
+    ``weights`` (B, n): how often each clip counts in each of B evaluations (a bootstrap
+    resample's multiplicities; 0 leaves a clip out). Counting a clip k times is the same as
+    listing it k times, so each row gives exactly what ``roc_auc_score`` gives on the expanded
+    list: the ROC curve through the cumulative weighted counts at each distinct score, its
+    trapezoid area, and the area up to ``max_fpr`` (the last segment cut by linear
+    interpolation) standardised as ``0.5 * (1 + (A - max_fpr**2 / 2) / (max_fpr - max_fpr**2 / 2))``.
+    Returns two arrays of length B; a row without positives or negatives gives NaN.
+    """
+    w = np.asarray(weights, dtype=float)[:, roc.order]
+    tp = np.cumsum(np.add.reduceat(w * roc.positive, roc.starts, axis=1), axis=1)
+    fp = np.cumsum(np.add.reduceat(w * roc.negative, roc.starts, axis=1), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = tp / tp[:, -1:]
+        fpr = fp / fp[:, -1:]
+    zeros = np.zeros((w.shape[0], 1))
+    tpr = np.hstack([zeros, tpr])
+    fpr = np.hstack([zeros, fpr])
+    x0, x1, y0, y1 = fpr[:, :-1], fpr[:, 1:], tpr[:, :-1], tpr[:, 1:]
+    auc = np.sum((x1 - x0) * (y0 + y1), axis=1) / 2.0
+    inside = x1 <= max_fpr
+    cut = (x0 < max_fpr) & (x1 > max_fpr)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y_cut = y0 + (y1 - y0) * (max_fpr - x0) / np.where(cut, x1 - x0, 1.0)
+    partial = np.where(inside, (x1 - x0) * (y0 + y1), 0.0) + np.where(cut, (max_fpr - x0) * (y0 + y_cut), 0.0)
+    area = np.sum(partial, axis=1) / 2.0
+    min_area, max_area = 0.5 * max_fpr ** 2, max_fpr
+    pauc = 0.5 * (1.0 + (area - min_area) / (max_area - min_area))
+    return auc, pauc
+
+
+# --------------------------------------------------------------------------- the evaluator's full report (text)
+
+
+def _text_grid(lines: list[list[str]], left: int) -> list[str]:
+    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
+    out = []
+    for line in lines:
+        cells = [cell.ljust(widths[c]) if c < left else cell.rjust(widths[c]) for c, cell in enumerate(line)]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def format_evaluation(table: pd.DataFrame, jackknife: Jackknife | None = None) -> str:
+    """Everything the official evaluator reports for one system, values in percent.
+
+    One line per machine type and section with AUC(all), AUC(source), AUC(target), pAUC and
+    precision / recall / F1 per domain (``-`` without decision files); the arithmetic and
+    harmonic means over all / source / target (:func:`evaluator_means`); the official score and,
+    when given, its jackknife 95 % half-width.
+    """
+    rows = _section_rows(table)
+    order = (AUC_ALL, "auc_source", "auc_target", "pauc", *DECISION_COLUMNS)
+    labels = _row_labels(list(zip(rows["machine"], rows["section"])))
+    lines = [["Section", *[ALL_LABELS[c] for c in order]]]
+    for record in rows.to_dict("records"):
+        lines.append([labels[(record["machine"], record["section"])], *[_percent(record[c]) for c in order]])
+    text = _text_grid(lines, 1)
+    means = evaluator_means(rows)
+    grid = [["Mean (%)", "over", *SUMMARY_QUANTITIES]]
+    for record in means.to_dict("records"):
+        grid.append([str(record["mean"]), str(record["over"]), *[_percent(record[q]) for q in SUMMARY_QUANTITIES]])
+    text += [""] + _text_grid(grid, 2)
+    score = hmean_with_floor(_flat_values(rows))
+    line = f"official score: {100 * score:.2f} %"
+    if jackknife is not None:
+        line += (f" (jackknife 95 % interval +/- {100 * jackknife.ci95:.2f} points over {jackknife.n_clips} clips: "
+                 f"AUC {100 * jackknife.auc:.2f} +/- {100 * jackknife.auc_ci95:.2f}, "
+                 f"pAUC {100 * jackknife.pauc:.2f} +/- {100 * jackknife.pauc_ci95:.2f})")
+    return "\n".join(text + ["", line]) + "\n"

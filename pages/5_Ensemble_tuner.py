@@ -5,6 +5,7 @@ Thin by design: combining, evaluating, searching and saving are :mod:`asdcore.re
 """
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from asdcore import results as R
@@ -91,6 +92,12 @@ def evaluate(key: tuple, weights: tuple[float, ...], method: str, clips_key: tup
     return R.evaluate_ensemble(_members, list(weights), method, _clips)
 
 
+@st.cache_data(show_spinner="bootstrapping intervals…", max_entries=32)
+def intervals(key: tuple, weights: tuple[float, ...], method: str, clips_key: tuple, _evaluation, _members: list):
+    """Bootstrap intervals of the ensemble and its members, cached like :func:`evaluate`."""
+    return R.ensemble_intervals(_evaluation, _members)
+
+
 @st.cache_data(show_spinner="searching weights…", max_entries=16)
 def search(key: tuple, method: str, step: float, clips_key: tuple, _members: list, _clips: list):
     """The weight search, cached like :func:`evaluate` (it does not depend on the sliders)."""
@@ -115,19 +122,43 @@ else:
                 "file names), so there is no hmean to tune. Weights can still be saved.")
     else:
         best = evaluation.best_member()
+        show_ci = st.toggle("95 % intervals", value=True, key="tuner_ci",
+                            help="Stratified bootstrap (1000 resamples, seed 0) of the ensemble and every member on the "
+                                 "same resampled clips; the gap to the best member is a paired interval, significant "
+                                 "when it excludes 0.")
+        ens_iv, gap = None, None
+        if show_ci:
+            try:
+                ens_iv, gap = intervals(member_key, tuple(raw), normalization, clips_key, evaluation, members)
+            except ValueError as exc:
+                st.warning(f"could not compute bootstrap intervals: {exc}")
+        delta = None
+        if best:
+            delta = f"{100 * (evaluation.hmean - best[1]):+.2f} pts vs best member"
+            if gap is not None:
+                delta += ", significant" if gap.significant else ", not significant"
         c1, c2, c3 = st.columns(3)
-        c1.metric("Ensemble hmean", f"{100 * evaluation.hmean:.2f} %",
-                  delta=f"{100 * (evaluation.hmean - best[1]):+.2f} pts vs best member" if best else None)
+        c1.metric("Ensemble hmean", f"{100 * evaluation.hmean:.2f} %", delta=delta,
+                  delta_color="off" if gap is not None and not gap.significant else "normal")
+        if ens_iv is not None and "ensemble" in ens_iv.intervals:
+            low, high = ens_iv.intervals["ensemble"].official
+            caption = f"95 % CI [{100 * low:.2f}, {100 * high:.2f}]"
+            if gap is not None:
+                caption += f"; gap to best member [{100 * gap.low:+.2f}, {100 * gap.high:+.2f}]"
+            c1.caption(caption)
         if best:
             c2.metric("Best single member", f"{100 * best[1]:.2f} %", help=best[0])
             c2.caption(best[0])
         c3.metric("Members used", f"{len(evaluation.used)} of {len(members)}")
         tables = {"ensemble": evaluation.table,
                   **{n: t for n, t in evaluation.member_tables.items() if n != "ensemble"}}
-        frame = R.seed_layout(tables)
-        numeric = [c for c in frame.columns if c not in (R.MACHINE, R.METRIC)]
+        frame = R.seed_layout_with_intervals(tables, ens_iv.intervals) if ens_iv is not None else R.seed_layout(tables)
+        numeric = [c for c in frame.columns
+                   if c not in (R.MACHINE, R.METRIC) and pd.api.types.is_numeric_dtype(frame[c])]
         st.dataframe(frame, hide_index=True, width="stretch", key="tuner_table",
-                     column_config={c: st.column_config.NumberColumn(format="%.2f") for c in numeric})
+                     column_config={c: st.column_config.NumberColumn(format="%.2f") if c in numeric
+                                    else st.column_config.TextColumn()
+                                    for c in frame.columns if c not in (R.MACHINE, R.METRIC)})
         st.caption(f"Ensemble and each member on the same labels (from the {evaluation.label_source}), in percent.")
         with st.expander("Ensemble score distribution"):
             machines = sorted(set(evaluation.scores["machine"]), key=str.casefold)

@@ -75,8 +75,18 @@ def test_sliders_presets_and_normalisation_drive_the_table(tiny_workspace, truth
     assert metric(at, "Ensemble hmean") == f"{100 * equal.hmean:.2f} %"
     assert metric(at, "Members used") == "4 of 4"
     table = at.dataframe[0].value
-    assert list(table.columns) == ["Machine", "Metric", "ensemble", *NAMES]
+    assert list(table.columns) == ["Machine", "Metric", *[c for n in ["ensemble", *NAMES] for c in (n, f"{n} 95 % CI")]]
     assert list(table["ensemble"]) == list(R.seed_layout({"e": equal.table})["e"])
+    # the ensemble's interval and the paired gap to the best member, on the same resamples
+    ens_iv, gap = R.ensemble_intervals(equal, members)
+    low, high = ens_iv.intervals["ensemble"].official
+    assert (f"95 % CI [{100 * low:.2f}, {100 * high:.2f}]; gap to best member [{100 * gap.low:+.2f}, "
+            f"{100 * gap.high:+.2f}]") in [c.value for c in at.caption]
+    assert table["ensemble 95 % CI"].iloc[-1] == f"[{100 * low:.2f}, {100 * high:.2f}]"
+    delta = next(m.delta for m in at.metric if m.label == "Ensemble hmean")
+    assert delta.endswith(", significant" if gap.significant else ", not significant")
+    at.toggle(key="tuner_ci").set_value(False).run()
+    assert list(at.dataframe[0].value.columns) == ["Machine", "Metric", "ensemble", *NAMES]
 
     # one member alone: the ensemble is a monotone map of it, so its column equals that member's
     for name in ("ae", "three-subnet"):

@@ -54,7 +54,7 @@ def test_results_page_shows_every_system_side_by_side(tiny_workspace):
     assert [m.delta for m in at.metric if m.label == f"{best} · hmean"] == ["best"]
 
     table = at.dataframe[0].value
-    assert list(table.columns) == ["Machine", "Metric", *NAMES]
+    assert list(table.columns) == ["Machine", "Metric", *[c for n in NAMES for c in (n, f"{n} 95 % CI")]]
     assert list(table["Machine"]) == ["fan"] * 3 + ["valve"] * 3 + ["All"] * 3 + ["hmean"]
     metrics = load_member(tiny_workspace["runs"] / "ae").metrics
     fan = metrics[metrics["machine"] == "fan"].iloc[0]
@@ -69,7 +69,11 @@ def test_results_page_shows_every_system_side_by_side(tiny_workspace):
     # narrowing the systems narrows the table's columns and the headline
     at.multiselect(key="results_systems").set_value(["ae", "three-subnet"]).run()
     assert not at.exception
+    assert list(at.dataframe[0].value.columns) == ["Machine", "Metric", "ae", "ae 95 % CI", "three-subnet",
+                                                   "three-subnet 95 % CI"]
+    at.toggle(key="results_ci").set_value(False).run()
     assert list(at.dataframe[0].value.columns) == ["Machine", "Metric", "ae", "three-subnet"]
+    at.toggle(key="results_ci").set_value(True).run()
     assert [m.label for m in at.metric] == ["ae · hmean", "three-subnet · hmean"]
     assert [t["name"] for t in chart(at, "results_hmean_bar")["data"]] == ["ae", "three-subnet"]
 
@@ -110,10 +114,12 @@ def test_folder_without_metrics_gets_a_note(tiny_workspace, tmp_path):
     (runs / "ae-mahala" / "metrics.csv").unlink()
     at = open_page(tiny_workspace["data"], runs)
     assert any("ae-mahala" in i.value and "no metrics.csv" in i.value for i in at.info)
-    assert list(at.dataframe[0].value.columns) == ["Machine", "Metric", "ae"]
+    assert list(at.dataframe[0].value.columns) == ["Machine", "Metric", "ae", "ae 95 % CI"]
     assert not at.error
     at.multiselect(key="results_systems").set_value(["ae-mahala"]).run()
-    assert not at.exception and not at.error and not at.dataframe
+    assert not at.exception and not at.error and len(at.dataframe) == 1
+    # without metrics.csv the clips are still labelled by the data folder: decisions are evaluated
+    assert "ae-mahala · F1(source)" in _decisions(at).columns
     assert any("None of the chosen systems has metrics" in i.value for i in at.info)
     assert chart(at, "results_dist_chart")["data"]  # its scores are still plotted
 
@@ -122,3 +128,78 @@ def test_empty_runs_folder_shows_info(tiny_workspace, tmp_path):
     at = open_page(tiny_workspace["data"], tmp_path)
     assert not at.error and not at.dataframe
     assert "No scored folders" in at.info[0].value
+
+
+def _cards(at: AppTest) -> dict[str, tuple[str, str]]:
+    return {m.label: (m.value, m.delta) for m in at.metric}
+
+
+def test_headline_cards_carry_intervals_and_say_whether_the_gap_is_significant(tiny_workspace):
+    from asdcore.results import bootstrap_intervals, folder_clips
+
+    at = open_page(tiny_workspace["data"], tiny_workspace["runs"])
+    clips = {n: folder_clips(tiny_workspace["runs"] / n)[0] for n in NAMES}
+    expected = bootstrap_intervals(clips, 1000, 0)
+    captions = " ".join(c.value for c in at.caption)
+    for name in NAMES:
+        low, high = expected.intervals[name].official
+        assert f"95 % CI [{100 * low:.2f}, {100 * high:.2f}]" in captions
+        delta = _cards(at)[f"{name} · hmean"][1]
+        if name == expected.best:
+            assert delta == "best"
+        else:
+            diff = expected.differences[name]
+            assert delta.endswith(", significant" if diff.significant else ", not significant")
+            assert f"gap to best [{100 * diff.low:+.2f}, {100 * diff.high:+.2f}]" in captions
+    assert chart(at, "results_hmean_bar")["data"][0]["error_y"]["visible"]
+
+
+def _decisions(at: AppTest):
+    for element in at.dataframe:
+        if any(str(c).endswith(" · F1(source)") for c in element.value.columns):
+            return element.value
+    raise AssertionError("no decisions table")
+
+
+def test_threshold_control_changes_the_f1_shown_and_exports_decisions(tiny_workspace, tmp_path):
+    from asdcore.export import read_decisions, read_scores
+    from asdcore.metrics import read_metrics_csv
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_workspace["runs"] / "ae", runs / "ae")
+    at = open_page(tiny_workspace["data"], runs)
+    table = _decisions(at)
+    column = "ae · F1(source)"
+    assert list(table["Machine"]) == ["fan", "valve", "All", "hmean"]
+    # the default (gamma, 90th percentile) reproduces the folder's own decision files
+    written = read_metrics_csv(runs / "ae" / "metrics.csv").set_index("machine")
+    for machine in ("fan", "valve", "All"):
+        shown = table.loc[table["Machine"] == machine, column].iloc[0]
+        assert shown == round(100 * written.loc[machine, "f1_source"], 2)
+    before = table[column].tolist()
+
+    at.slider(key="results_pct::ae").set_value(50.0).run()
+    assert not at.exception
+    after = _decisions(at)[column].tolist()
+    assert after != before
+    recall = _decisions(at)["ae · recall(source)"]
+    assert (recall >= table["ae · recall(source)"]).all()  # a lower threshold finds at least as many anomalies
+
+    at.radio(key="results_rule::ae").set_value("false_alarm").run()
+    at.slider(key="results_fa::ae").set_value(30.0).run()
+    assert not at.exception and not _decisions(at).equals(table)
+
+    # export the chosen thresholds into a new folder; the scored folder's own files stay as they were
+    own = {p.name: p.read_bytes() for p in (runs / "ae" / "scores").iterdir()}
+    out = tmp_path / "export"
+    at.text_input(key="results_export_folder::ae::fa30").set_value(str(out)).run()
+    at.button(key="results_export").click().run()
+    assert not at.exception and any("Wrote" in s.value for s in at.success), [e.value for e in at.error]
+    exported = read_scores(out)
+    assert exported["decision"].notna().all() and len(exported) == len(read_decisions(runs / "ae" / "scores"))
+    assert {p.name: p.read_bytes() for p in (runs / "ae" / "scores").iterdir()} == own
+    # a folder the export did not make is refused with a message
+    at.text_input(key="results_export_folder::ae::fa30").set_value(str(runs / "ae")).run()
+    at.button(key="results_export").click().run()
+    assert any("not exported" in e.value for e in at.error)
+    assert {p.name: p.read_bytes() for p in (runs / "ae" / "scores").iterdir()} == own

@@ -14,6 +14,7 @@ import pytest
 
 from asdcore.metrics import (
     METRIC_COLUMNS,
+    FULL_COLUMNS,
     TABLE_COLUMNS,
     format_table,
     format_tables,
@@ -158,7 +159,8 @@ def two_machine_clips() -> pd.DataFrame:
 
 def test_all_and_hmean_rows():
     table = metrics_table(two_machine_clips())
-    assert list(table.columns) == list(TABLE_COLUMNS)
+    assert list(table.columns) == list(FULL_COLUMNS)
+    assert list(FULL_COLUMNS[:5]) == list(TABLE_COLUMNS)
     assert table["machine"].tolist() == ["fan", "ToyCar", "All", "hmean"]  # case-insensitive order
     assert table["section"].tolist() == ["00", "00", "", ""]
     all_row, hmean_row = table.iloc[2], table.iloc[3]
@@ -263,7 +265,10 @@ def test_missing_labels_and_bad_domains_and_columns():
 def test_section_metrics_direct():
     values = section_metrics([0, 0, 0, 0, 1, 1], [0.1, 0.4, 0.3, 0.9, 0.5, 0.2],
                              ["source", "source", "target", "target", "source", "target"])
-    assert values == pytest.approx({"auc_source": 0.75, "auc_target": 0.25, "pauc": 9 / 19})
+    # AUC(all): anomalies {0.5, 0.2} against all four normals: 0.5 beats 3, 0.2 beats 1 -> 4/8.
+    assert {k: values[k] for k in ("auc_source", "auc_target", "pauc", "auc_all")} == pytest.approx(
+        {"auc_source": 0.75, "auc_target": 0.25, "pauc": 9 / 19, "auc_all": 0.5})
+    assert all(np.isnan(values[k]) for k in ("precision_source", "recall_target", "f1_source"))  # no decisions
 
 
 # Text and CSV --------------------------------------------------------------------------
@@ -308,7 +313,8 @@ def test_metrics_csv_round_trip_is_exact(tmp_path):
                        [("source", 0), ("target", 0), ("source", 1), ("target", 1)]}) for m in ["fan", "ToyCar"]])
     table = metrics_table(clips)
     path = write_metrics_csv(table, tmp_path / "run" / "metrics.csv")
-    assert path.read_text().splitlines()[0] == "machine,section,auc_source,auc_target,pauc"
+    assert path.read_text().splitlines()[0] == ("machine,section,auc_source,auc_target,pauc,auc_all,precision_source,"
+                                                "precision_target,recall_source,recall_target,f1_source,f1_target")
     back = read_metrics_csv(path)
     pd.testing.assert_frame_equal(back, table)
     assert back["section"].tolist()[-2:] == ["", ""]
@@ -318,7 +324,7 @@ def test_metrics_csv_round_trip_is_exact(tmp_path):
 def test_read_metrics_csv_rejects_wrong_header(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("machine,section,auc,pauc\nfan,00,0.5,0.5\n")
-    with pytest.raises(ValueError, match="expected header 'machine,section,auc_source,auc_target,pauc'"):
+    with pytest.raises(ValueError, match="expected header 'machine,section,auc_source,auc_target,pauc,auc_all"):
         read_metrics_csv(path)
 
 
@@ -331,3 +337,17 @@ def test_write_metrics_csv_refuses_bad_table_and_keeps_old_file(tmp_path):
     with pytest.raises(ValueError, match="fan section 00"):
         write_metrics_csv(broken, path)
     assert path.read_text() == before
+
+
+def test_old_metrics_csv_without_the_new_columns_still_reads(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("machine,section,auc_source,auc_target,pauc\nfan,00,0.75,0.25,0.5\nAll,,0.75,0.25,0.5\n"
+                    "hmean,,0.4,0.4,0.4\n")
+    back = read_metrics_csv(path)
+    assert list(back.columns) == list(FULL_COLUMNS)
+    assert back["auc_all"].isna().all() and back["f1_target"].isna().all()
+    assert official_score(back) == pytest.approx(harmonic_mean([0.75, 0.25, 0.5]))
+    # written again, the unknown values stay empty fields and read back as NaN
+    again = read_metrics_csv(write_metrics_csv(back, tmp_path / "again.csv"))
+    pd.testing.assert_frame_equal(again, back)
+    assert (tmp_path / "again.csv").read_text().splitlines()[1] == "fan,00,0.75,0.25,0.5,,,,,,,"

@@ -40,8 +40,19 @@ def test_run_folder_contents(trained_run):
         emb = np.load(run.embeddings_dir / f"{m}_section_00_test.npz")
         assert emb["embeddings"].shape == (len(emb["names"]), 128)
     table = pd.read_csv(run.metrics_path, dtype={"section": str}, keep_default_na=False)
-    assert list(table.columns) == ["machine", "section", "auc_source", "auc_target", "pauc"]
+    from asdcore.metrics import FULL_COLUMNS, metrics_table
+    from asdcore.export import read_scores, scores_for_evaluation
+    from asdcore.data import discover
+
+    assert list(table.columns) == list(FULL_COLUMNS)
     assert list(table["machine"]) == ["fan", "valve", "All", "hmean"]
+    # precision/recall/F1 in metrics.csv are those of the run's own decision files
+    ds = discover(Run.open(trained_run).config.data_root)
+    joined = scores_for_evaluation(read_scores(run.scores_dir), ds.to_frame())
+    assert joined["decision"].notna().all()
+    from_files = metrics_table(joined)
+    for column in ("precision_source", "recall_target", "f1_source", "f1_target"):
+        assert table[column].astype(float).tolist() == pytest.approx(from_files[column].tolist(), abs=1e-15)
     runs = list_runs(trained_run.parent)
     assert list(runs["system"]) == ["ae-mse"] and runs["hmean"].iloc[0] == pytest.approx(table.iloc[-1]["auc_source"])
 

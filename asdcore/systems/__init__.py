@@ -87,8 +87,9 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
     test = clip_scores[clip_scores["split"] == "test"]
     table = None
     if not (test.empty or test["label"].isna().any() or test["domain"].isna().any()):
+        limits = np.array([thresholds[f"{m}_section_{s}"] for m, s in zip(test["machine"], test["section"])])
         table = metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
-            label=test["label"].astype(int)))
+            label=test["label"].astype(int), decision=(test["score"].to_numpy() > limits).astype(int)))
         write_metrics_csv(table, out_dir / "metrics.csv")
     if meta is not None:  # last: a folder with scored.json is complete (the demo workspace relies on it)
         save_json(out_dir / SCORED_META, meta)

@@ -1,0 +1,160 @@
+"""Decision thresholds a user can set, re-deciding a scored folder, and exporting the decisions.
+
+A system's ``decision_result`` files say normal (0) or anomalous (1) per test clip: the score is
+compared with a threshold per machine type and section. The DCASE baseline sets it at the 90th
+percentile of a gamma distribution fitted to the scores of the *normal training clips*
+(:func:`asdcore.scoring.fit_threshold`); every system here writes its files that way. Two rules
+are offered, both computed from the normal training clips only (no test label is used):
+
+* ``gamma``: the ``value``-th percentile of the gamma fit (``value`` 90 reproduces the files);
+* ``false_alarm``: a false-alarm rate of ``value`` percent on the normal training clips: the
+  threshold is their empirical ``1 - value/100`` quantile (linear interpolation), so about
+  ``value`` % of them score above it.
+
+A clip is anomalous when its score is strictly above the threshold, as in the files.
+
+Export writes the chosen decisions as a complete evaluator submission folder (flat
+``anomaly_score_*`` and ``decision_result_*`` CSVs, no header) into a *new* folder with a
+``decisions.json`` marker saying what made it. An existing folder is reused only when it is empty
+or carries that marker; the scored folder's own files are never touched.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from asdcore.atomic import atomic_write_text
+from asdcore.metrics import machine_sort_key
+
+RULES = ("gamma", "false_alarm")
+RULE_LABELS = {"gamma": "percentile of the gamma fit", "false_alarm": "false-alarm rate on normal training clips"}
+DEFAULT_RULE = "gamma"
+DEFAULT_PERCENTILE = 90.0
+DEFAULT_FALSE_ALARM = 10.0
+MARKER = "decisions.json"
+MADE_BY = "asdcore decisions export"
+Section = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How to set a section's threshold from its normal training scores (``value`` in percent)."""
+
+    kind: str = DEFAULT_RULE
+    value: float = DEFAULT_PERCENTILE
+
+    def __post_init__(self) -> None:
+        if self.kind not in RULES:
+            raise ValueError(f"unknown threshold rule {self.kind!r}; choose one of {', '.join(RULES)}")
+        value = float(self.value)
+        if not math.isfinite(value) or not 0.0 < value < 100.0:
+            what = "percentile" if self.kind == "gamma" else "false-alarm rate"
+            raise ValueError(f"the {what} must be between 0 and 100 (exclusive), got {self.value!r}")
+
+    def describe(self) -> str:
+        if self.kind == "gamma":
+            return f"{self.value:g}th percentile of a gamma fit to the normal training scores"
+        return f"{self.value:g} % false alarms on the normal training clips"
+
+    def short(self) -> str:
+        return f"gamma-p{self.value:g}" if self.kind == "gamma" else f"fa{self.value:g}"
+
+    def threshold(self, train_scores: np.ndarray) -> float:
+        """The threshold of one section from its normal training scores."""
+        scores = np.asarray(train_scores, dtype=float)
+        scores = scores[np.isfinite(scores)]
+        if scores.size == 0:
+            raise ValueError("no training scores to set a threshold from")
+        if self.kind == "gamma":
+            from asdcore.scoring import fit_threshold
+
+            return float(fit_threshold(scores, self.value / 100.0).threshold)
+        return float(np.quantile(scores, 1.0 - self.value / 100.0))
+
+
+def section_thresholds(train: pd.DataFrame, rule: ThresholdRule) -> dict[Section, float]:
+    """Threshold per (machine, section) from training scores (columns machine, section, score)."""
+    if train is None or train.empty:
+        raise ValueError("no training-clip scores in this folder, so no threshold can be set "
+                         "(the decision files are used as they are)")
+    out: dict[Section, float] = {}
+    for (machine, section), group in train.groupby(["machine", "section"], sort=False):
+        out[(str(machine), str(section))] = rule.threshold(group["score"].to_numpy())
+    return dict(sorted(out.items(), key=lambda kv: (machine_sort_key(kv[0][0]), kv[0][1])))
+
+
+def decide(test: pd.DataFrame, thresholds: Mapping[Section, float]) -> np.ndarray:
+    """0/1 per test clip (machine, section, score): 1 when the score is above its section's threshold."""
+    keys = list(zip(test["machine"].astype(str), test["section"].astype(str)))
+    lacking = sorted({f"{m} section {s}" for m, s in keys if (m, s) not in thresholds})
+    if lacking:
+        raise ValueError(f"no threshold for {', '.join(lacking)} (no training scores of that section)")
+    limits = np.array([thresholds[k] for k in keys], dtype=float)
+    return (test["score"].to_numpy(dtype=float) > limits).astype(int)
+
+
+def redecided(test: pd.DataFrame, train: pd.DataFrame, rule: ThresholdRule) -> tuple[pd.DataFrame, dict[Section, float]]:
+    """``test`` with a ``decision`` column set by ``rule``, and the thresholds used."""
+    thresholds = section_thresholds(train, rule)
+    return test.assign(decision=decide(test, thresholds)), thresholds
+
+
+# --------------------------------------------------------------------------- export
+
+
+def check_export_folder(out: str | Path, scored_folder: str | Path | None = None) -> Path:
+    """The folder to export into, or a ValueError saying why it cannot be used.
+
+    New, empty, or made by an earlier export (its ``decisions.json`` marker); never the scored
+    folder itself or its ``scores/`` folder.
+    """
+    out = Path(out).expanduser()
+    if scored_folder is not None:
+        scored = Path(scored_folder).expanduser().resolve()
+        if out.resolve() in (scored, scored / "scores"):
+            raise ValueError(f"{out} is the scored folder's own; export into a new folder")
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"{out} exists and is not a folder")
+        if any(out.iterdir()):
+            try:
+                meta = json.loads((out / MARKER).read_text())
+            except (OSError, ValueError):
+                meta = None
+            if not isinstance(meta, dict) or meta.get("made_by") != MADE_BY:
+                raise ValueError(f"{out} already exists and was not made by a decisions export; choose a new folder")
+    return out
+
+
+def export_decisions(out: str | Path, test: pd.DataFrame, thresholds: Mapping[Section, float], rule: ThresholdRule,
+                     system: str = "", scored_folder: str | Path | None = None) -> list[Path]:
+    """Write ``anomaly_score_*`` and ``decision_result_*`` of every section plus ``decisions.json``.
+
+    ``test``: machine, section, file_name, score. Checked before anything is written
+    (:func:`check_export_folder`); every file is written atomically. Returns the paths written.
+    """
+    from asdcore.export import write_scores
+
+    out = check_export_folder(out, scored_folder)
+    decisions = decide(test, thresholds)
+    frame = test.assign(decision=decisions)
+    written: list[Path] = []
+    for (machine, section), group in frame.groupby(["machine", "section"], sort=True):
+        written += write_scores(out, machine, section, group["file_name"].tolist(), group["score"].to_numpy(),
+                                group["decision"].tolist())
+    meta = {
+        "made_by": MADE_BY, "system": system, "scored_folder": str(Path(scored_folder).resolve()) if scored_folder else None,
+        "rule": {"kind": rule.kind, "value": rule.value, "description": rule.describe()},
+        "thresholds": {f"{m}_section_{s}": float(v) for (m, s), v in thresholds.items()},
+        "anomalous_clips": int(decisions.sum()), "clips": int(len(decisions)),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    written.append(atomic_write_text(out / MARKER, json.dumps(meta, indent=2) + "\n"))
+    return written
