@@ -368,7 +368,7 @@ def write_metrics_csv(table: pd.DataFrame, path: str | Path) -> Path:
 def read_metrics_csv(path: str | Path) -> pd.DataFrame:
     """Read a file written by :func:`write_metrics_csv`; a wrong header is a clear error."""
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         header = fh.readline().strip()
     expected = ",".join(TABLE_COLUMNS)
     if header != expected:

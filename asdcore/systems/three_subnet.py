@@ -265,7 +265,7 @@ class ThreeSubnetSystem(System):
         s = ThreeSubnetSettings(**run.config.settings)
         device = device or resolve_device(s.device)
         model = self._model(s)
-        model.load_state_dict(run.load_weights("three_subnet"))
+        run.load_into(model, "three_subnet")
         return model.to(device).eval()
 
     # ------------------------------------------------------------------ training
