@@ -111,7 +111,9 @@ class Run:
     # ---------------------------------------------------------------- life cycle
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, resume: bool = False) -> "Run":
-        """Start a run folder; with ``resume`` an existing one of the same system is reused."""
+        """Start a run folder; with ``resume`` an existing one of the same system, data and machine types is
+        reused. Without it an existing run is refused, unless it learned nothing yet (a start that failed or was
+        killed before its first checkpoint): then the retry starts afresh instead of being blocked."""
         path = Path(path)
         if (path / CONFIG_NAME).exists():
             existing = cls.open(path)
@@ -120,13 +122,13 @@ class Run:
                     f"{path} already holds a run ({existing.config.system}, status {existing.config.status}); "
                     "use --resume to continue it or choose another --out folder"
                 )
-            if existing.config.system != config.system and (resume or existing.has_progress()):
-                raise RunError(f"{path} holds a {existing.config.system} run, not {config.system}; cannot resume it")
-            if not existing.has_progress():
-                # a start that failed before anything was learned: nothing to keep, start afresh
+            if not resume:
+                # a start that failed before anything was learned: nothing to keep, the retry starts afresh
                 run = cls(path, config)
                 run.save_config()
                 return run
+            if existing.config.system != config.system:
+                raise RunError(f"{path} holds a {existing.config.system} run, not {config.system}; cannot resume it")
             existing.check_same_data(config.data_root, config.machines)
             if existing.config.settings != config.settings:
                 # settings must match for an exact resume; only a longer training is allowed

@@ -385,3 +385,28 @@ def test_bad_inputs_bench_lists_every_case():
                   "evaluate --out naming a folder", "stats: []", "unknown setting", "BOM", "too short",
                   "pickle payload", "--check-audio"):
         assert words in names, words
+
+
+def test_data_page_checks_audio_and_settings(tiny_data, tmp_path, monkeypatch):
+    """The Data page: a button opens every clip (progress bar) and lists the bad one; a bad setting is a message."""
+    from conftest import app_test
+
+    monkeypatch.setenv("ASD_NO_DEMO", "1")
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    victim = sorted((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    at = app_test(ROOT / "pages" / "1_Data_and_runs.py", data, runs)
+    at.run()
+    assert not at.exception and not at.error
+    at.button(key="_check_audio").click().run()
+    assert not at.exception
+    assert "1 of" in at.error[0].value and victim.name in at.code[-1].value and "truncated" in at.code[-1].value
+    at.selectbox[0].set_value("three-subnet-kmeans")
+    [t for t in at.text_input if t.label.startswith("Run name")][0].set_value("new")
+    [t for t in at.text_area if t.label.startswith("More settings")][0].set_value("featex=maybe")
+    [b for b in at.button if b.label == "Start training"][0].click().run()
+    assert not at.exception and "featex must be true or false" in at.error[-1].value
+    assert not (runs / "new").exists()
