@@ -271,7 +271,7 @@ def first_line(proc: subprocess.CompletedProcess) -> str:
     found = [line.strip() for line in proc.stdout.splitlines()
              if "[bad audio]" in line or line.startswith(("wrote", "bundled", "no problems"))]
     line = errors[0] if errors else found[0] if found else (text[-1] if text else "")
-    return line if len(line) <= 150 else line[:147] + "..."
+    return line if len(line) <= 170 else line[:167] + "..."
 
 
 def main() -> int:

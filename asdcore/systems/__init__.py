@@ -96,7 +96,7 @@ def prepare_scored_folder(out: Path, run: Run, system: str, data_root: Path, rep
                 and meta.get("system") == system)
         if not same and not replace_other:
             raise ValueError(f"--out {out} holds {meta.get('system')} scores of {meta.get('data_root')} (run "
-                             f"{meta.get('run')}); {system}'s scores of {given} would mix with them: choose another "
+                             f"{meta.get('run')}); {system}'s scores of {data_root} would mix with them: choose another "
                              "--out folder (nothing was written)")
     for name in SCORED_OUTPUTS:
         target = out / name
