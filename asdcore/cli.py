@@ -40,6 +40,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     summary = ds.summary()
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(summary.to_string(index=False))
+    if args.check_audio:
+        from asdcore.data import check_audio
+
+        ds.problems.extend(check_audio(ds, progress=True))
     unlabelled = [m for m in ds.machines() if not ds.has_test_labels(m)]
     if unlabelled:
         print(
@@ -65,6 +69,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.ci and args.resamples < 1:
         raise ValueError(f"--resamples must be at least 1, got {args.resamples}")
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give the CSV file to write, e.g. {Path(args.out) / 'metrics.csv'}")
     ds = discover(args.data, ground_truth=args.ground_truth)
     scores = read_scores(args.scores)
     clips = ds.to_frame()
@@ -133,19 +139,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "device": args.device}
     overrides.update(parse_settings(args.set or []))
+    system.settings(**overrides)  # a bad setting fails here, before any folder exists
+    if args.resume:
+        _check_checkpoints(Path(args.out))
     rank, world = distributed_env()
     if world > 1 and not system.supports_distributed:
         raise ValueError(f"{args.system} trains in one process; run it without torchrun")
+    out = Path(args.out)
+    fresh = not out.exists()
     if world > 1:  # under torchrun: rank 0 makes the run folder, the others open it
         init_distributed(overrides.get("device") or "auto")
-        run = system.new_run(Path(args.out), ds, machines, resume=args.resume, **overrides) if rank == 0 else None
+        run = system.new_run(out, ds, machines, resume=args.resume, **overrides) if rank == 0 else None
         barrier()
         run = run or Run.open(args.out)
     else:
-        run = system.new_run(Path(args.out), ds, machines, resume=args.resume, **overrides)
+        run = system.new_run(out, ds, machines, resume=args.resume, **overrides)
     t0 = time.perf_counter()
-    system.train(run, ds, resume=args.resume, progress=not args.quiet,
-                 on_epoch_end=_epoch_reporter(args, system.epoch_units(machines), run.config.settings.get("epochs")))
+    try:
+        system.train(run, ds, resume=args.resume, progress=not args.quiet,
+                     on_epoch_end=_epoch_reporter(args, system.epoch_units(machines), run.config.settings.get("epochs")))
+    except (DataError, AudioError, RunError, ValueError, FloatingPointError) as exc:
+        if fresh and rank == 0:
+            _remove_failed_start(out)
+        raise exc
     if rank != 0:
         return 0
     print(f"trained {args.system} on {len(machines)} machine type(s) in {time.perf_counter() - t0:.1f} s -> {run.path}")
@@ -154,6 +170,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if score is not None:
         print(f"official score (hmean): {100 * score:.2f} %")
     return 0
+
+
+def _check_checkpoints(out: Path) -> None:
+    """Read every checkpoint of a run to be resumed (weights only) before its config is touched, so a
+    damaged or untrusted one is refused with the folder exactly as it was."""
+    from asdcore.training import load_checkpoint
+
+    for path in sorted((out / "checkpoint").glob("*.pt")) if (out / "checkpoint").is_dir() else []:
+        load_checkpoint(path)
+
+
+def _remove_failed_start(out: Path) -> None:
+    """Remove a run folder this command made when training failed before it learned anything.
+
+    Only the tool's own files of a start (``config.json``, empty sub-folders) go; a folder holding a
+    checkpoint, weights or anything else stays. Without this the retry would be refused as "already
+    holds a run".
+    """
+    import shutil
+
+    from asdcore.runs import CONFIG_NAME
+
+    files = [p for p in out.rglob("*") if p.is_file()]
+    if all(p == out / CONFIG_NAME for p in files):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _progress(args: argparse.Namespace):
@@ -180,24 +221,14 @@ def _epoch_reporter(args: argparse.Namespace, units: int, epochs: int | None):
     return report
 
 
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 def parse_settings(items: list[str]) -> dict:
-    """``["KEY=VALUE", ...]`` (the ``--set`` syntax) -> settings dict; numbers and true/false are converted."""
-    out = {}
-    for item in items:
-        key, sep, value = item.strip().partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"a setting must look like KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
-    return out
+    """``["KEY=VALUE", ...]`` -> ``{key: text}``: kept for callers of the old name; see :mod:`asdcore.settings`.
+
+    The values stay text; ``System.settings`` types them by the settings dataclass and checks their range.
+    """
+    from asdcore.settings import parse_settings as parse
+
+    return parse(items)
 
 
 def _print_metrics(folder: Path) -> None:
@@ -210,10 +241,9 @@ def _print_metrics(folder: Path) -> None:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from asdcore.data import discover
-    from asdcore.runs import Run
-    from asdcore.systems import compatible, get_system
+    from asdcore.systems import compatible, get_system, open_run, prepare_scored_folder
 
-    run = Run.open(args.run)
+    run = open_run(args.run)
     name = args.system or run.config.system
     if not compatible(run.config.system, name):
         raise ValueError(f"{name} cannot score a {run.config.system} run (different frontend)")
@@ -221,6 +251,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run.path / "scored" / Path(args.data).resolve().name
     if name != run.config.system and not args.out:
         out = out.with_name(f"{out.name}-{name}")
+    prepare_scored_folder(out, run, name, ds.root)
     get_system(name).score(run, ds, out, progress=not args.quiet)
     print(f"scores and submission files written to {out / 'scores'}")
     if (out / "metrics.csv").exists():
@@ -296,7 +327,7 @@ def _cmd_ssl_tiny(args: argparse.Namespace) -> int:
 def _cmd_bundle(args: argparse.Namespace) -> int:
     from asdcore.workspace import bundle_run
 
-    out = bundle_run(args.run, args.out)
+    out = bundle_run(args.run, args.out, overwrite=args.overwrite)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"bundled {args.run} -> {out} ({size / 2 ** 20:.1f} MiB: config, classes, weights)")
     return 0
@@ -325,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="data root (DCASE layout)")
     p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
     p.add_argument("--max-problems", type=int, default=20, help="how many problems to list (default 20)")
+    p.add_argument("--check-audio", action="store_true",
+                   help="also open every clip (progress bar) and list the unreadable, truncated, empty or too long "
+                        "ones; without it only the file names are checked")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("evaluate", help="the official evaluator's full output for anomaly-score and decision CSVs",
@@ -431,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Copy config.json, classes.json and model/ of a run (no optimizer state, scores "
                                    "or embeddings) into OUT, e.g. checkpoints/three-subnet-demo for the app.")
     p.add_argument("run", metavar="RUN", help="trained run folder")
-    p.add_argument("out", metavar="OUT", help="folder to write (replaced if it exists)")
+    p.add_argument("out", metavar="OUT", help="folder to write (new or empty; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT when it is a previous bundle (any other existing folder is refused)")
     p.set_defaults(func=_cmd_bundle)
 
     p = sub.add_parser("runs", help="list run folders with their official score",
@@ -459,10 +495,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.write("failed", None, "interrupted")
+        if os.environ.get("ASDCORE_DEBUG"):
+            raise
+        hint = "; the run folder keeps its last finished epoch: continue with --resume" if args.command == "train" else ""
+        print(f"interrupted (Ctrl-C){hint}", file=sys.stderr)
+        return 130
     except BaseException as exc:
         if progress is not None:
             progress.write("failed", None, f"{type(exc).__name__}: {exc}")
         raise
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

@@ -32,6 +32,10 @@ import soundfile as sf
 SAMPLE_RATE = 16_000
 DEFAULT_SECONDS = 12.0
 MAX_SECONDS = 600.0  # refuse to decode longer files: a 10-minute clip is surely not a DCASE clip
+#: Refuse to decode more samples than this (frames x channels, before the downmix): 10 minutes of 48 kHz
+#: mono, or 128 MB as float32. Duration alone does not bound memory: a small FLAC of 192 kHz x 8 channels x
+#: 60 s decodes to 92 M samples.
+MAX_SAMPLES = 32_000_000
 DOMAINS = ("source", "target")
 SPLITS = ("train", "test")
 NO_ATTRIBUTE = "noAttribute"
@@ -295,7 +299,7 @@ def read_attribute_csv(path: str | Path) -> dict[str, tuple[tuple[str, str], ...
     """
     path = Path(path)
     out: dict[str, tuple[tuple[str, str], ...]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets save a byte-order mark
         reader = csv.reader(fh)
         header = next(reader, None)
         if not header or header[0].strip() != "file_name":
@@ -331,7 +335,7 @@ def read_ground_truth(folder: str | Path) -> dict[tuple[str, str], dict[str, tup
         if "attribute" in kind:
             continue
         values: dict[str, int] = {}
-        with open(csv_path, newline="", encoding="utf-8") as fh:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             for lineno, row in enumerate(csv.reader(fh), 1):
                 if not row or not row[0].strip():
                     continue
@@ -459,7 +463,8 @@ def _resampler(orig: int, new: int):
 
 
 def load_audio(
-    path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS
+    path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
+    max_samples: int = MAX_SAMPLES,
 ) -> np.ndarray:
     """Read a clip as mono float32 at ``sample_rate``.
 
@@ -471,36 +476,61 @@ def load_audio(
     if not path.is_file():
         raise AudioError(path, "file not found" if not path.exists() else "not a file")
     try:
-        info = sf.info(str(path))
+        with open(path, "rb") as fh:
+            return _decode(fh, path, path.stat().st_size, sample_rate, max_seconds, max_samples)
+    except OSError as exc:
+        raise AudioError(path, f"cannot be read ({_short(exc)})") from None
+
+
+def decode_audio(data: bytes, name: str = "upload", sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
+                 max_samples: int = MAX_SAMPLES) -> np.ndarray:
+    """Like :func:`load_audio` for bytes in memory (uploads), with exactly the same checks."""
+    import io
+
+    if not data:
+        raise AudioError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, len(data), sample_rate, max_seconds, max_samples)
+
+
+def _decode(fh, name: str | Path, size: int, sample_rate: int, max_seconds: float, max_samples: int) -> np.ndarray:
+    """The one decoder behind :func:`load_audio` and :func:`decode_audio`: every check before any sample is read."""
+    try:
+        info = sf.info(fh)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(path, f"not a readable audio file ({_short(exc)})") from None
+        raise AudioError(name, f"not a readable audio file ({_short(exc)})") from None
     if info.samplerate <= 0:
-        raise AudioError(path, f"invalid sample rate {info.samplerate}")
+        raise AudioError(name, f"invalid sample rate {info.samplerate}")
     if info.frames == 0:
-        raise AudioError(path, "empty clip (0 samples)")
-    declared = _wav_declared_data_bytes(path)
+        raise AudioError(name, "empty clip (0 samples)")
+    fh.seek(0)
+    declared = _wav_declared_data_bytes(fh, size)
     if declared is not None and declared[0] > declared[1]:
         raise AudioError(
-            path, f"truncated WAV: its header declares {declared[0]} bytes of audio but only {declared[1]} are present"
+            name, f"truncated WAV: its header declares {declared[0]} bytes of audio but only {declared[1]} are present"
         )
     seconds = info.frames / info.samplerate
     if seconds > max_seconds:
-        raise AudioError(path, f"clip is {seconds:.0f} s long; the limit is {max_seconds:.0f} s")
+        raise AudioError(name, f"clip is {seconds:.0f} s long; the limit is {max_seconds:.0f} s")
+    samples = int(info.frames) * max(int(info.channels), 1)
+    if samples > max_samples:
+        raise AudioError(name, f"clip would decode to {samples:,} samples ({info.samplerate} Hz x {info.channels} "
+                               f"channel(s) x {seconds:.0f} s); the limit is {max_samples:,}")
+    fh.seek(0)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(fh, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(path, f"corrupt or truncated audio ({_short(exc)})") from None
+        raise AudioError(name, f"corrupt or truncated audio ({_short(exc)})") from None
     if data.shape[0] == 0:
-        raise AudioError(path, "empty clip (0 samples could be decoded)")
+        raise AudioError(name, "empty clip (0 samples could be decoded)")
     if data.shape[0] < info.frames:
-        raise AudioError(path, f"truncated: header declares {info.frames} samples but only {data.shape[0]} decode")
+        raise AudioError(name, f"truncated: header declares {info.frames} samples but only {data.shape[0]} decode")
     if not np.isfinite(data).all():
-        raise AudioError(path, "contains NaN or infinite samples")
+        raise AudioError(name, "contains NaN or infinite samples")
     return _to_mono_rate(data, sr, sample_rate)
 
 
-def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
-    """(declared, present) size of a RIFF/WAVE 'data' chunk, or None when not applicable.
+def _wav_declared_data_bytes(fh, size: int) -> tuple[int, int] | None:
+    """(declared, present) size of a RIFF/WAVE 'data' chunk of an open binary file, or None when not applicable.
 
     libsndfile quietly shortens a truncated WAV to what is left, so a half-copied download
     would otherwise pass as a shorter clip. Streaming writers that leave the size at
@@ -509,48 +539,22 @@ def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
     import struct
 
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                return None
-            size = path.stat().st_size
-            pos = 12
-            while pos + 8 <= size:
-                fh.seek(pos)
-                chunk_id, chunk_len = struct.unpack("<4sI", fh.read(8))
-                if chunk_id == b"data":
-                    if chunk_len in (0, 0xFFFFFFFF):
-                        return None
-                    return chunk_len, size - pos - 8
-                pos += 8 + chunk_len + (chunk_len & 1)
-    except OSError:
+        fh.seek(0)
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk_id, chunk_len = struct.unpack("<4sI", fh.read(8))
+            if chunk_id == b"data":
+                if chunk_len in (0, 0xFFFFFFFF):
+                    return None
+                return chunk_len, size - pos - 8
+            pos += 8 + chunk_len + (chunk_len & 1)
+    except (OSError, struct.error):
         return None
     return None
-
-
-def decode_audio(data: bytes, name: str = "upload", sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    """Like :func:`load_audio` for bytes in memory (uploads), with the same checks."""
-    import io
-
-    if not data:
-        raise AudioError(name, "empty file (0 bytes)")
-    try:
-        info = sf.info(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(name, f"not a readable audio file ({_short(exc)})") from None
-    if info.frames == 0:
-        raise AudioError(name, "empty clip (0 samples)")
-    if info.frames / info.samplerate > max_seconds:
-        raise AudioError(name, f"clip is {info.frames / info.samplerate:.0f} s long; the limit is {max_seconds:.0f} s")
-    try:
-        wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(name, f"corrupt or truncated audio ({_short(exc)})") from None
-    if wave.shape[0] == 0:
-        raise AudioError(name, "empty clip (0 samples could be decoded)")
-    if not np.isfinite(wave).all():
-        raise AudioError(name, "contains NaN or infinite samples")
-    return _to_mono_rate(wave, sr, sample_rate)
 
 
 def _short(exc: BaseException) -> str:
@@ -559,13 +563,40 @@ def _short(exc: BaseException) -> str:
 
 
 def _to_mono_rate(data: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    """Average to mono and resample to ``sample_rate`` (0 = keep the clip's own rate)."""
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     mono = np.ascontiguousarray(mono, dtype=np.float32)
-    if sr != sample_rate:
+    if sample_rate and sr != sample_rate:
         import torch
 
         mono = _resampler(int(sr), int(sample_rate))(torch.from_numpy(mono)).numpy().astype(np.float32)
     return mono
+
+
+def check_audio(ds: Dataset, progress: bool = True, on_progress=None) -> list[Problem]:
+    """Open every clip of ``ds`` with :func:`load_audio` and return one :class:`Problem` per unusable clip.
+
+    Discovery only reads names; this finds what training would trip over later (truncated or corrupt
+    files, silence-only zero-length clips, NaN samples, clips too long), before a job is started. Shows
+    a tqdm bar (``progress``) and calls ``on_progress(fraction, message)`` every few clips (the app's
+    progress bar). The clips are decoded at their own rate (no resampling: only readability is checked).
+    """
+    from tqdm.auto import tqdm
+
+    problems: list[Problem] = []
+    clips = list(ds.clips)
+    step = max(len(clips) // 100, 1)
+    for i, clip in enumerate(tqdm(clips, desc="checking audio", unit="clip", disable=not progress)):
+        try:
+            with open(clip.path, "rb") as fh:
+                _decode(fh, clip.path, clip.path.stat().st_size, 0, MAX_SECONDS, MAX_SAMPLES)
+        except AudioError as exc:
+            problems.append(Problem("bad audio", str(clip.path), exc.reason))
+        except OSError as exc:
+            problems.append(Problem("bad audio", str(clip.path), f"cannot be read ({_short(exc)})"))
+        if on_progress is not None and (i % step == 0 or i == len(clips) - 1):
+            on_progress((i + 1) / len(clips), f"checked {i + 1}/{len(clips)} clips")
+    return problems
 
 
 def fix_length(wave: np.ndarray, length: int) -> np.ndarray:

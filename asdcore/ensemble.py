@@ -132,6 +132,7 @@ class Member:
     train: pd.DataFrame
     metrics: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    data_root: str | None = None  # the data folder scored (scored.json / config.json), None when unknown
 
     @property
     def hmean(self) -> float | None:
@@ -191,6 +192,31 @@ def find_system(folder: str | Path) -> str | None:
         if cfg and isinstance(cfg.get("system"), str):
             return cfg["system"]
     return None
+
+
+def find_data_root(folder: str | Path) -> str | None:
+    """The data folder a scored folder's scores are of (``scored.json``, or ``config.json`` of a run folder
+    scored in place), resolved; None when nothing says (e.g. an imported submission folder)."""
+    folder = Path(folder)
+    for meta_name in ("scored.json", "config.json"):
+        meta = _read_json(folder / meta_name)
+        if meta and isinstance(meta.get("data_root"), str) and meta["data_root"]:
+            return str(Path(meta["data_root"]).resolve())
+    return None
+
+
+def check_same_data(members: Sequence[Member]) -> None:
+    """Refuse members scored on different data folders: equal clip names do not make equal clips.
+
+    Two synthetic sets of other seeds, or a development set and its copy with other clips, share every
+    file name; combining their scores would give an ensemble of nothing. Members whose data folder is
+    unknown are not judged.
+    """
+    known = [m for m in members if m.data_root]
+    if len({m.data_root for m in known}) > 1:
+        listed = "; ".join(f"{m.name}: {m.data_root}" for m in known)
+        raise ValueError(f"the members were scored on different data folders ({listed}); their clip names match but "
+                         "the clips do not: score every member on the same data folder")
 
 
 def _scores_dir(folder: Path) -> Path:
@@ -264,7 +290,8 @@ def load_member(folder: str | Path, name: str | None = None) -> Member:
             break
     system = find_system(folder)
     return Member(name=str(name) if name else (system or folder.name), folder=folder.resolve(), system=system,
-                  test=test.reset_index(drop=True), train=train, metrics=metrics, notes=notes)
+                  test=test.reset_index(drop=True), train=train, metrics=metrics, notes=notes,
+                  data_root=find_data_root(folder))
 
 
 def parse_member_spec(spec: str | Path) -> tuple[str | None, Path]:
@@ -419,6 +446,7 @@ def aligned_test_scores(members: Sequence[Member]) -> tuple[pd.DataFrame, np.nda
     """
     if not members:
         raise ValueError("no ensemble members given")
+    check_same_data(members)
     ref = members[0]
     keys = ref.test[["machine", "section", "file_name"]].copy()
     keys["_order"] = [(machine_sort_key(m), s, f) for m, s, f in zip(keys["machine"], keys["section"], keys["file_name"])]
@@ -871,6 +899,43 @@ def search_weights(members: Sequence[Member], clips: pd.DataFrame | None = None,
 # =========================================================================== the saved ensemble
 
 
+def _saved_ensemble_problem(data: Mapping[str, Any]) -> str | None:
+    """What makes a saved ensemble's JSON unusable (a hand edit, a truncated copy), or None.
+
+    Checked field by field so the message names the field, instead of a KeyError or TypeError later.
+    """
+    members = data.get("members")
+    if not isinstance(members, list) or not members:
+        return "\"members\" must be a non-empty list of {\"name\", \"folder\", ...} objects"
+    for i, m in enumerate(members):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
+            return f"member {i + 1} has no \"name\""
+        if not isinstance(m.get("folder"), str) or not m["folder"]:
+            return f"member {m['name']} has no \"folder\" (the scored folder its statistics came from)"
+    names = [m["name"] for m in members]
+    if len(set(names)) != len(names):
+        return f"member names repeat: {names}"
+    weights = data.get("weights")
+    if (not isinstance(weights, list) or len(weights) != len(members)
+            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
+        return f"\"weights\" must be a list of {len(members)} numbers (one per member), got {weights!r}"
+    if not isinstance(data.get("normalization"), str):
+        return "\"normalization\" must be zscore, minmax or rank"
+    stats = data.get("stats")
+    if not isinstance(stats, dict):
+        return f"\"stats\" must be an object {{member: {{section: statistics}}}}, got {type(stats).__name__}"
+    for name in names:
+        if not isinstance(stats.get(name), dict) or not all(isinstance(v, dict) for v in stats[name].values()):
+            return f"\"stats\" has no statistics object for member {name}"
+    for key in ("thresholds", "threshold_methods"):
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            return f"\"{key}\" must be an object {{section: value}}"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.get("thresholds", {}).values()):
+        return "\"thresholds\" must map sections to numbers"
+    return None
+
+
 @dataclass
 class Ensemble:
     """A normalised weighted ensemble: what it combines, how, and the statistics it used.
@@ -988,6 +1053,9 @@ class Ensemble:
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path} has ensemble format version {data.get('format_version')!r}; "
                              f"this asdcore reads version {FORMAT_VERSION}")
+        problem = _saved_ensemble_problem(data)
+        if problem:
+            raise ValueError(f"{path} is not a usable ensemble file: {problem}")
         ens = cls(members=data["members"], weights=[float(v) for v in data["weights"]],
                   normalization=_check_normalization(data["normalization"]), stats=data["stats"],
                   thresholds={k: float(v) for k, v in data.get("thresholds", {}).items()},

@@ -222,7 +222,7 @@ def _read_rows(path: Path, notes: list[str], integer: bool) -> list[tuple[str, f
     """Parse ``file_name,value`` rows; errors name the file and line."""
     rows: list[tuple[str, float]] = []
     seen: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of a name
         for lineno, row in enumerate(csv.reader(fh), 1):
             if lineno == 1 and _looks_like_header(row):
                 notes.append(f"{path.name}: skipped header row {row!r} (the official evaluator would fail on it)")

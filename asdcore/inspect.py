@@ -160,7 +160,7 @@ class _Frontend:
 
         self.system = system
         self.run = run
-        self.settings = system.run_settings(run)
+        self.settings = system.run_settings(run)  # a config it cannot use is one RunError line
         self.device = resolve_device(device or self.settings.device)
 
     def prepare(self, machine: str) -> None:

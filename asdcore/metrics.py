@@ -468,7 +468,7 @@ def read_metrics_csv(path: str | Path) -> pd.DataFrame:
     ``machine,section,auc_source,auc_target,pauc``) still read: their extra columns are NaN.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         header = fh.readline().strip()
     expected, legacy = ",".join(FULL_COLUMNS), ",".join(TABLE_COLUMNS)
     if header not in (expected, legacy):

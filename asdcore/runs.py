@@ -116,17 +116,25 @@ class Run:
     # ---------------------------------------------------------------- life cycle
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, resume: bool = False) -> "Run":
-        """Start a run folder; with ``resume`` an existing one of the same system is reused."""
+        """Start a run folder; with ``resume`` an existing one of the same system, data and machine types is
+        reused. Without it an existing run is refused, unless it learned nothing yet (a start that failed or was
+        killed before its first checkpoint): then the retry starts afresh instead of being blocked."""
         path = Path(path)
         if (path / CONFIG_NAME).exists():
             existing = cls.open(path)
-            if not resume:
+            if not resume and existing.has_progress():
                 raise RunError(
                     f"{path} already holds a run ({existing.config.system}, status {existing.config.status}); "
                     "use --resume to continue it or choose another --out folder"
                 )
+            if not resume:
+                # a start that failed before anything was learned: nothing to keep, the retry starts afresh
+                run = cls(path, config)
+                run.save_config()
+                return run
             if existing.config.system != config.system:
                 raise RunError(f"{path} holds a {existing.config.system} run, not {config.system}; cannot resume it")
+            existing.check_same_data(config.data_root, config.machines)
             if existing.config.settings != config.settings:
                 # settings must match for an exact resume; only a longer training is allowed
                 before = {k: existing.config.settings.get(k, LEGACY_SETTINGS.get(k)) for k in config.settings}
@@ -160,6 +168,27 @@ class Run:
         if not isinstance(data, dict):
             raise RunError(f"{cfg_path} is not a JSON object")
         return cls(path, RunConfig.from_dict(data, cfg_path))
+
+    def has_progress(self) -> bool:
+        """Whether training got anywhere: past training, or a checkpoint or weights exist (else a restart loses nothing)."""
+        if self.config.status not in ("created", "training"):
+            return True
+        return any(p.is_file() for d in (self.checkpoint_dir, self.model_dir) if d.is_dir() for p in d.iterdir())
+
+    def check_same_data(self, data_root: str | Path, machines: list[str]) -> None:
+        """Refuse to continue this run on another data folder or other machine types.
+
+        Its checkpoint, scores, thresholds and metrics describe one data set; continuing on another would
+        leave a folder whose files disagree about what they were computed from.
+        """
+        stored = str(Path(self.config.data_root).resolve())
+        given = str(Path(data_root).resolve())
+        if stored != given:
+            raise RunError(f"{self.path} was trained on {self.config.data_root}, not {data_root}; a run folder holds "
+                           "one data set: resume it with its own data folder, or train a new run (--out) on the other")
+        if list(machines) != list(self.config.machines):
+            raise RunError(f"{self.path} was trained on the machine type(s) {', '.join(self.config.machines)}, not "
+                           f"{', '.join(machines)}; resume it with the same --machines, or train a new run (--out)")
 
     def save_config(self) -> None:
         atomic_write_text(self.path / CONFIG_NAME, self.config.to_json())
@@ -212,6 +241,22 @@ class Run:
             return load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types
             raise RunError(f"{path} is corrupt or not a safetensors file: {exc}") from None
+
+    def load_into(self, model, name: str):
+        """Load the weights ``name`` into ``model`` (strict), or a RunError naming the file and what differs."""
+        state = self.load_weights(name)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            path = self.model_dir / f"{name}.safetensors"
+            result = set(model.state_dict())
+            missing, unexpected = sorted(result - set(state)), sorted(set(state) - result)
+            detail = (f"missing tensor(s) {', '.join(missing[:3])}" if missing else "") + \
+                     ("; " if missing and unexpected else "") + \
+                     (f"unexpected tensor(s) {', '.join(unexpected[:3])}" if unexpected else "")
+            raise RunError(f"{path} does not fit the model: {detail or 'tensor shapes differ'}; the weights are damaged "
+                           "or from another model, re-train the run") from None
+        return model
 
     # ---------------------------------------------------------------- embeddings
     def embedding_path(self, machine: str, section: str, split: str, root: Path | None = None) -> Path:

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import multiprocessing as mp
 import re
 from dataclasses import dataclass, field
@@ -1274,6 +1275,33 @@ def _run_jobs(tasks: list[tuple[ClipJob, str]], workers: int, progress: bool) ->
         bar.close()
 
 
+#: Written into the root of every folder the generator writes, before any clip: the generator only ever
+#: rewrites (and removes stale clips from) a folder that carries it.
+SYNTH_MARKER = ".asdcore_synth.json"
+#: The demo workspace's completion marker (:mod:`asdcore.workspace`); demo folders made before
+#: :data:`SYNTH_MARKER` existed carry only this one.
+_DEMO_MARKER = ".asd_synth.json"
+
+
+def claim_output_folder(root: Path) -> None:
+    """Make ``root`` the generator's folder, or refuse one that holds anything the generator did not write.
+
+    Generating over a folder removes clips of the generator's naming scheme that the new plan lacks and
+    rewrites ``attributes_00.csv``; over a folder of real DCASE clips that would destroy the user's data.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--out {root} is a file; give a folder")
+    if root.is_dir() and any(root.iterdir()):
+        if not ((root / SYNTH_MARKER).is_file() or (root / _DEMO_MARKER).is_file()):
+            raise ValueError(f"--out {root} is not empty and was not written by the synthetic generator (no "
+                             f"{SYNTH_MARKER}); choose a new or empty folder (nothing was changed)")
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / SYNTH_MARKER).is_file():
+        atomic_write_text(root / SYNTH_MARKER, json.dumps({"written_by": "asdcore synth",
+                                                           "layout": "dev_data/raw/<machine>/{train,test}"}) + "\n")
+
+
 def generate_dataset(out: str | Path, scale: str | ScaleConfig = "small", seed: int = 0,
                      machines: Sequence[str] | None = None, workers: int | None = None,
                      progress: bool = True) -> Path:
@@ -1291,6 +1319,7 @@ def generate_dataset(out: str | Path, scale: str | ScaleConfig = "small", seed: 
     if n_workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
     root = Path(out)
+    claim_output_folder(root)
     plans = {m: plan_machine(m, cfg, int(seed)) for m in names}
     for m, jobs in plans.items():
         mdir = root / "dev_data" / "raw" / m

@@ -73,7 +73,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"checkpoint {path} is corrupt or untrusted and was not loaded: {exc}") from None
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text or "weights_only" in text:
+            # torch's message is six lines advising weights_only=False, which would run the pickle's code
+            reason = "it holds pickled Python objects, which could run code; only plain tensors are read"
+        else:
+            reason = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"checkpoint {path} is corrupt or untrusted and was not loaded: {reason}") from None
 
 
 def fit(

@@ -180,11 +180,12 @@ def ensure_scored(run: str | Path, system: str, data_root: str | Path, out: str 
 
     from asdcore.data import discover
     from asdcore.runs import Run
-    from asdcore.systems import get_system
+    from asdcore.systems import get_system, prepare_scored_folder
 
     out = Path(out)
     if not is_current(out, Path(run), system, Path(data_root)):
         impl = get_system(system)
+        prepare_scored_folder(out, Run.open(run), system, Path(data_root), replace_other=True)
         extra = {"reuse_embeddings_from": sibling} if sibling is not None and \
             "reuse_embeddings_from" in inspect.signature(impl.score).parameters else {}
         impl.score(Run.open(run), discover(data_root), out, progress=progress, **extra)
@@ -268,11 +269,32 @@ def remove_folder(path: str | Path, runs_root: str | Path) -> None:
     shutil.rmtree(path)
 
 
-def bundle_run(run: str | Path, out: str | Path) -> Path:
+BUNDLE_MARKER = ".asd_bundle.json"
+BUNDLE_ENTRIES = {"config.json", "classes.json", "model", BUNDLE_MARKER}
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether ``path`` is a folder :func:`bundle_run` wrote: its marker, or (bundles made before the marker
+    existed) nothing but config.json, classes.json and model/ with safetensors files."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if (path / BUNDLE_MARKER).is_file():
+        return True
+    names = {p.name for p in path.iterdir()}
+    model = path / "model"
+    return (names <= BUNDLE_ENTRIES and "config.json" in names and model.is_dir()
+            and all(p.is_file() and p.suffix == ".safetensors" for p in model.iterdir()))
+
+
+def bundle_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Copy what scoring needs from a trained run (config.json, classes.json, model/) into ``out``.
 
     Leaves out optimizer checkpoints, scores and embeddings, so the folder is small enough to
-    commit as a bundled checkpoint. The copy is made next to ``out`` and renamed into place.
+    commit as a bundled checkpoint. The copy is made next to ``out`` and renamed into place, with a
+    marker file saying the tool wrote it. An existing ``out`` is refused unless it is empty, or it is a
+    previous bundle and ``overwrite`` is given; ``out`` may never be the run or a folder holding it
+    (replacing it would delete the run). Nothing the tool did not write is ever removed.
     """
     import shutil
     import tempfile
@@ -283,17 +305,37 @@ def bundle_run(run: str | Path, out: str | Path) -> Path:
     if not any(src.model_dir.glob("*.safetensors")):
         raise ValueError(f"{run} has no trained weights in {src.model_dir}; train it first")
     out = Path(out)
+    run_path, target = src.path.resolve(), out.resolve()
+    if target == run_path or target in run_path.parents:
+        raise ValueError(f"bundle OUT {out} is the run folder or holds it; replacing it would delete the run: "
+                         "choose a new folder, e.g. checkpoints/NAME")
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"bundle OUT {out} is a file; choose a new folder")
+        if any(out.iterdir()):
+            if not is_bundle(out):
+                raise ValueError(f"bundle OUT {out} exists and is not a bundle this tool wrote; choose a new or empty "
+                                 "folder (nothing was changed)")
+            if not overwrite:
+                raise ValueError(f"bundle OUT {out} holds a previous bundle; add --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    old = None
     try:
         shutil.copytree(src.model_dir, tmp / "model")
         for name in ("config.json", "classes.json"):
             if (src.path / name).exists():
                 shutil.copy2(src.path / name, tmp / name)
-        if out.exists():
-            shutil.rmtree(out)
+        atomic_write_text(tmp / BUNDLE_MARKER, json.dumps({"written_by": "asdcore bundle", "run": str(run_path)}))
+        if out.exists():  # an empty folder or a previous bundle (checked above): moved aside, removed once replaced
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            out.rename(old / out.name)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / out.name).exists() and not out.exists():
+            (old / out.name).rename(out)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out

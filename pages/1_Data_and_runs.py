@@ -33,6 +33,20 @@ if ds.problems:
         st.code("\n".join(str(p) for p in ds.problems[:200]))
 else:
     st.success("No problems found: every file parsed and sits where DCASE puts it.")
+if st.button("Check the audio too (opens every clip)", key="_check_audio",
+             help="Names are checked above; this decodes every clip and lists unreadable, truncated, empty or "
+                  "too long ones, as `python -m asdcore info DATA --check-audio` does."):
+    from asdcore.data import check_audio
+
+    bar = st.progress(0.0, text="checking audio")
+    with ui.guard("cannot check the audio"):
+        bad = check_audio(ds, progress=False, on_progress=lambda f, msg: bar.progress(min(f, 1.0), text=msg))
+    bar.empty()
+    if bad:
+        st.error(f"{len(bad)} of {len(ds.clips)} clip(s) cannot be used:")
+        st.code("\n".join(str(p) for p in bad[:200]))
+    else:
+        st.success(f"All {len(ds.clips)} clips decode.")
 
 # ----------------------------------------------------------------------------- scored folders
 st.subheader("Scored folders")

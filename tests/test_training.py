@@ -1,6 +1,8 @@
 """Shared training loop: checkpoints, exact resume, NaN guard, weights-only loading."""
 from __future__ import annotations
 
+import zipfile
+
 import pytest
 import torch
 
@@ -67,16 +69,26 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_untrusted_checkpoint_refused(tmp_path):
-    import pickle
+    """A checkpoint in torch's own zip format whose pickle would create a file: it must not run.
+
+    The control at the end loads the same file the unsafe way and sees the file appear, so this test
+    fails if ``load_checkpoint`` ever unpickles arbitrary objects.
+    """
+    marker = tmp_path / "pwned"
 
     class Evil:
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (open, (str(marker), "w"))
 
     p = tmp_path / "evil.pt"
-    p.write_bytes(pickle.dumps({"model": Evil()}))
-    with pytest.raises(ValueError, match="corrupt or untrusted"):
+    torch.save({"model": Evil(), "epoch": 1}, p)
+    assert zipfile.is_zipfile(p)  # torch's format, not a bare pickle torch would reject as corrupt anyway
+    with pytest.raises(ValueError, match="corrupt or untrusted") as exc:
         load_checkpoint(p)
+    assert not marker.exists()
+    assert "\n" not in str(exc.value) and "weights_only=False" not in str(exc.value)
+    torch.load(p, weights_only=False)["model"].close()  # the control: the payload is live
+    assert marker.exists()
     (tmp_path / "junk.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt or untrusted"):
         load_checkpoint(tmp_path / "junk.pt")

@@ -159,7 +159,7 @@ def test_bundle_keeps_only_what_scoring_needs(tiny_workspace, tmp_path):
     out = tmp_path / "checkpoints" / "ts"
     assert main(["bundle", str(tiny_workspace["runs"] / "three-subnet"), str(out)]) == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "classes.json", "config.json", "model/three_subnet.safetensors"]
+        ".asd_bundle.json", "classes.json", "config.json", "model/three_subnet.safetensors"]
     scored = ensure_scored(out, "three-subnet-kmeans", tiny_workspace["data"], tmp_path / "s")
     a = read_scores(scored.path / "scores").sort_values(["machine", "file_name"])["score"].to_numpy()
     b = read_scores(tiny_workspace["runs"] / "three-subnet" / "scores").sort_values(["machine", "file_name"])["score"]

@@ -18,6 +18,7 @@ backend is chosen at scoring time. Frontend implementations live in submodules
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -48,6 +49,61 @@ def scored_meta(system: str, run: Run, ds: Dataset) -> dict[str, Any]:
 
     return {"system": system, "run": str(Path(run.path).resolve()), "data_root": str(Path(ds.root).resolve()),
             "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+#: What a system's ``score`` writes into its output folder (plus the app's UMAP cache made from it): the
+#: previous outputs that re-scoring a folder replaces as a whole.
+SCORED_OUTPUTS = ("scores", "embeddings", "metrics.csv", "umap", SCORED_META)
+
+
+def prepare_scored_folder(out: Path, run: Run, system: str, data_root: Path, replace_other: bool = False) -> None:
+    """Make ``out`` ready for ``system``'s scores of ``data_root`` made with ``run``, or refuse.
+
+    A new or empty folder is used as it is. A scored folder (``scored.json``) of the same run, system and
+    data folder is being re-scored: its previous outputs (:data:`SCORED_OUTPUTS`) are removed first, so
+    the folder never mixes files of two scorings (clips that have gone would otherwise keep their old
+    score files). A scored folder of another data folder, run or system is refused (its scores are the
+    user's results), unless ``replace_other`` (folders the app's workspace owns). Any other non-empty
+    folder is refused: it is not ours. The run folder itself may only be re-scored on its own data by its
+    own system (what ``train`` does). Files in ``out`` that the tool did not write are never touched.
+    """
+    import shutil
+
+    from asdcore.runs import RunError
+
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the scores")
+    if not any(out.iterdir()):
+        return
+    given = str(Path(data_root).resolve())
+    if out.resolve() == Path(run.path).resolve():
+        if str(Path(run.config.data_root).resolve()) != given or system != run.config.system:
+            raise RunError(f"--out {out} is the run folder, whose scores are {run.config.system}'s of its own data "
+                           f"{run.config.data_root}; write {system}'s scores of {data_root} to another folder")
+    else:
+        meta_path = out / SCORED_META
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise ValueError(f"--out {out} exists and is not a scored folder (no readable {SCORED_META}); choose a "
+                             "new or empty folder (nothing was written)")
+        same = (meta.get("data_root") == given and meta.get("run") == str(Path(run.path).resolve())
+                and meta.get("system") == system)
+        if not same and not replace_other:
+            raise ValueError(f"--out {out} holds {meta.get('system')} scores of {meta.get('data_root')} (run "
+                             f"{meta.get('run')}); {system}'s scores of {data_root} would mix with them: choose another "
+                             "--out folder (nothing was written)")
+    for name in SCORED_OUTPUTS:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def decision_threshold(train_scores: np.ndarray) -> float:
@@ -114,32 +170,34 @@ class System:
     supports_distributed: bool = False  # can train under torchrun (DistributedDataParallel)
 
     def settings(self, **overrides: Any):
-        known = {f.name for f in fields(self.Settings)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"{self.info.name} has no setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return self.Settings(**{k: v for k, v in overrides.items() if v is not None})
+        """The system's settings from ``--set`` text or typed values (None = the default), checked.
+
+        Values are typed by the settings dataclass (:func:`asdcore.settings.build_settings`); a bad one is a
+        :class:`~asdcore.settings.SettingsError` naming it, raised before any folder is made.
+        """
+        from asdcore.settings import build_settings
+
+        return build_settings(self.Settings, {k: v for k, v in overrides.items() if v is not None}, self.info.name)
 
     def run_settings(self, run: Run):
-        """The typed settings a run was trained with.
+        """The typed settings a run was trained with, checked like ``--set`` ones (RunError when unusable).
 
         A setting the run's ``config.json`` lacks (the run was written before it existed) takes its
         :data:`asdcore.runs.LEGACY_SETTINGS` value, which reproduces what the run did, not today's
         default; a setting this system does not know is refused.
         """
-        from asdcore.runs import LEGACY_SETTINGS, RunError
+        from dataclasses import fields as dc_fields
 
-        known = {f.name for f in fields(self.Settings)}
+        from asdcore.runs import LEGACY_SETTINGS, RunError
+        from asdcore.settings import SettingsError, build_settings
+
+        known = {f.name for f in dc_fields(self.Settings)}
         stored = dict(run.config.settings)
-        unknown = sorted(set(stored) - known)
-        if unknown:
-            raise RunError(f"{run.path / 'config.json'} names setting(s) {', '.join(unknown)} that "
-                           f"{self.info.name} does not know")
         legacy = {k: v for k, v in LEGACY_SETTINGS.items() if k in known and k not in stored}
         try:
-            return self.Settings(**{**legacy, **stored})
-        except (TypeError, ValueError) as exc:
-            raise RunError(f"{run.path / 'config.json'} holds invalid settings: {exc}") from None
+            return build_settings(self.Settings, {**legacy, **stored}, self.info.name)
+        except SettingsError as exc:
+            raise RunError(f"{run.path / 'config.json'} cannot be used: {exc}") from None
 
     def new_run(self, out: Path, ds: Dataset, machines: list[str], resume: bool, **overrides: Any) -> Run:
         """Create the run folder ``out``, or with ``resume`` reopen it.
@@ -241,6 +299,27 @@ def get_system(name: str) -> System:
 
 
 def compatible(run_system: str, other: str) -> bool:
-    """Whether ``other`` can score a run trained as ``run_system`` (same frontend)."""
+    """Whether ``other`` can score a run trained as ``run_system`` (same frontend); unknown names are errors."""
+    for name in (run_system, other):
+        if name not in SYSTEM_INFO:
+            raise ValueError(f"unknown system {name!r}; known systems: {', '.join(system_names())}")
     return SYSTEM_INFO[run_system].frontend == SYSTEM_INFO[other].frontend
+
+
+def open_run(path: str | Path) -> Run:
+    """A run folder whose ``config.json`` names a known system and settings it has (RunError otherwise).
+
+    :meth:`Run.open` checks the format; this also checks what the system will read, so a hand-edited or
+    foreign config fails with one line here instead of deep inside training or scoring.
+    """
+    from asdcore.runs import RunError
+
+    run = Run.open(path)
+    if run.config.system not in SYSTEM_INFO:
+        raise RunError(f"{run.path / 'config.json'} names the unknown system {run.config.system!r}; known systems: "
+                       f"{', '.join(system_names())}")
+    if not isinstance(run.config.settings, dict):
+        raise RunError(f"{run.path / 'config.json'}: settings must be a JSON object")
+    get_system(run.config.system).run_settings(run)
+    return run
 

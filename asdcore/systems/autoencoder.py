@@ -68,6 +68,22 @@ def _train_machine(info: SystemInfo, run_path: str, machine: str, clips: list[Cl
     system._train_machine(run, machine, clips, AESettings(**run.config.settings), resume, progress)
 
 
+def min_samples(s: AESettings) -> int:
+    """The shortest clip (16 kHz samples) the AE can use: ``n_frames`` log-mel frames, and more samples than
+    the half window the centred STFT pads by reflection."""
+    return max(s.hop_length * (s.n_frames - 1), s.n_fft // 2 + 1)
+
+
+def check_length(n_samples: int, s: AESettings, name: str | Path) -> None:
+    """AudioError naming the clip when it is too short for the AE (else torch fails deep inside the STFT)."""
+    from asdcore.data import SAMPLE_RATE, AudioError
+
+    need = min_samples(s)
+    if n_samples < need:
+        raise AudioError(name, f"too short for the AE: {n_samples} samples ({n_samples / SAMPLE_RATE:.3f} s at 16 kHz); "
+                               f"it needs at least {need} ({s.n_frames} frames of hop {s.hop_length})")
+
+
 class _FrameBank:
     """All log-mel frames of a set of clips in one (F, n_mels) tensor plus vector start offsets.
 
@@ -126,6 +142,7 @@ class AESystem(System):
         out = []
         for c in tqdm(clips, desc=desc, disable=not progress, unit="clip", leave=False):
             wave = load_clip(c.path, seconds=None)
+            check_length(len(wave), s, c.path)
             out.append(log_mel(torch.from_numpy(wave), cfg)[0].float())
         return out
 
@@ -212,7 +229,7 @@ class AESystem(System):
                 f"machine type; this run has {', '.join(run.config.machines)}). Train a run on that data first."
             )
         model = self._model(s)
-        model.load_state_dict(run.load_weights(f"ae_{machine}"))
+        run.load_into(model, f"ae_{machine}")
         return model.to(device).eval()
 
     @torch.no_grad()
@@ -230,6 +247,9 @@ class AESystem(System):
         device = resolve_device(s.device)
         model = self._load_model(run, machine, s, device)
         cfg = self._logmel_cfg(s)
+        waves = list(waves)
+        for i, w in enumerate(waves):
+            check_length(len(w), s, f"clip {i + 1}" if len(waves) > 1 else "the clip")
         return [self._errors(model, log_mel(torch.from_numpy(w), cfg)[0].float(), s, device) for w in waves]
 
     def score_waves(self, run: Run, machine: str, section: str, waves: Iterable[np.ndarray],

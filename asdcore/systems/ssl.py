@@ -146,7 +146,7 @@ class SSLSystem(ThreeSubnetSystem):
             raise RunError(f"{path} is unreadable: {exc}") from None
         model = self._embedder(backbone, s)
         try:
-            model.load_state_dict(run.load_weights(WEIGHTS_NAME))
+            run.load_into(model, WEIGHTS_NAME)
         except RuntimeError as exc:
             raise RunError(f"{run.path}: weights do not fit the recorded architecture ({exc})") from None
         return model.to(device).eval()

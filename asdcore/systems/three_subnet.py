@@ -418,7 +418,7 @@ class ThreeSubnetSystem(System):
         models = []
         for i in range(s.n_models):
             model = self._model(s)
-            model.load_state_dict(run.load_weights(model_file(i)))
+            run.load_into(model, model_file(i))
             models.append(model)
         model = models[0] if len(models) == 1 else ModelStack(models)
         return model.to(device).eval()
