@@ -388,11 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("score-clips", help="score many loose clips (files, folders, zips) with scored folders",
+                       usage="python -m asdcore score-clips [options] SCORED... FILES_OR_FOLDER...",
                        description="Score audio files with every given scored folder's system and their "
                                    "equal-weight z-score ensemble: score, decision (threshold) and percentile among "
                                    "the normal training clips per system. Files that cannot be scored are listed "
                                    "(exit status 2) while the others are scored and written.")
-    p.add_argument("paths", nargs="+", metavar="SCORED... FILES_OR_FOLDER",
+    p.add_argument("paths", nargs="+", metavar="PATH",
                    help="scored folders (FOLDER or NAME=FOLDER) first, then audio files (wav/flac/ogg), folders "
                         "(searched recursively) or zip archives")
     p.add_argument("--machine", default=None, help="machine type of every clip (default: guessed from each file "
