@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from asdcore.data import AudioError
-from asdcore.inspect import MAX_UPLOAD_MB, UPLOAD_TYPES, check_upload_size, decode_upload, guess_clip
+from asdcore.inspect import UPLOAD_TYPES, check_upload_size, decode_upload, guess_clip
 
 #: File types taken from a folder or a zip (other files there are left alone or listed as skipped).
 AUDIO_SUFFIXES = tuple(f".{t}" for t in UPLOAD_TYPES)

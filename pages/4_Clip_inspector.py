@@ -181,7 +181,6 @@ if is_batch:
     st.download_button("Download the table (CSV)", to_csv_bytes(result.table), file_name="clip_scores.csv",
                        mime="text/csv", key="insp_batch_csv", disabled=result.n_scored == 0)
     clip_names = list(result.table["clip"])
-    picked = None
     rows_picked = list(getattr(getattr(event, "selection", None), "rows", []) or [])
     if rows_picked and rows_picked[0] < len(clip_names) and ss.get("_insp_batch_row") != (batch_key, rows_picked[0]):
         ss["_insp_batch_row"] = (batch_key, rows_picked[0])

@@ -148,10 +148,18 @@ def test_inspector_many_clips_at_once(page, app_url, tiny_workspace, tmp_path):
         for name in ("ae", "ae-mahala", "three-subnet", "three-subnet-gmm", "ensemble"):
             float(r[f"{name} score"])
             assert r[f"{name} decision"] in ("normal", "anomalous")
-    # open the second clip in the single-clip view
-    page.locator(".st-key-insp_batch_open").click()
-    page.get_by_role("option", name=files[1].name).click()
+    # clicking the second row (its selection marker at the left edge of the grid) opens it in the single-clip view
+    grid = page.locator(".st-key-insp_batch_table [data-testid='stDataFrameResizable']")
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 12, box["y"] + 35 * 2 + 17)  # header row and first row are 35 px high
     page.get_by_text("Scored as valve section 00").wait_for(timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+    page.get_by_role("heading", name=files[1].name).wait_for()
+    # and picking the first clip by name opens that one
+    page.locator(".st-key-insp_batch_open").click()
+    page.get_by_role("option", name=files[0].name).click()
+    page.get_by_text("Scored as fan section 00").wait_for(timeout=120_000)
     wait_for_app(page)
     _no_exception(page)
 
