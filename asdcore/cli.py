@@ -1,4 +1,4 @@
-"""Command line: ``python -m asdcore {synth,info,evaluate,compare,train,score,ensemble,runs,bundle,ssl-tiny} ...``.
+"""Command line: ``python -m asdcore {synth,info,evaluate,compare,train,score,score-clips,ensemble,runs,bundle,ssl-tiny} ...``.
 
 Every command prints a clear one-line error (no traceback) and exits with status 2 on bad
 input, so scripts can tell user errors (2) from success (0). ``ASDCORE_DEBUG=1`` shows the
@@ -261,6 +261,59 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score_clips(args: argparse.Namespace) -> int:
+    """Score loose clips (files, folders, zips) with scored folders; bad files listed, the rest scored."""
+    from tqdm.auto import tqdm
+
+    from asdcore.batch import batch_systems, check_out, format_table, inputs_from_paths, score_clips, write_csv
+    from asdcore.workspace import describe_scored
+
+    folders, clips = [], []
+    for item in args.paths:  # the scored folders come first, then the clips
+        found = None
+        if not clips:
+            name, sep, folder = item.partition("=")
+            found = describe_scored(folder, name=name) if sep and name else describe_scored(item)
+        if found is not None:
+            folders.append(found)
+        else:
+            clips.append(item)
+    if not folders:
+        raise ValueError(f"{args.paths[0]} is not a scored folder (no scores/anomaly_score_*.csv); "
+                         "give the scored folders first, then the clips")
+    if not clips:
+        raise ValueError("no clips given: after the scored folders, give audio files, folders or a zip")
+    names = [f.name for f in folders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"scored folder names repeat ({', '.join(names)}); name them NAME=FOLDER")
+    out = check_out(args.out) if args.out else None  # refused before anything is scored
+    inputs = inputs_from_paths(clips)
+    systems = batch_systems(folders, device=args.device)
+    known = systems.sections()
+    if args.machine is not None and args.machine not in known:
+        raise ValueError(f"--machine {args.machine}: no loaded system knows it (machine types: {', '.join(known)})")
+    with tqdm(total=len(inputs), unit="clip", disable=args.quiet, desc="scoring clips") as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.n = round(fraction * len(inputs))
+            bar.set_postfix_str(message, refresh=True)
+
+        result = score_clips(inputs, systems, machine=args.machine, section=args.section, on_progress=progress)
+    print(format_table(result.table, result.systems))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\nscored {result.n_scored} of {len(inputs)} clip(s) with {', '.join(result.systems)} "
+          f"in {result.seconds:.1f} s ('!' = anomalous by the system's threshold)")
+    if out is not None and result.n_scored:
+        write_csv(result.table, out)
+        print(f"wrote {out}")
+    if len(result.problems):
+        for clip, message in result.problems.itertuples(index=False):
+            print(f"{clip}: {message}", file=sys.stderr)
+        raise ValueError(f"{len(result.problems)} of {len(inputs)} file(s) could not be scored (listed above)"
+                         + (f"; the other {result.n_scored} were scored" if result.n_scored else ""))
+    return 0
+
+
 def _cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -423,6 +476,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("score-clips", help="score many loose clips (files, folders, zips) with scored folders",
+                       usage="python -m asdcore score-clips [options] SCORED... FILES_OR_FOLDER...",
+                       description="Score audio files with every given scored folder's system and their "
+                                   "equal-weight z-score ensemble: score, decision (threshold) and percentile among "
+                                   "the normal training clips per system. Files that cannot be scored are listed "
+                                   "(exit status 2) while the others are scored and written.")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="scored folders (FOLDER or NAME=FOLDER) first, then audio files (wav/flac/ogg), folders "
+                        "(searched recursively) or zip archives")
+    p.add_argument("--machine", default=None, help="machine type of every clip (default: guessed from each file "
+                                                   "name or folder, e.g. fan_section_00_....wav or fan/...)")
+    p.add_argument("--section", default=None, help="section of every clip when the name does not say (e.g. 00)")
+    p.add_argument("--out", default=None, help="CSV to write (never overwrites a file score-clips did not write)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: each run's own setting)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_score_clips)
 
     p = sub.add_parser("ensemble", help="normalised, weighted ensemble of scored run folders (the seed's Table 3)",
                        description="Combine runs scored on the same data: scores are normalised per machine type "

@@ -25,7 +25,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -86,6 +86,20 @@ def geometry_for(system: str | None) -> str:
 
     info = SYSTEM_INFO.get(system)
     return "cosine" if info is not None and info.backend in COSINE_BACKENDS else "euclidean"
+
+
+def preferred_folder(folders: Sequence[Any]) -> int:
+    """Index of the scored folder the Embeddings page opens on: the first embedding model (cosine
+    geometry, e.g. the three-subnetworks model) that has embeddings, else the first folder.
+
+    An embedding model's map shows what the model learnt; the AE's "embeddings" are its per-band
+    reconstruction errors, a less telling first view. ``folders``: objects with ``system`` and
+    ``path`` (:class:`asdcore.workspace.ScoredFolder`).
+    """
+    for i, f in enumerate(folders):
+        if geometry_for(f.system) == "cosine" and embedding_files(f.path):
+            return i
+    return 0
 
 
 @dataclass

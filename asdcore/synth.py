@@ -1257,6 +1257,21 @@ def _resolve_machines(machines: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(machines))
 
 
+def _worker_init() -> None:
+    """Default signal handling in a forked worker.
+
+    A worker forked from a process that installed its own SIGTERM/SIGINT handlers (the Streamlit
+    server does: its handler only asks the server to stop) inherits them, so the pool's
+    ``terminate()`` at the end of the ``with`` block could not end it: the pool then waited for
+    that worker for ever and the app's first start hung. With the defaults restored, SIGTERM ends
+    a worker and Ctrl-C is left to the parent.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_jobs(tasks: list[tuple[ClipJob, str]], workers: int, progress: bool) -> Iterator[str]:
     from tqdm import tqdm
 
@@ -1267,7 +1282,7 @@ def _run_jobs(tasks: list[tuple[ClipJob, str]], workers: int, progress: bool) ->
                 yield _write_clip(t)
                 bar.update(1)
         else:
-            with mp.get_context().Pool(workers) as pool:
+            with mp.get_context().Pool(workers, initializer=_worker_init) as pool:
                 for r in pool.imap_unordered(_write_clip, tasks, chunksize=4):
                     yield r
                     bar.update(1)
@@ -1304,12 +1319,13 @@ def claim_output_folder(root: Path) -> None:
 
 def generate_dataset(out: str | Path, scale: str | ScaleConfig = "small", seed: int = 0,
                      machines: Sequence[str] | None = None, workers: int | None = None,
-                     progress: bool = True) -> Path:
+                     progress: bool = True, on_clip: Callable[[int, int], None] | None = None) -> Path:
     """Generate a synthetic data set in the DCASE 2024 Task 2 development layout and return ``out``.
 
     ``scale`` is a key of :data:`SCALES` (or a :class:`ScaleConfig`); ``machines`` defaults to all seven
     2024 development types; ``workers`` is the number of processes (default 2). The same ``seed`` gives
-    byte-identical files whatever the number of workers.
+    byte-identical files whatever the number of workers. ``on_clip(done, total)`` is called after
+    each clip is written (the app's progress bar), so all machine types can share one worker pool.
     """
     cfg = _resolve_scale(scale)
     names = _resolve_machines(machines)
@@ -1327,8 +1343,9 @@ def generate_dataset(out: str | Path, scale: str | ScaleConfig = "small", seed: 
             (mdir / split).mkdir(parents=True, exist_ok=True)
         _remove_stale(mdir, {j.rel_path for j in jobs})
     tasks = [(j, str(root)) for m in names for j in plans[m]]
-    for _ in _run_jobs(tasks, n_workers, progress):
-        pass
+    for done, _ in enumerate(_run_jobs(tasks, n_workers, progress), start=1):
+        if on_clip is not None:
+            on_clip(done, len(tasks))
     for m, jobs in plans.items():
         atomic_write_text(root / "dev_data" / "raw" / m / "attributes_00.csv", attributes_csv(m, jobs))
     return root

@@ -17,6 +17,7 @@ from asdcore.embeddings import (
     embedding_machines,
     embedding_map,
     load_embeddings,
+    preferred_folder,
     scatter_figure,
     selected_rows,
 )
@@ -62,8 +63,9 @@ names = [f.name for f in ws.loaded]
 if st.session_state.get("emb_folder") not in names:
     st.session_state.pop("emb_folder", None)
 top = st.columns([2, 3])
-choice = top[0].selectbox("Scored folder", names, key="emb_folder",
-                          help="One system's scores and embeddings of one data folder.")
+choice = top[0].selectbox("Scored folder", names, index=preferred_folder(ws.loaded), key="emb_folder",
+                          help="One system's scores and embeddings of one data folder (opens on an embedding "
+                               "model when one is loaded).")
 folder = ws.by_name(choice)
 machines = embedding_machines(folder.path)
 if not machines:

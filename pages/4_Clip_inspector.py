@@ -1,7 +1,8 @@
-"""Clip inspector: score one clip (uploaded or an example from the data folder) with every loaded system.
+"""Clip inspector: score one clip (uploaded or an example from the data folder) with every loaded system,
+or many uploaded at once (several files or a zip) as one sortable table.
 
 Thin page: decoding, fast scoring, percentiles, ensembles and attributions live in
-:mod:`asdcore.inspect`; the models and backends are loaded once per set of scored folders and kept
+:mod:`asdcore.inspect`, batches in :mod:`asdcore.batch`; the models and backends are loaded once per set of scored folders and kept
 with ``st.cache_resource``.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import streamlit as st
 
 from asdcore import ui
+from asdcore.batch import BatchSystems, inputs_from_uploads, is_zip, score_clips, to_csv_bytes
 from asdcore.data import SAMPLE_RATE, load_audio
 from asdcore.ensemble import Ensemble, section_key
 from asdcore.inspect import (
@@ -46,6 +48,7 @@ st.caption("Upload a machine sound (or take an example from the data folder) and
            "it, where that score sits among the normal training clips, and what part of the clip drives it.")
 
 EQUAL = "equal-weight z-score ensemble of the loaded systems"
+GUESS = "from each file name"
 
 
 # ----------------------------------------------------------------------------- cached resources
@@ -107,11 +110,15 @@ except (ValueError, OSError) as exc:
     dataset = None
     st.caption(f"Example clips need a data folder: {exc}")
 
-# ----------------------------------------------------------------------------- choosing the clip
+# ----------------------------------------------------------------------------- choosing the clip(s)
 ss = st.session_state
-uploaded = st.file_uploader(f"Upload a clip ({', '.join(UPLOAD_TYPES)}; any sample rate, mono or stereo; "
-                            f"at most {MAX_UPLOAD_MB} MB)", type=list(UPLOAD_TYPES), key="insp_upload",
-                            max_upload_size=MAX_UPLOAD_MB)
+uploads = st.file_uploader(f"Upload clips ({', '.join(UPLOAD_TYPES)}; any sample rate, mono or stereo; at most "
+                           f"{MAX_UPLOAD_MB} MB each) - one clip, several at once, or a zip of many",
+                           type=list(UPLOAD_TYPES) + ["zip"], accept_multiple_files=True, key="insp_upload",
+                           max_upload_size=MAX_UPLOAD_MB)
+uploads = list(uploads or [])
+is_batch = len(uploads) > 1 or any(is_zip(f.name) for f in uploads)
+uploaded = uploads[0] if len(uploads) == 1 and not is_batch else None
 if uploaded is not None and uploaded.file_id != ss.get("_insp_upload_id"):
     ss["_insp_upload_id"] = uploaded.file_id
     ss["_insp_source"] = ("upload", uploaded.name)
@@ -123,6 +130,75 @@ if uploaded is not None and uploaded.file_id != ss.get("_insp_upload_id"):
 elif uploaded is None and ss.get("_insp_source", ("",))[0] == "upload":
     ss.pop("_insp_source", None)
     ss.pop("_insp_upload_id", None)
+if not is_batch and ss.get("_insp_source", ("",))[0] == "batch":
+    ss.pop("_insp_source", None)
+
+# ----------------------------------------------------------------------------- many clips at once
+batch_inputs = []
+if is_batch:
+    st.subheader(f"{len(uploads)} uploaded file(s)")
+    sections_of = {m: [s for k, s in keys if k == m] for m in machines}
+    b1, b2 = st.columns([2, 1])
+    for_all = b1.selectbox("Machine type of the clips", [GUESS] + machines, key="insp_batch_machine",
+                           help="Guessed from each file name or folder (fan_section_00_....wav, fan/test/...), or "
+                                "the one chosen here for every clip.")
+    sec_choices = [GUESS] + (sections_of[for_all] if for_all != GUESS else [])
+    sec_for_all = b2.selectbox("Section", sec_choices, key="insp_batch_section", disabled=for_all == GUESS,
+                               help="Used where the file name names no section of that machine type.")
+    with ui.guard("cannot read the uploaded files"):
+        batch_inputs = inputs_from_uploads([(f.name, f.size, f.getvalue) for f in uploads])
+    batch_key = (tuple(f.file_id for f in uploads), for_all, sec_for_all, spec)
+    if ss.get("_insp_batch", (None,))[0] != batch_key:
+        bar = st.progress(0.0, text=f"scoring {len(batch_inputs)} clip(s)")
+        with ui.guard("scoring the clips failed"):
+            try:
+                ens, ens_members = _equal_ensemble(spec)
+            except ValueError as exc:
+                ens, ens_members = None, None
+                st.caption(f"no ensemble column: {exc}")
+            systems = BatchSystems(scorer, {n: members[n] for n in scorer.names},
+                                   {n: read_thresholds(ws.by_name(n).path) for n in scorer.names},
+                                   ens, ens_members, skipped)
+            result = score_clips(batch_inputs, systems, None if for_all == GUESS else for_all,
+                                 None if sec_for_all == GUESS else sec_for_all, dataset,
+                                 on_progress=lambda f, msg: bar.progress(min(f, 1.0), text=msg))
+        bar.empty()
+        ss["_insp_batch"] = (batch_key, result)
+    result = ss["_insp_batch"][1]
+    if len(result.problems):
+        st.warning(f"{len(result.problems)} file(s) could not be scored:\n"
+                   + "\n".join(f"- `{c}`: {m}" for c, m in result.problems.itertuples(index=False)))
+    for note in result.notes:
+        st.caption(f"note: {note}")
+    st.caption(f"Scored {result.n_scored} of {len(batch_inputs)} file(s) with {', '.join(result.systems)} in "
+               f"{result.seconds:.1f} s. Decision: anomalous when the score exceeds the system's threshold; "
+               "percentile among the normal training clips of the same machine type and section. Click a column "
+               "to sort, a row to open the clip below.")
+    event = st.dataframe(result.table, hide_index=True, width="stretch", key="insp_batch_table", on_select="rerun",
+                         selection_mode="single-row",
+                         column_config={c: st.column_config.NumberColumn(format="%.1f") for c in result.table
+                                        if c.endswith(" percentile")})
+    st.download_button("Download the table (CSV)", to_csv_bytes(result.table), file_name="clip_scores.csv",
+                       mime="text/csv", key="insp_batch_csv", disabled=result.n_scored == 0)
+    clip_names = list(result.table["clip"])
+    rows_picked = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    if rows_picked and rows_picked[0] < len(clip_names) and ss.get("_insp_batch_row") != (batch_key, rows_picked[0]):
+        ss["_insp_batch_row"] = (batch_key, rows_picked[0])
+        ss["insp_batch_open"] = clip_names[rows_picked[0]]
+    if ss.get("insp_batch_open") not in clip_names:
+        ss.pop("insp_batch_open", None)
+    picked = st.selectbox("Open a clip", clip_names, index=None, key="insp_batch_open",
+                          placeholder="select a row above, or pick a clip here")
+    if ss.get("_insp_batch_picked") != (batch_key, picked):
+        ss["_insp_batch_picked"] = (batch_key, picked)
+        if picked is None:
+            ss.pop("_insp_source", None)
+        else:
+            ss["_insp_source"] = ("batch", picked)
+            row = result.table.loc[result.table["clip"] == picked].iloc[0]
+            ss["insp_machine"] = row["machine"]
+            ss["_insp_section_guess"] = row["section"]
+    st.divider()
 
 cols = st.columns([2, 1, 1, 1])
 if ss.get("insp_machine") not in machines:
@@ -148,7 +224,8 @@ for col, anomalous, label in ((cols[2], False, "Normal example"), (cols[3], True
 
 source = ss.get("_insp_source")
 if source is None:
-    st.info("Upload a clip, or press *Normal example* / *Anomalous example* to take one from the data folder.")
+    st.info("Upload a clip (or many at once, or a zip), or press *Normal example* / *Anomalous example* to take "
+            "one from the data folder.")
     st.stop()
 
 with ui.guard("cannot use this clip"):
@@ -156,6 +233,9 @@ with ui.guard("cannot use this clip"):
         check_upload_size(uploaded.size, uploaded.name)  # before reading or decoding a byte
         wave = decode_upload(uploaded.getvalue(), uploaded.name)
         clip_name = uploaded.name
+    elif source[0] == "batch":
+        wave = next(i for i in batch_inputs if i.name == source[1]).wave()
+        clip_name = source[1]
     else:
         wave = load_audio(source[1])
         clip_name = Path(source[1]).name

@@ -32,8 +32,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict[str, str], log: Path, timeout: float = 120) -> Iterator[tuple[str, float]]:
-    """Run the app on a free localhost port; yields (base URL, seconds until the server answered)."""
+def streamlit_server(env: dict[str, str], log: Path, timeout: float = 120,
+                     info: dict | None = None) -> Iterator[tuple[str, float]]:
+    """Run the app on a free localhost port; yields (base URL, seconds until the server answered).
+
+    ``info``, when given, receives the server's ``pid`` (the start-time benchmark reads its CPU time).
+    """
     import urllib.request
 
     port = free_port()
@@ -43,6 +47,8 @@ def streamlit_server(env: dict[str, str], log: Path, timeout: float = 120) -> It
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    if info is not None:
+        info["pid"] = proc.pid
     try:
         while True:
             if proc.poll() is not None:

@@ -33,18 +33,20 @@ def test_map_colour_and_clip(tiny_workspace, runs, monkeypatch):
     at = _app(tiny_workspace["data"], runs, monkeypatch)
     at.run()
     assert not at.exception
-    assert at.selectbox(key="emb_folder").value == "ae"
-    assert "28 clips" in at.caption[1].value and "Euclidean" in at.caption[1].value
-    assert list((runs / "ae" / "umap").glob("*.npz"))  # cached on disk inside the scored folder
+    # opens on the embedding model (not the AE's per-band errors), length-normalised, said in the caption
+    assert at.selectbox(key="emb_folder").value == "three-subnet"
+    assert "28 clips" in at.caption[1].value and "length-normalised" in at.caption[1].value
+    assert list((runs / "three-subnet" / "umap").glob("*.npz"))  # cached on disk inside the scored folder
     first = _spec(at)
     assert '"fan"' in first and '"valve"' in first  # coloured by machine type: one trace each
     at.selectbox(key="emb_colour").set_value("normal / anomaly").run()
     assert not at.exception and _spec(at) != first and '"anomaly"' in _spec(at)
     at.selectbox(key="emb_colour").set_value("anomaly score (percentile of the normal training clips)").run()
     assert not at.exception and "coloraxis" in _spec(at)
-    # the embedding system: length-normalised, said in the caption; the second view comes from the cache
+    # the AE: its vectors as stored (Euclidean)
+    at.selectbox(key="emb_folder").set_value("ae").run()
+    assert not at.exception and "Euclidean" in at.caption[1].value
     at.selectbox(key="emb_folder").set_value("three-subnet").run()
-    assert not at.exception and "length-normalised" in at.caption[1].value
     at.slider(key="emb_n_neighbors").set_value(5).run()
     assert not at.exception and "n_neighbors=5" in at.caption[1].value
     # pick a clip (what clicking a point does): it plays and shows its spectrogram

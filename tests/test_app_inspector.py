@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
@@ -134,3 +135,59 @@ def test_corrupt_checkpoint_is_a_message_not_a_crash(tiny_workspace, tmp_path, m
     assert np.isfinite(table.loc["ae", "score"])
     note = table.loc["three-subnet", "note"]
     assert note and "three_subnet" in note, note
+
+
+def _clip_bytes(tiny_workspace, machine: str, pattern: str, index: int = 0) -> tuple[str, bytes]:
+    path = sorted((Path(tiny_workspace["data"]) / "dev_data" / "raw" / machine / "test").glob(pattern))[index]
+    return f"{machine}_{path.name}", path.read_bytes()
+
+
+def test_many_clips_at_once_table_message_and_open(tiny_workspace, monkeypatch):
+    """Three files at once, one of them a text file named .wav: two scored rows, one message; a row opens."""
+    at = _app(tiny_workspace["data"], tiny_workspace["runs"], monkeypatch)
+    at.run()
+    fan = _clip_bytes(tiny_workspace, "fan", "*anomaly*")
+    valve = _clip_bytes(tiny_workspace, "valve", "*normal*")
+    at.file_uploader(key="insp_upload").set_value([(fan[0], fan[1], "audio/wav"),
+                                                   ("valve_notes.wav", b"meeting notes, not audio", "audio/wav"),
+                                                   (valve[0], valve[1], "audio/wav")]).run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["clip"]) == [fan[0], valve[0]] and list(table["machine"]) == ["fan", "valve"]
+    for name in SYSTEMS + ["ensemble"]:
+        assert table[f"{name} score"].notna().all()
+        assert set(table[f"{name} decision"]) <= {"normal", "anomalous"}
+        assert table[f"{name} percentile"].between(0, 100).all()
+    assert len(at.warning) == 1
+    assert "1 file(s) could not be scored" in at.warning[0].value
+    assert "valve_notes.wav`: not a readable audio file" in at.warning[0].value
+    assert "Scored 2 of 3 file(s)" in _captions(at)
+    assert at.get("download_button")  # the table as CSV
+    # the same scores as the single-clip view gives for that clip
+    at.selectbox(key="insp_batch_open").set_value(valve[0]).run()
+    assert not at.exception and not at.error
+    assert at.subheader[-1].value == valve[0] or any(s.value == valve[0] for s in at.subheader)
+    assert at.selectbox(key="insp_machine").value == "valve"
+    single = at.dataframe[1].value.set_index("system")
+    for name in SYSTEMS + ["ensemble"]:
+        assert single.loc[name, "score"] == pytest.approx(table[f"{name} score"][1], rel=1e-5)
+
+
+def test_zip_and_machine_for_all(tiny_workspace, monkeypatch):
+    import zipfile
+
+    at = _app(tiny_workspace["data"], tiny_workspace["runs"], monkeypatch)
+    at.run()
+    names = [_clip_bytes(tiny_workspace, "valve", "*.wav", i) for i in range(3)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, (_, data) in enumerate(names):
+            z.writestr(f"recordings/clip_{i}.wav", data)  # names that say nothing about the machine
+    at.file_uploader(key="insp_upload").set_value(("clips.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception
+    assert at.dataframe[0].value.empty and "3 file(s) could not be scored" in at.warning[0].value
+    assert "choose the machine type" in at.warning[0].value
+    at.selectbox(key="insp_batch_machine").set_value("valve").run()
+    assert not at.exception and not at.warning
+    table = at.dataframe[0].value
+    assert len(table) == 3 and set(table["machine"]) == {"valve"} and table["ensemble score"].notna().all()

@@ -66,6 +66,7 @@ def test_home_shows_official_scores(page, app_url):
     _open(page, app_url)
     page.get_by_text("Official score per system").wait_for()
     _no_exception(page)
+    assert page.locator("[data-testid='stAppDeployButton']").count() == 0  # no "Deploy" in the toolbar
     m = _metrics(page)
     assert m["Machine types"] == "2" and m["Scored folders loaded"] == "4 / 4"
     assert re.fullmatch(r"\d+\.\d\d %", m["three-subnet"])
@@ -115,6 +116,51 @@ def test_inspector_rejects_non_audio(page, app_url, tmp_path):
     _open(page, f"{app_url}/Clip_inspector")
     page.locator("input[type='file']").set_input_files(str(bad))
     page.locator("[data-testid='stAlert']", has_text="cannot use this clip").wait_for(timeout=120_000)
+    _no_exception(page)
+
+
+def test_inspector_many_clips_at_once(page, app_url, tiny_workspace, tmp_path):
+    """Three files in one upload, one of them a text file named .wav: two scored rows (read back from the
+    CSV download), one message naming the bad file, and a row opens in the single-clip view."""
+    import csv
+
+    test = Path(tiny_workspace["data"]) / "dev_data" / "raw"
+    files = []
+    for machine in ("fan", "valve"):
+        source = sorted((test / machine / "test").glob("*.wav"))[0]
+        files.append(tmp_path / f"{machine}_{source.name}")
+        shutil.copy(source, files[-1])
+    bad = tmp_path / "valve_notes.wav"
+    bad.write_text("this is not audio")
+    _open(page, f"{app_url}/Clip_inspector")
+    page.locator("input[type='file']").set_input_files([str(files[0]), str(bad), str(files[1])])
+    page.get_by_text("Scored 2 of 3 file(s)").wait_for(timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+    alert = page.locator("[data-testid='stAlert']", has_text="could not be scored")
+    assert alert.count() == 1 and "valve_notes.wav" in alert.inner_text() and "not a readable audio file" in \
+        alert.inner_text()
+    with page.expect_download() as download:
+        page.get_by_text("Download the table (CSV)").click()
+    rows = list(csv.DictReader(open(download.value.path(), encoding="utf-8")))
+    assert [r["clip"] for r in rows] == [f.name for f in files] and [r["machine"] for r in rows] == ["fan", "valve"]
+    for r in rows:
+        for name in ("ae", "ae-mahala", "three-subnet", "three-subnet-gmm", "ensemble"):
+            float(r[f"{name} score"])
+            assert r[f"{name} decision"] in ("normal", "anomalous")
+    # clicking the second row (its selection marker at the left edge of the grid) opens it in the single-clip view
+    grid = page.locator(".st-key-insp_batch_table [data-testid='stDataFrameResizable']")
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 12, box["y"] + 35 * 2 + 17)  # header row and first row are 35 px high
+    page.get_by_text("Scored as valve section 00").wait_for(timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+    page.get_by_role("heading", name=files[1].name).wait_for()
+    # and picking the first clip by name opens that one
+    page.locator(".st-key-insp_batch_open").click()
+    page.get_by_role("option", name=files[0].name).click()
+    page.get_by_text("Scored as fan section 00").wait_for(timeout=120_000)
+    wait_for_app(page)
     _no_exception(page)
 
 

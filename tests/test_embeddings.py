@@ -163,3 +163,20 @@ def test_selected_rows_from_event():
     event = {"selection": {"points": [{"customdata": [7], "point_index": 0}, {"customdata": [2]}]}}
     assert selected_rows(event) == [7, 2]
     assert selected_rows(None) == [] and selected_rows({"selection": {"points": []}}) == []
+
+
+def test_preferred_folder_is_an_embedding_model(tmp_path):
+    from asdcore.embeddings import preferred_folder
+    from asdcore.workspace import ScoredFolder
+
+    def folder(name, system, with_embeddings=True):
+        path = tmp_path / name
+        (path / "embeddings").mkdir(parents=True)
+        if with_embeddings:
+            (path / "embeddings" / "fan_section_00_test.npz").write_bytes(b"")
+        return ScoredFolder(name, system, path, None, None)
+
+    ae, empty = folder("ae", "ae-mse"), folder("ts-empty", "three-subnet-kmeans", with_embeddings=False)
+    gmm = folder("ts", "three-subnet-gmm")
+    assert preferred_folder([ae, empty, gmm]) == 2  # the first embedding model that has embeddings
+    assert preferred_folder([ae, empty]) == 0 and preferred_folder([]) == 0

@@ -221,3 +221,32 @@ def test_small_and_medium_are_the_first_clips_of_full():
             assert all(full[j.file_name] == j for j in jobs)
     medium = SCALES["medium"]
     assert (medium.source_train, medium.target_train, medium.test_per_group) == (200, 10, 50)
+
+
+def test_workers_end_under_a_parent_with_its_own_sigterm_handler(tmp_path):
+    """The Streamlit server installs a SIGTERM handler that does not exit; forked pool workers inherited it,
+    so the pool's terminate() at the end of generation could not end them and the app's first start hung.
+    The workers restore the default handling; generation finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import signal, sys\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        "signal.signal(signal.SIGTERM, lambda *a: None)\n"
+        "from asdcore.synth import generate_dataset\n"
+        f"generate_dataset({str(tmp_path / 'd')!r}, scale='tiny', seed=0, machines=['fan'], workers=2, progress=False)\n"
+        "print('finished')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the hung workers ignore SIGTERM
+        proc.communicate()
+        raise AssertionError("generation hung: the pool could not end its workers")
+    assert proc.returncode == 0 and out.strip() == "finished"
