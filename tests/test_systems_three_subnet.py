@@ -270,6 +270,17 @@ def test_n_models_trains_resumes_and_scores(tiny_data, tmp_path):
                                                      train["embeddings"][is_target, i:i + 512]) for i in (0, 512)]
     d = [p.domain_distances(emb[:, i:i + 512]) for p, i in zip(parts, (0, 512))]
     np.testing.assert_allclose(saved, np.minimum(d[0][0] + d[1][0], d[0][1] + d[1][1]), rtol=1e-6)
+    # the clip inspector scores a clip of such a run like any other: as the run scored it
+    from asdcore.inspect import ClipScorer
+    from asdcore.workspace import find_scored
+
+    scorer, skipped = ClipScorer.from_folders(find_scored(tmp_path / "full"), optimize=True)
+    assert skipped == {}
+    clip = ds.select(machine="valve", split="test")[0]
+    one = scorer.score([load_clip(clip.path, seconds=None)], "valve", "00")[0]
+    assert one.error is None, one.error
+    assert float(np.ravel(one.scores)[0]) == pytest.approx(float(scores.set_index("file_name").loc[clip.file_name, "score"]),
+                                                          rel=1e-5, abs=1e-6)
 
 
 def test_source_only_training_uses_weighted_source_classes(tiny_data, tmp_path):
