@@ -300,7 +300,7 @@ def test_public_scale_grows_past_cos_075_with_a_finite_loss_and_is_capped():
     assert float(e.grad.abs().max()) == 0.0
 
 
-def test_textbook_rule_is_refused_by_name_check():
+def test_unknown_scale_rule_is_refused():
     with pytest.raises(ValueError, match="rule"):
         SubClusterAdaCos(2, rule="keras")
 
