@@ -124,7 +124,7 @@ class EmbeddingSet:
         """The vectors UMAP sees: unit length for cosine geometry, as stored otherwise (float32)."""
         v = np.asarray(self.vectors, dtype=np.float64)
         if self.geometry == "cosine":
-            from asdcore.scoring import l2_normalize
+            from asdcore.backends import l2_normalize
 
             v = l2_normalize(v)
         return v.astype(np.float32)

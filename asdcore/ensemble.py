@@ -56,7 +56,7 @@ when labels exist, ``metrics.csv`` - a scored folder like any run's.
 
 Decision threshold: the 90th percentile of a gamma distribution fitted to the *ensemble's own*
 scores of the normal training clips of that machine type and section
-(:func:`asdcore.scoring.fit_threshold`, the DCASE baseline rule, with its empirical fallback).
+(:func:`asdcore.decisions.fit_threshold`, the DCASE baseline rule, with its empirical fallback).
 
 The CLI (``python -m asdcore ensemble ...``) needs only :func:`run_ensemble`.
 """
@@ -992,7 +992,7 @@ class Ensemble:
         return ens
 
     def _set_threshold(self, key: Key, scores: np.ndarray) -> None:
-        from asdcore.scoring import fit_threshold
+        from asdcore.decisions import fit_threshold
 
         fit = fit_threshold(scores, THRESHOLD_PERCENTILE)
         self.thresholds[section_key(*key)] = float(fit.threshold)
@@ -1196,7 +1196,7 @@ class Ensemble:
             k = section_key(machine, section)
             tr = train[(train["machine"] == machine) & (train["section"] == section)]
             if len(tr):
-                from asdcore.scoring import fit_threshold
+                from asdcore.decisions import fit_threshold
 
                 thresholds[k] = float(fit_threshold(tr["score"].to_numpy(), THRESHOLD_PERCENTILE).threshold)
                 write_frame_csv(scores_dir / f"train_scores_{machine}_section_{section}.csv",

@@ -361,34 +361,18 @@ class ClipScorer:
         return self._backends[key]
 
     def _load_backend(self, m: ScorerMember, machine: str, section: str):
-        from asdcore.runs import RunError, load_arrays
-        from asdcore.scoring import MahalanobisBackend
-
-        system = self._systems[m.name]
-        frontend = self._frontends[self._frontend_of[m.name]]
-        if isinstance(frontend, _EmbeddingFrontend):
-            return system.fitted_backend(m.scored_dir, machine, section)
-        if isinstance(frontend, _AEFrontend) and system.backend == "mahala":
-            path = m.scored_dir / "scores" / "backend" / f"mahala_{machine}_section_{section}.npz"
-            if not path.exists():
-                raise RunError(f"no fitted Mahalanobis backend for {machine} section {section} in {path.parent}; "
-                               "score the data folder with ae-mahala first")
-            backend = MahalanobisBackend.from_state_dict(load_arrays(path))
-            backend.finalize()  # the pseudo-inverse of a 640x640 covariance: once, not per clip
-            return backend
-        return None
+        """The member's fitted backend (None for a system scored through its own ``score_waves``)."""
+        if isinstance(self._frontends[self._frontend_of[m.name]], _GenericFrontend):
+            return None
+        return self._systems[m.name].fitted_backend(m.scored_dir, machine, section)
 
     def _score_features(self, m: ScorerMember, feats: Any, waves: Sequence[np.ndarray], machine: str,
                         section: str) -> np.ndarray:
-        system = self._systems[m.name]
         frontend = self._frontends[self._frontend_of[m.name]]
-        if isinstance(frontend, _AEFrontend):
-            backend = self._backend(m, machine, section)
-            return np.array([system._clip_score(e, backend) for e in feats], dtype=np.float64)
-        if isinstance(frontend, _EmbeddingFrontend):
-            return np.asarray(self._backend(m, machine, section).score(feats), dtype=np.float64)
-        return np.asarray(system.score_waves(frontend.run, machine, section, waves, scored_dir=m.scored_dir),
-                          dtype=np.float64)
+        if isinstance(frontend, _GenericFrontend):
+            return np.asarray(self._systems[m.name].score_waves(frontend.run, machine, section, waves,
+                                                                scored_dir=m.scored_dir), dtype=np.float64)
+        return np.asarray(self._backend(m, machine, section).score(feats), dtype=np.float64)
 
     # ---------------------------------------------------------------- public
     def prepare(self, machine: str, section: str, names: Sequence[str] | None = None) -> dict[str, str]:
@@ -463,10 +447,9 @@ class ClipScorer:
             errors = frontend.features([np.asarray(wave, np.float32)], machine)[0]
             backend = self._backend(m, machine, section)
         s = frontend.settings
-        if backend is None:  # mse: the clip score is the mean over vectors of each vector's mean squared error
-            frame_scores = (errors ** 2).mean(axis=1)
-        else:  # mahala: the clip score is the mean over vectors of the distance to the nearer domain
-            frame_scores = backend.frame_distances(errors).min(axis=1)
+        # mse: each vector's mean squared error; mahala: its distance to the nearer domain. The clip
+        # score is their mean either way
+        frame_scores = backend.frame_scores(errors)
         hop_s = s.hop_length / SAMPLE_RATE
         times = (np.arange(len(frame_scores)) + (s.n_frames - 1) / 2) * hop_s
         return AEAttribution(times, frame_scores, mel_band_centres(s.n_mels, s.n_fft), per_band_error(errors, s.n_frames),

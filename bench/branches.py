@@ -7,7 +7,7 @@ SCORED: folders scored by a three-subnet system (a run folder or a ``score --out
 evaluation folder without them is refused). The saved 512-d embeddings are the concatenation of the
 waveform (128), amplitude-spectrum (128) and STFT (256) branches (:class:`asdcore.models.three_subnet.ThreeSubnet`).
 For each slice (one branch, the two 1-D branches, all three) the K-Means backend of the system
-(:class:`asdcore.scoring.KMeansBackend`, public form: source K-Means centres as returned plus every target
+(:class:`asdcore.backends.KMeansBackend`, public form: source K-Means centres as returned plus every target
 training clip) is fitted
 on the training embeddings of each machine type and section, and the test clips are evaluated with the
 official metric (:func:`asdcore.metrics.metrics_table`). Nothing is retrained, so this costs seconds.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asdcore.data import DataError, parse_name  # noqa: E402
 from asdcore.metrics import metrics_table, official_score  # noqa: E402
 from asdcore.runs import load_arrays  # noqa: E402
-from asdcore.scoring import KMeansBackend  # noqa: E402
+from asdcore.backends import KMeansBackend  # noqa: E402
 
 #: Column slices of the 512-d embedding, in the order ThreeSubnet.forward concatenates the branches.
 SLICES: dict[str, slice] = {

@@ -108,7 +108,7 @@ def prepare_scored_folder(out: Path, run: Run, system: str, data_root: Path, rep
 
 def decision_threshold(train_scores: np.ndarray) -> float:
     """90th percentile of a gamma fit to the normal training scores (the DCASE baseline rule)."""
-    from asdcore.scoring import gamma_threshold
+    from asdcore.decisions import gamma_threshold
 
     return float(gamma_threshold(np.asarray(train_scores, dtype=np.float64), percentile=0.9))
 
@@ -150,6 +150,11 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
     if meta is not None:  # last: a folder with scored.json is complete (the demo workspace relies on it)
         save_json(out_dir / SCORED_META, meta)
     return table
+
+
+def backend_path(out_dir: Path, backend: str, machine: str, section: str) -> Path:
+    """Where a scored folder keeps the state of the backend fitted for one machine type and section."""
+    return Path(out_dir) / "scores" / "backend" / f"{backend}_{machine}_section_{section}.npz"
 
 
 def read_clip_scores(out_dir: Path) -> pd.DataFrame:
@@ -231,6 +236,23 @@ class System:
 
     def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
         raise NotImplementedError
+
+    def fitted_backend(self, scored_dir: Path, machine: str, section: str):
+        """The backend (:mod:`asdcore.backends`) fitted when ``scored_dir`` was scored, to score single clips.
+
+        A backend with nothing to fit (``mse``) is simply made; a missing file is one RunError line.
+        """
+        from asdcore.backends import backend_class
+        from asdcore.runs import RunError, load_arrays
+
+        cls = backend_class(self.info.backend)
+        if not cls.needs_fit:
+            return cls()
+        path = backend_path(scored_dir, self.info.backend, machine, section)
+        if not path.exists():
+            raise RunError(f"no fitted {cls.title} backend for {machine} section {section} in {path.parent}; "
+                           f"score the data folder with {self.info.name} first")
+        return cls.from_state_dict(load_arrays(path))
 
 
 def training_clips(ds: Dataset, machine: str, section: str | None = None) -> list[ClipRecord]:
