@@ -209,6 +209,7 @@ def export_decisions(out: str | Path, test: pd.DataFrame, thresholds: Mapping[Se
     (:func:`check_export_folder`); every file is written atomically. Returns the paths written.
     """
     from asdcore.export import write_scores
+    from asdcore.scored import section_key
 
     out = check_export_folder(out, scored_folder)
     decisions = decide(test, thresholds)
@@ -220,7 +221,7 @@ def export_decisions(out: str | Path, test: pd.DataFrame, thresholds: Mapping[Se
     meta = {
         "made_by": MADE_BY, "system": system, "scored_folder": str(Path(scored_folder).resolve()) if scored_folder else None,
         "rule": {"kind": rule.kind, "value": rule.value, "description": rule.describe()},
-        "thresholds": {f"{m}_section_{s}": float(v) for (m, s), v in thresholds.items()},
+        "thresholds": {section_key(m, s): float(v) for (m, s), v in thresholds.items()},
         "anomalous_clips": int(decisions.sum()), "clips": int(len(decisions)),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -18,13 +18,11 @@ from asdcore.runs import Run, RunError, save_arrays
 from asdcore.systems import (
     System,
     SystemInfo,
-    backend_path,
     backend_training_source,
     decision_threshold,
     training_clips,
-    scored_meta,
-    write_outputs,
 )
+from asdcore.scored import backend_path, scored_meta, section_key, write_outputs
 from asdcore.training import fit, iterate_minibatches, recalibrate_batchnorm, resolve_device, seed_everything
 
 # --------------------------------------------------------------------------- AE baseline
@@ -285,7 +283,7 @@ class AESystem(System):
                                 [e for e, t in zip(train_err, is_target) if t])
                     save_arrays(backend_path(out_dir, self.backend, machine, section), **backend.state_dict())
                 train_scores = backend.score(train_err)
-                thresholds[f"{machine}_section_{section}"] = decision_threshold(train_scores)
+                thresholds[section_key(machine, section)] = decision_threshold(train_scores)
                 for split, clips, errs in (("train", train, train_err), ("test", test, None)):
                     names, vecs = [], []
                     if errs is None:

@@ -30,8 +30,9 @@ import pandas as pd
 import torch
 
 from asdcore.data import DEFAULT_SECONDS, SAMPLE_RATE, ClipRecord, Dataset, DataError, load_clip
-from asdcore.runs import Run, RunError, save_arrays, save_json
-from asdcore.systems import System, SystemInfo, backend_path, backend_training_source, decision_threshold, training_clips, scored_meta, write_outputs
+from asdcore.runs import Run, save_arrays, save_json
+from asdcore.scored import SCORED_META, backend_path, embedding_path, read_json, scored_meta, section_key, write_outputs
+from asdcore.systems import System, SystemInfo, backend_training_source, decision_threshold, training_clips
 from asdcore.training import (
     barrier,
     distributed_env,
@@ -608,24 +609,22 @@ class ThreeSubnetSystem(System):
         return np.asarray(backend.score(self.embed_waves(self.load_model(run, device), list(waves), s, device)))
 
     def reusable_embeddings(self, run: Run, ds: Dataset, folder: Path | None) -> Path | None:
-        """Embeddings saved in ``folder`` when it scored the same data with the same weights, else None.
+        """``folder`` when its saved embeddings can be reused (it scored the same data with the same weights), else None.
 
         Both backends read the same embeddings; scoring a second backend (the app's first start
         scores K-Means and GMM) then costs a backend fit instead of a second pass of the network.
         """
-        import json
-
         if folder is None:
             return None
+        meta = read_json(Path(folder) / SCORED_META)
         try:
-            meta = json.loads((Path(folder) / "scored.json").read_text())
-            scored_at = (Path(folder) / "scored.json").stat().st_mtime
+            scored_at = (Path(folder) / SCORED_META).stat().st_mtime
             stale = any(w.stat().st_mtime > scored_at for w in Path(run.model_dir).iterdir())
-        except (OSError, ValueError):
+        except OSError:
             return None
-        if stale or meta.get("run") != str(Path(run.path).resolve()) or meta.get("data_root") != str(Path(ds.root).resolve()):
+        if meta is None or stale or meta.get("run") != str(Path(run.path).resolve()) or meta.get("data_root") != str(Path(ds.root).resolve()):
             return None
-        return Path(folder) / "embeddings"
+        return Path(folder)
 
     def _embed_or_reuse(self, model, clips: list[ClipRecord], s, device: torch.device, progress: bool,
                         reuse: Path | None, machine: str, section: str, split: str) -> np.ndarray:
@@ -633,7 +632,7 @@ class ThreeSubnetSystem(System):
             from asdcore.runs import load_arrays
 
             try:
-                saved = load_arrays(reuse / f"{machine}_section_{section}_{split}.npz")
+                saved = load_arrays(embedding_path(reuse, machine, section, split))
             except (OSError, ValueError, KeyError):
                 saved = None
             if saved is not None and list(saved["names"]) == [c.file_name for c in clips]:
@@ -662,7 +661,7 @@ class ThreeSubnetSystem(System):
                 save_arrays(backend_path(out_dir, self.backend, machine, section), **backend.state_dict())
                 train_scores = np.asarray(backend.score(train_emb), dtype=np.float64)
                 test_scores = np.asarray(backend.score(test_emb), dtype=np.float64)
-                thresholds[f"{machine}_section_{section}"] = decision_threshold(train_scores)
+                thresholds[section_key(machine, section)] = decision_threshold(train_scores)
                 for split, clips, emb, sc in (("train", train, train_emb, train_scores), ("test", test, test_emb, test_scores)):
                     for c, v in zip(clips, sc):
                         rows.append({"machine": machine, "section": section, "split": split, "domain": c.domain,
