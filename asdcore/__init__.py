@@ -1,8 +1,23 @@
 """ASD Workbench core: first-shot unsupervised anomalous sound detection (DCASE 2024 Task 2).
 
-Modules are named for the concept they hold: ``data`` (clips, layouts, audio), ``synth``
-(the synthetic demo data set), ``metrics`` (official evaluator), ``export`` (submission
-files), ``cli`` (``python -m asdcore``).
+Module map, in pipeline order (ARCHITECTURE.md draws the picture):
+
+1. Data: ``data`` (clip records, DCASE layouts, ground truth, audio), ``synth`` (the synthetic demo set).
+2. Frontends, trained into run folders: ``features`` (log-mel, raw inputs), ``models`` (networks),
+   ``losses``, ``training`` (the shared loop), ``runs`` (run folders), ``settings`` (typed settings).
+3. Systems, a frontend plus a backend by name: ``systems`` (registry; ``systems.autoencoder``,
+   ``systems.three_subnet``, ``systems.ssl``).
+4. Backends, fitted per machine type and section: ``backends`` (the ``Backend`` interface and its registry).
+5. Scored folders: ``scored`` (the one owner of their layout), ``decisions`` (thresholds, re-deciding, export
+   of decisions), ``export`` (official submission files).
+6. Evaluation and combination: ``metrics`` (the official evaluator), ``bootstrap`` (intervals),
+   ``ensemble`` (normalised, weighted ensembles).
+7. Entry points: ``cli`` (``python -m asdcore`` / ``asdcore``).
+
+App support (the Streamlit pages call these): ``workspace`` (default folders, demo data, bundled models),
+``jobs`` (background CLI jobs), ``ui`` (page glue), ``results``, ``embeddings``, ``inspect`` (one clip),
+``batch`` (clips by the hundred). ``atomic`` writes files atomically; ``scoring`` is the former name of
+``backends`` kept for old imports.
 """
 
 __version__ = "0.1.0"

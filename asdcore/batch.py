@@ -274,7 +274,7 @@ def score_clips(inputs: Sequence[ClipInput], systems: BatchSystems, machine: str
     ``machine``/``section``: used for all clips (None: guessed per clip, see :func:`assign_clip`).
     ``on_progress(fraction, message)`` is called after each chunk.
     """
-    from asdcore.ensemble import section_key
+    from asdcore.scored import section_key
 
     t0 = time.perf_counter()
     sections = systems.sections()
@@ -380,12 +380,13 @@ def _message(name: str, exc: BaseException) -> str:
 
 def batch_systems(folders: Sequence[Any], device: str | None = None, optimize: bool = True,
                   ensemble: bool = True) -> BatchSystems:
-    """Everything needed to score clips with scored folders (:class:`asdcore.workspace.ScoredFolder`):
+    """Everything needed to score clips with scored folders (:class:`asdcore.scored.ScoredFolder`):
     a scorer, the members' training scores and thresholds, and the equal-weight z-score ensemble of
     the members that can score clips (when there are two or more; None when they were scored on
     different clips)."""
     from asdcore.ensemble import load_member
-    from asdcore.inspect import ClipScorer, equal_ensemble, read_thresholds
+    from asdcore.inspect import ClipScorer, equal_ensemble
+    from asdcore.scored import read_thresholds
 
     scorer, skipped = ClipScorer.from_folders(folders, device=device, optimize=optimize)
     if not scorer.names:

@@ -241,7 +241,8 @@ def _print_metrics(folder: Path) -> None:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from asdcore.data import discover
-    from asdcore.systems import compatible, get_system, open_run, prepare_scored_folder
+    from asdcore.scored import prepare_scored_folder
+    from asdcore.systems import compatible, get_system, open_run
 
     run = open_run(args.run)
     name = args.system or run.config.system
@@ -266,7 +267,7 @@ def _cmd_score_clips(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from asdcore.batch import batch_systems, check_out, format_table, inputs_from_paths, score_clips, write_csv
-    from asdcore.workspace import describe_scored
+    from asdcore.scored import describe_scored
 
     folders, clips = [], []
     for item in args.paths:  # the scored folders come first, then the clips

@@ -3,7 +3,7 @@
 A system's ``decision_result`` files say normal (0) or anomalous (1) per test clip: the score is
 compared with a threshold per machine type and section. The DCASE baseline sets it at the 90th
 percentile of a gamma distribution fitted to the scores of the *normal training clips*
-(:func:`asdcore.scoring.fit_threshold`); every system here writes its files that way. Two rules
+(:func:`fit_threshold`); every system here writes its files that way. Two rules
 are offered, both computed from the normal training clips only (no test label is used):
 
 * ``gamma``: the ``value``-th percentile of the gamma fit (``value`` 90 reproduces the files);
@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from asdcore.atomic import atomic_write_text
 from asdcore.metrics import machine_sort_key
+
+if TYPE_CHECKING:
+    from asdcore.backends import ArrayLike
 
 RULES = ("gamma", "false_alarm")
 RULE_LABELS = {"gamma": "percentile of the gamma fit", "false_alarm": "false-alarm rate on normal training clips"}
@@ -41,6 +46,71 @@ DEFAULT_FALSE_ALARM = 10.0
 MARKER = "decisions.json"
 MADE_BY = "asdcore decisions export"
 Section = tuple[str, str]
+
+
+# --------------------------------------------------------------------------- the baseline's gamma threshold
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    """Result of :func:`fit_threshold`: the threshold, how it was obtained and the gamma parameters.
+
+    ``method`` is ``"gamma"`` or ``"empirical"`` (the fallback); ``params`` is ``(shape, loc, scale)``
+    of the fitted gamma, or None for the fallback; ``reason`` says why the fallback was taken.
+    """
+
+    threshold: float
+    method: str
+    params: tuple[float, float, float] | None = None
+    reason: str = ""
+
+
+def fit_threshold(train_scores: ArrayLike, percentile: float = 0.9) -> ThresholdFit:
+    """Decision threshold from normal training scores, with the reason for any fallback.
+
+    As the DCASE baseline: fit a gamma distribution (shape, loc and scale all free) with
+    ``scipy.stats.gamma.fit`` and take its ``percentile`` quantile (``ppf``).
+
+    Fallback to the empirical quantile ``np.quantile(scores, percentile)`` (linear interpolation)
+    when the gamma fit cannot be trusted: fewer than 3 finite scores, all scores equal (the fit is
+    undefined), the fit raises, or its quantile is non-finite or falls outside the observed range
+    widened by one range-width on each side (a sign of a failed optimisation). Non-finite scores
+    are dropped first; none at all raises ValueError.
+    """
+    from asdcore.backends import to_numpy  # lazily: torch is only needed when a tensor is passed
+
+    if not 0.0 < percentile < 1.0:
+        raise ValueError(f"percentile must be in (0, 1); got {percentile}")
+    s = to_numpy(train_scores).ravel()
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        raise ValueError("no finite training scores to set a threshold from")
+
+    def fallback(reason: str) -> ThresholdFit:
+        return ThresholdFit(float(np.quantile(s, percentile)), "empirical", None, reason)
+
+    if s.size < 3:
+        return fallback(f"only {s.size} finite score(s)")
+    lo, hi = float(s.min()), float(s.max())
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return fallback("all scores equal")
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            shape, loc, scale = scipy.stats.gamma.fit(s)
+            thr = float(scipy.stats.gamma.ppf(percentile, shape, loc=loc, scale=scale))
+    except Exception as exc:  # scipy raises several types on failed optimisation
+        return fallback(f"gamma fit failed: {type(exc).__name__}: {exc}")
+    span = hi - lo
+    if not np.isfinite(thr) or not (lo - span <= thr <= hi + span):
+        return fallback(f"gamma quantile {thr!r} implausible for scores in [{lo:.6g}, {hi:.6g}]")
+    return ThresholdFit(thr, "gamma", (float(shape), float(loc), float(scale)))
+
+
+def gamma_threshold(train_scores: ArrayLike, percentile: float = 0.9) -> float:
+    """The ``percentile`` quantile of a gamma fitted to the training scores (see :func:`fit_threshold`)."""
+    return fit_threshold(train_scores, percentile).threshold
+
 
 
 @dataclass(frozen=True)
@@ -73,8 +143,6 @@ class ThresholdRule:
         if scores.size == 0:
             raise ValueError("no training scores to set a threshold from")
         if self.kind == "gamma":
-            from asdcore.scoring import fit_threshold
-
             return float(fit_threshold(scores, self.value / 100.0).threshold)
         return float(np.quantile(scores, 1.0 - self.value / 100.0))
 
@@ -141,6 +209,7 @@ def export_decisions(out: str | Path, test: pd.DataFrame, thresholds: Mapping[Se
     (:func:`check_export_folder`); every file is written atomically. Returns the paths written.
     """
     from asdcore.export import write_scores
+    from asdcore.scored import section_key
 
     out = check_export_folder(out, scored_folder)
     decisions = decide(test, thresholds)
@@ -152,7 +221,7 @@ def export_decisions(out: str | Path, test: pd.DataFrame, thresholds: Mapping[Se
     meta = {
         "made_by": MADE_BY, "system": system, "scored_folder": str(Path(scored_folder).resolve()) if scored_folder else None,
         "rule": {"kind": rule.kind, "value": rule.value, "description": rule.describe()},
-        "thresholds": {f"{m}_section_{s}": float(v) for (m, s), v in thresholds.items()},
+        "thresholds": {section_key(m, s): float(v) for (m, s), v in thresholds.items()},
         "anomalous_clips": int(decisions.sum()), "clips": int(len(decisions)),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -21,7 +21,6 @@ reads the file instead of running UMAP again.
 from __future__ import annotations
 
 import hashlib
-import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from asdcore.data import ClipRecord, Dataset, DataError, parse_name
+from asdcore.scored import embedding_files, read_embeddings
 
-EMBEDDING_FILE = re.compile(r"^(?P<machine>.+)_section_(?P<section>\d{2})_(?P<split>train|test)\.npz$")
 UMAP_DIR = "umap"
 #: Fewer clips than this cannot be laid out by UMAP (it needs a neighbour graph with an edge per clip).
 MIN_CLIPS = 3
@@ -50,27 +49,6 @@ COLOUR_BY: dict[str, str] = {
     "split": "split",
     "section": "section",
 }
-
-
-@dataclass(frozen=True)
-class EmbeddingFile:
-    machine: str
-    section: str
-    split: str
-    path: Path
-
-
-def embedding_files(scored_dir: str | Path) -> list[EmbeddingFile]:
-    """The ``embeddings/*.npz`` files of a scored folder, in machine, section, split order."""
-    folder = Path(scored_dir) / "embeddings"
-    if not folder.is_dir():
-        return []
-    out = []
-    for path in sorted(folder.glob("*.npz")):
-        m = EMBEDDING_FILE.match(path.name)
-        if m:
-            out.append(EmbeddingFile(m.group("machine"), m.group("section"), m.group("split"), path))
-    return sorted(out, key=lambda f: (f.machine.casefold(), f.section, f.split))
 
 
 def embedding_machines(scored_dir: str | Path) -> list[str]:
@@ -94,7 +72,7 @@ def preferred_folder(folders: Sequence[Any]) -> int:
 
     An embedding model's map shows what the model learnt; the AE's "embeddings" are its per-band
     reconstruction errors, a less telling first view. ``folders``: objects with ``system`` and
-    ``path`` (:class:`asdcore.workspace.ScoredFolder`).
+    ``path`` (:class:`asdcore.scored.ScoredFolder`).
     """
     for i, f in enumerate(folders):
         if geometry_for(f.system) == "cosine" and embedding_files(f.path):
@@ -124,25 +102,10 @@ class EmbeddingSet:
         """The vectors UMAP sees: unit length for cosine geometry, as stored otherwise (float32)."""
         v = np.asarray(self.vectors, dtype=np.float64)
         if self.geometry == "cosine":
-            from asdcore.scoring import l2_normalize
+            from asdcore.backends import l2_normalize
 
             v = l2_normalize(v)
         return v.astype(np.float32)
-
-
-def _read_npz(path: Path) -> tuple[list[str], np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            names = [str(n) for n in data["names"]]
-            vectors = np.asarray(data["embeddings"], dtype=np.float32)
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path} is not a readable embeddings file (expected arrays 'names' and "
-                        f"'embeddings'): {exc}") from None
-    if vectors.ndim != 2 or vectors.shape[0] != len(names):
-        raise DataError(f"{path}: {len(names)} names but embeddings of shape {vectors.shape}")
-    if not np.isfinite(vectors).all():
-        raise DataError(f"{path}: embeddings contain NaN or infinite values")
-    return names, vectors
 
 
 def _clip_info(machine: str, split: str, name: str, records: dict[tuple[str, str, str], ClipRecord]) -> dict:
@@ -186,7 +149,8 @@ def load_embeddings(scored_dir: str | Path, machines: Sequence[str] | None = Non
     ``member``: the folder read by :func:`asdcore.ensemble.load_member` (read here when None).
     Raises DataError with a sentence for a folder without embeddings or without the asked machines.
     """
-    from asdcore.ensemble import find_system, load_member
+    from asdcore.ensemble import load_member
+    from asdcore.scored import find_system
 
     scored_dir = Path(scored_dir)
     files = embedding_files(scored_dir)
@@ -207,7 +171,7 @@ def load_embeddings(scored_dir: str | Path, machines: Sequence[str] | None = Non
     records = {(c.machine, c.split, c.file_name): c for c in dataset.clips} if dataset is not None else {}
     rows, blocks, dims, notes = [], [], set(), []
     for f in files:
-        names, vectors = _read_npz(f.path)
+        names, vectors = read_embeddings(f.path)
         dims.add(vectors.shape[1])
         blocks.append(vectors)
         for name in names:

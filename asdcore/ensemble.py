@@ -6,7 +6,8 @@ Members
     (``scores/anomaly_score_*.csv``), the scores of the normal *training* clips
     (``scores/train_scores_<machine>_section_<ss>.csv``, header ``file_name,domain,score``) and,
     when the test labels were known, ``metrics.csv``. :func:`load_member` reads all three and the
-    system name (from ``config.json`` of the folder or of the run folder above it).
+    system name (from ``config.json`` of the folder or of the run folder above it) through
+    :mod:`asdcore.scored`, which owns that format.
 
 Normalisation (per member, machine type and section)
     Scores of different systems live on different scales (a cosine distance in ``[0, 2]``, a GMM
@@ -56,7 +57,7 @@ when labels exist, ``metrics.csv`` - a scored folder like any run's.
 
 Decision threshold: the 90th percentile of a gamma distribution fitted to the *ensemble's own*
 scores of the normal training clips of that machine type and section
-(:func:`asdcore.scoring.fit_threshold`, the DCASE baseline rule, with its empirical fallback).
+(:func:`asdcore.decisions.fit_threshold`, the DCASE baseline rule, with its empirical fallback).
 
 The CLI (``python -m asdcore ensemble ...``) needs only :func:`run_ensemble`.
 """
@@ -76,6 +77,7 @@ import pandas as pd
 
 from asdcore.atomic import atomic_write_text
 from asdcore.metrics import EPSILON, MAX_FPR, machine_sort_key, normalize_section
+from asdcore.scored import find_data_root, find_scores_dir, find_system, read_train_scores, section_key, train_scores_path
 
 FORMAT_NAME = "asdcore-ensemble"
 FORMAT_VERSION = 1
@@ -91,7 +93,6 @@ PRESET_HELP = {
     "ensemble-3": "three-subnetworks + the pre-trained model with the best official hmean, equal weights",
     "ensemble-4": "members whose official hmean reaches a quality cut (default: their median), equal weights",
 }
-TRAIN_SCORES = re.compile(r"^train_scores_(?P<machine>.+)_section_(?P<section>\d{2})\.csv$")
 _MAX_LISTED = 10
 
 Key = tuple[str, str]  # (machine, section)
@@ -101,11 +102,6 @@ def _listed(items: Sequence[str]) -> str:
     items = list(items)
     more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
     return ", ".join(items[:_MAX_LISTED]) + more
-
-
-def section_key(machine: str, section: object) -> str:
-    """``<machine>_section_<ss>``: the key of thresholds.json and of the saved statistics."""
-    return f"{machine}_section_{normalize_section(section)}"
 
 
 def _sort_keys(keys: Iterable[Key]) -> list[Key]:
@@ -154,57 +150,6 @@ class Member:
         return t.loc[(t["machine"] == machine) & (t["section"] == section), "score"].to_numpy(dtype=np.float64)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _registered_systems() -> list[str]:
-    try:
-        from asdcore.systems import system_names
-
-        return system_names()
-    except Exception:  # pragma: no cover - registry import problems must not block reading scores
-        return []
-
-
-def find_system(folder: str | Path) -> str | None:
-    """The system that produced a scored folder, or None when nothing says.
-
-    ``scored.json`` (written by every system's ``score``) or ``config.json`` (a run folder) names it. For ``RUN/scored/<data>`` (what
-    ``asdcore score`` writes by default) the CLI appends ``-<system>`` to the folder name when the
-    run was scored with another backend (``--system ae-mahala``); that suffix wins over the
-    run's own system. Otherwise the nearest ``config.json`` up to two levels above is used.
-    """
-    folder = Path(folder)
-    for meta_name in ("scored.json", "config.json"):
-        cfg = _read_json(folder / meta_name)
-        if cfg and isinstance(cfg.get("system"), str):
-            return cfg["system"]
-    for name in sorted(_registered_systems(), key=len, reverse=True):
-        if folder.name.endswith("-" + name):
-            return name
-    for parent in (folder.parent, folder.parent.parent):
-        cfg = _read_json(parent / "config.json")
-        if cfg and isinstance(cfg.get("system"), str):
-            return cfg["system"]
-    return None
-
-
-def find_data_root(folder: str | Path) -> str | None:
-    """The data folder a scored folder's scores are of (``scored.json``, or ``config.json`` of a run folder
-    scored in place), resolved; None when nothing says (e.g. an imported submission folder)."""
-    folder = Path(folder)
-    for meta_name in ("scored.json", "config.json"):
-        meta = _read_json(folder / meta_name)
-        if meta and isinstance(meta.get("data_root"), str) and meta["data_root"]:
-            return str(Path(meta["data_root"]).resolve())
-    return None
-
-
 def check_same_data(members: Sequence[Member]) -> None:
     """Refuse members scored on different data folders: equal clip names do not make equal clips.
 
@@ -217,45 +162,6 @@ def check_same_data(members: Sequence[Member]) -> None:
         listed = "; ".join(f"{m.name}: {m.data_root}" for m in known)
         raise ValueError(f"the members were scored on different data folders ({listed}); their clip names match but "
                          "the clips do not: score every member on the same data folder")
-
-
-def _scores_dir(folder: Path) -> Path:
-    if (folder / "scores").is_dir():
-        return folder / "scores"
-    if any(folder.glob("anomaly_score_*.csv")):
-        return folder
-    raise ValueError(
-        f"{folder} is not a scored folder: expected {folder / 'scores'} with anomaly_score_*.csv and "
-        "train_scores_*.csv files (a run folder or the --out folder of 'python -m asdcore score')"
-    )
-
-
-def read_train_scores(scores_dir: str | Path) -> pd.DataFrame:
-    """Every ``train_scores_<machine>_section_<ss>.csv`` of a scores folder as one frame."""
-    scores_dir = Path(scores_dir)
-    frames = []
-    for path in sorted(scores_dir.glob("train_scores_*.csv")):
-        m = TRAIN_SCORES.match(path.name)
-        if not m:
-            continue
-        frame = pd.read_csv(path, dtype={"file_name": str, "domain": str}, keep_default_na=False)
-        missing = [c for c in ("file_name", "score") if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{path}: lacks column(s) {', '.join(missing)}; expected header file_name,domain,score")
-        scores = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=np.float64)
-        if not np.isfinite(scores).all():
-            raise ValueError(f"{path}: {int((~np.isfinite(scores)).sum())} training score(s) are missing or not finite")
-        frames.append(pd.DataFrame({
-            "machine": m.group("machine"), "section": m.group("section"),
-            "file_name": frame["file_name"].astype(str).to_numpy(),
-            "domain": frame["domain"].astype(str).to_numpy() if "domain" in frame.columns else "",
-            "score": scores,
-        }))
-    if not frames:
-        return pd.DataFrame({"machine": pd.Series(dtype=str), "section": pd.Series(dtype=str),
-                             "file_name": pd.Series(dtype=str), "domain": pd.Series(dtype=str),
-                             "score": pd.Series(dtype=np.float64)})
-    return pd.concat(frames, ignore_index=True)
 
 
 def load_member(folder: str | Path, name: str | None = None) -> Member:
@@ -272,7 +178,7 @@ def load_member(folder: str | Path, name: str | None = None) -> Member:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ValueError(f"member folder {folder} does not exist or is not a folder")
-    scores_dir = _scores_dir(folder)
+    scores_dir = find_scores_dir(folder)
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -404,7 +310,7 @@ def normalization_stats(member: Member, method: str, keys: Iterable[Key] | None 
         if train.size == 0:
             raise ValueError(
                 f"member {member.name} ({member.folder}) has no training-clip scores for {machine} section "
-                f"{section} (scores/train_scores_{machine}_section_{section}.csv); normalisation needs the "
+                f"{section} ({train_scores_path('scores', machine, section)}); normalisation needs the "
                 "scores of the normal training clips"
             )
         out[section_key(machine, section)] = fit_normalization(train, method)
@@ -992,7 +898,7 @@ class Ensemble:
         return ens
 
     def _set_threshold(self, key: Key, scores: np.ndarray) -> None:
-        from asdcore.scoring import fit_threshold
+        from asdcore.decisions import fit_threshold
 
         fit = fit_threshold(scores, THRESHOLD_PERCENTILE)
         self.thresholds[section_key(*key)] = float(fit.threshold)
@@ -1181,7 +1087,7 @@ class Ensemble:
         """
         from asdcore.export import write_scores
         from asdcore.metrics import metrics_table, official_score, write_metrics_csv
-        from asdcore.runs import save_json, write_frame_csv
+        from asdcore.scored import SCORES_DIR, write_thresholds, write_train_scores
 
         out = Path(out)
         members = self.load_members(folders)
@@ -1189,19 +1095,17 @@ class Ensemble:
         notes = list(frame.attrs.get("notes", []))
         test = frame[frame["split"] == "test"]
         train = frame[frame["split"] == "train"]
-        scores_dir = out / "scores"
+        scores_dir = out / SCORES_DIR
         thresholds: dict[str, float] = {}
         files: list[Path] = []
         for (machine, section), grp in test.groupby(["machine", "section"], sort=False):
             k = section_key(machine, section)
             tr = train[(train["machine"] == machine) & (train["section"] == section)]
             if len(tr):
-                from asdcore.scoring import fit_threshold
+                from asdcore.decisions import fit_threshold
 
                 thresholds[k] = float(fit_threshold(tr["score"].to_numpy(), THRESHOLD_PERCENTILE).threshold)
-                write_frame_csv(scores_dir / f"train_scores_{machine}_section_{section}.csv",
-                                tr[["file_name", "domain", "score"]], index=False, float_format="%.17g")
-                files.append(scores_dir / f"train_scores_{machine}_section_{section}.csv")
+                files.append(write_train_scores(scores_dir, machine, section, tr))
             elif k in self.thresholds:
                 thresholds[k] = self.thresholds[k]
                 notes.append(f"{k}: no training scores common to all members; used the saved threshold")
@@ -1211,7 +1115,7 @@ class Ensemble:
             values = grp["score"].to_numpy()
             files += write_scores(scores_dir, machine, section, list(grp["file_name"]), values,
                                   (values > thresholds[k]).astype(int))
-        files.append(save_json(scores_dir / "thresholds.json", thresholds))
+        files.append(write_thresholds(out, thresholds))
         files.append(self.save(out / "ensemble.json"))
         if clips is None and data is not None:
             clips = clips_from_data(data, ground_truth)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from asdcore.atomic import atomic_write_text
 from asdcore.metrics import machine_sort_key, normalize_section
+from asdcore.scored import section_key
 
 SCORE_PREFIX = "anomaly_score_"
 DECISION_PREFIX = "decision_result_"
@@ -52,12 +53,12 @@ class ScoreFileWarning(UserWarning):
 
 def score_file_name(machine: str, section: object) -> str:
     """``anomaly_score_<machine>_section_<SS>_test.csv``."""
-    return f"{SCORE_PREFIX}{machine}_section_{normalize_section(section)}_test.csv"
+    return f"{SCORE_PREFIX}{section_key(machine, section)}_test.csv"
 
 
 def decision_file_name(machine: str, section: object) -> str:
     """``decision_result_<machine>_section_<SS>_test.csv``."""
-    return f"{DECISION_PREFIX}{machine}_section_{normalize_section(section)}_test.csv"
+    return f"{DECISION_PREFIX}{section_key(machine, section)}_test.csv"
 
 
 def _listed(names: Sequence[str]) -> str:

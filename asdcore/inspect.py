@@ -14,8 +14,9 @@ Pieces (the *Clip inspector* page only lays them out):
   and ``three-subnet-gmm`` of one run share the embedding). Its scores equal ``score_waves``'s;
   :mod:`tests.test_inspect` checks that;
 * where a score sits: :func:`percentile_of` among the normal training clips' scores of the same
-  machine type and section, the decision threshold from ``thresholds.json``, and the equal-weight
-  z-score ensemble (:func:`equal_ensemble`) or a saved one (:func:`saved_ensembles`);
+  machine type and section, the decision threshold from ``thresholds.json``
+  (:func:`asdcore.scored.read_thresholds`), and the equal-weight z-score ensemble
+  (:func:`equal_ensemble`) or a saved one (:func:`saved_ensembles`);
 * attributions: for the AE, the per-frame contribution to the score over time and the per-mel-band
   reconstruction error (:meth:`ClipScorer.ae_attribution`); for embedding systems, occlusion
   (:func:`occlusion`): the clip is re-scored with each time segment cut out and with each frequency
@@ -28,7 +29,7 @@ import hashlib
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from asdcore.data import SAMPLE_RATE, AudioError, ClipRecord, Dataset, DataError, decode_audio
+from asdcore.scored import ScoredFolder
 
 #: Largest upload decoded. A 10 s DCASE clip is 320 kB as 16-bit 16 kHz WAV; 50 MB still takes
 #: ten minutes of 44.1 kHz stereo 16-bit audio, far beyond any machine clip.
@@ -127,18 +129,9 @@ def example_clip(dataset: Dataset, machine: str, section: str, anomalous: bool, 
 # =========================================================================== fast scoring
 
 
-@dataclass(frozen=True)
-class ScorerMember:
-    """A scored folder that can score new clips: its system, the run holding the weights, the backends."""
-
-    name: str
-    system: str
-    run: Path
-    scored_dir: Path
-
-
-def scorer_members(folders: Sequence[Any]) -> tuple[list[ScorerMember], dict[str, str]]:
-    """Scored folders (:class:`asdcore.workspace.ScoredFolder`) that can score clips, and why others cannot."""
+def scorer_members(folders: Sequence[ScoredFolder]) -> tuple[list[ScoredFolder], dict[str, str]]:
+    """The scored folders that can score new clips (a registered system, the run with the weights at hand),
+    and why the others cannot."""
     from asdcore.systems import SYSTEM_INFO
 
     usable, skipped = [], {}
@@ -148,7 +141,7 @@ def scorer_members(folders: Sequence[Any]) -> tuple[list[ScorerMember], dict[str
         elif f.run is None or not (Path(f.run) / "config.json").exists():
             skipped[f.name] = f"the run folder with its weights ({f.run or 'not recorded'}) is not available"
         else:
-            usable.append(ScorerMember(f.name, f.system, Path(f.run), Path(f.path)))
+            usable.append(replace(f, run=Path(f.run), path=Path(f.path)))
     return usable, skipped
 
 
@@ -307,7 +300,7 @@ class ClipScorer:
     ``optimize=False``). Thread-safe (one lock): Streamlit sessions share a cached scorer.
     """
 
-    def __init__(self, members: Sequence[ScorerMember], device: str | None = None, optimize: bool = True):
+    def __init__(self, members: Sequence[ScoredFolder], device: str | None = None, optimize: bool = True):
         from asdcore.runs import Run
         from asdcore.systems import SYSTEM_INFO, get_system
 
@@ -341,7 +334,7 @@ class ClipScorer:
     def names(self) -> list[str]:
         return [m.name for m in self.members]
 
-    def member(self, name: str) -> ScorerMember:
+    def member(self, name: str) -> ScoredFolder:
         for m in self.members:
             if m.name == name:
                 return m
@@ -354,41 +347,25 @@ class ClipScorer:
             else "other"
 
     # ---------------------------------------------------------------- backends
-    def _backend(self, m: ScorerMember, machine: str, section: str):
+    def _backend(self, m: ScoredFolder, machine: str, section: str):
         key = (m.name, machine, section)
         if key not in self._backends:
             self._backends[key] = self._load_backend(m, machine, section)
         return self._backends[key]
 
-    def _load_backend(self, m: ScorerMember, machine: str, section: str):
-        from asdcore.runs import RunError, load_arrays
-        from asdcore.scoring import MahalanobisBackend
+    def _load_backend(self, m: ScoredFolder, machine: str, section: str):
+        """The member's fitted backend (None for a system scored through its own ``score_waves``)."""
+        if isinstance(self._frontends[self._frontend_of[m.name]], _GenericFrontend):
+            return None
+        return self._systems[m.name].fitted_backend(m.path, machine, section)
 
-        system = self._systems[m.name]
-        frontend = self._frontends[self._frontend_of[m.name]]
-        if isinstance(frontend, _EmbeddingFrontend):
-            return system.fitted_backend(m.scored_dir, machine, section)
-        if isinstance(frontend, _AEFrontend) and system.backend == "mahala":
-            path = m.scored_dir / "scores" / "backend" / f"mahala_{machine}_section_{section}.npz"
-            if not path.exists():
-                raise RunError(f"no fitted Mahalanobis backend for {machine} section {section} in {path.parent}; "
-                               "score the data folder with ae-mahala first")
-            backend = MahalanobisBackend.from_state_dict(load_arrays(path))
-            backend.finalize()  # the pseudo-inverse of a 640x640 covariance: once, not per clip
-            return backend
-        return None
-
-    def _score_features(self, m: ScorerMember, feats: Any, waves: Sequence[np.ndarray], machine: str,
+    def _score_features(self, m: ScoredFolder, feats: Any, waves: Sequence[np.ndarray], machine: str,
                         section: str) -> np.ndarray:
-        system = self._systems[m.name]
         frontend = self._frontends[self._frontend_of[m.name]]
-        if isinstance(frontend, _AEFrontend):
-            backend = self._backend(m, machine, section)
-            return np.array([system._clip_score(e, backend) for e in feats], dtype=np.float64)
-        if isinstance(frontend, _EmbeddingFrontend):
-            return np.asarray(self._backend(m, machine, section).score(feats), dtype=np.float64)
-        return np.asarray(system.score_waves(frontend.run, machine, section, waves, scored_dir=m.scored_dir),
-                          dtype=np.float64)
+        if isinstance(frontend, _GenericFrontend):
+            return np.asarray(self._systems[m.name].score_waves(frontend.run, machine, section, waves,
+                                                                scored_dir=m.path), dtype=np.float64)
+        return np.asarray(self._backend(m, machine, section).score(feats), dtype=np.float64)
 
     # ---------------------------------------------------------------- public
     def prepare(self, machine: str, section: str, names: Sequence[str] | None = None) -> dict[str, str]:
@@ -403,7 +380,7 @@ class ClipScorer:
                     errors[m.name] = str(exc)
         return errors
 
-    def _chosen(self, names: Sequence[str] | None) -> list[ScorerMember]:
+    def _chosen(self, names: Sequence[str] | None) -> list[ScoredFolder]:
         return self.members if names is None else [self.member(n) for n in names]
 
     def score(self, waves: Sequence[np.ndarray], machine: str, section: str,
@@ -463,10 +440,9 @@ class ClipScorer:
             errors = frontend.features([np.asarray(wave, np.float32)], machine)[0]
             backend = self._backend(m, machine, section)
         s = frontend.settings
-        if backend is None:  # mse: the clip score is the mean over vectors of each vector's mean squared error
-            frame_scores = (errors ** 2).mean(axis=1)
-        else:  # mahala: the clip score is the mean over vectors of the distance to the nearer domain
-            frame_scores = backend.frame_distances(errors).min(axis=1)
+        # mse: each vector's mean squared error; mahala: its distance to the nearer domain. The clip
+        # score is their mean either way
+        frame_scores = backend.frame_scores(errors)
         hop_s = s.hop_length / SAMPLE_RATE
         times = (np.arange(len(frame_scores)) + (s.n_frames - 1) / 2) * hop_s
         return AEAttribution(times, frame_scores, mel_band_centres(s.n_mels, s.n_fft), per_band_error(errors, s.n_frames),
@@ -474,20 +450,6 @@ class ClipScorer:
 
 
 # =========================================================================== where a score sits
-
-
-def read_thresholds(scored_dir: str | Path) -> dict[str, float]:
-    """``scores/thresholds.json`` of a scored folder (``{<machine>_section_<ss>: threshold}``); {} when absent."""
-    import json
-
-    path = Path(scored_dir) / "scores" / "thresholds.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not readable JSON: {exc}") from None
-    return {str(k): float(v) for k, v in data.items()}
 
 
 def percentile_of(score: float, reference: np.ndarray) -> float | None:
@@ -556,7 +518,7 @@ def ensemble_train_scores(ensemble, members: Sequence[Any], machine: str, sectio
 
 def ensemble_folders(ensemble) -> list[Any]:
     """The scored folders of a saved ensemble's members (named as in the ensemble), for scoring clips."""
-    from asdcore.workspace import describe_scored
+    from asdcore.scored import describe_scored
 
     out = []
     for spec in ensemble.members:

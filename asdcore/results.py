@@ -574,16 +574,15 @@ def folder_clips(folder: str | Path, data: str | Path | None = None, ground_trut
     import warnings
 
     from asdcore.data import discover
-    from asdcore.ensemble import _scores_dir
     from asdcore.export import read_scores
-    from asdcore.workspace import describe_scored
+    from asdcore.scored import describe_scored, find_scores_dir
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ValueError(f"scored folder {folder} does not exist or is not a folder")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scores = read_scores(_scores_dir(folder))
+        scores = read_scores(find_scores_dir(folder))
     if data is not None:
         roots = [Path(data)]
     else:
@@ -727,9 +726,9 @@ def decided_table(member: Member, labelled: pd.DataFrame | None, rule) -> tuple[
         return None, {}, "no labels"
     if member.train.empty:
         from asdcore.export import read_decisions
-        from asdcore.ensemble import _scores_dir
+        from asdcore.scored import find_scores_dir
 
-        files = read_decisions(_scores_dir(member.folder))
+        files = read_decisions(find_scores_dir(member.folder))
         test = member.test.merge(files, on=["machine", "section", "file_name"], how="left")
         clips = labelled_clips(test, labelled)
         note = "no training-clip scores: decisions from the folder's decision files"

@@ -258,10 +258,6 @@ class Run:
                            "or from another model, re-train the run") from None
         return model
 
-    # ---------------------------------------------------------------- embeddings
-    def embedding_path(self, machine: str, section: str, split: str, root: Path | None = None) -> Path:
-        return (root or self.embeddings_dir) / f"{machine}_section_{section}_{split}.npz"
-
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> Path:
     """``np.savez`` written atomically (names as a unicode array, vectors as float32)."""

@@ -18,15 +18,14 @@ from typing import Iterator
 
 import streamlit as st
 
+from asdcore.scored import ScoredFolder, find_scored
 from asdcore.workspace import (
     DEMO_MARKER,
-    ScoredFolder,
     demo_pending,
     default_demo_root,
     default_runs_root,
     demo_runs_root,
     ensure_demo_workspace,
-    find_scored,
 )
 
 #: Errors whose message is written for users (bad folder, bad clip, bad run, bad value).

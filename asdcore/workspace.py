@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from asdcore.atomic import atomic_write_text
+from asdcore.scored import SCORED_META, ScoredFolder, describe_scored, read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_MARKER = ".asd_synth.json"
@@ -96,83 +97,14 @@ BUNDLED: tuple[BundledModel, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class ScoredFolder:
-    """A folder of scores the app can show: ``path/scores`` plus what made it.
-
-    ``run`` is the run folder holding the weights (needed to score new clips); ``data_root`` the
-    data folder that was scored. Both come from ``scored.json`` (or ``config.json`` for a run
-    folder scored in place) and are None when unknown (e.g. an imported submission folder).
-    """
-
-    name: str
-    system: str | None
-    path: Path
-    run: Path | None
-    data_root: Path | None
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def describe_scored(path: str | Path, name: str | None = None) -> ScoredFolder | None:
-    """A :class:`ScoredFolder` for ``path`` when it holds official score files, else None."""
-    from asdcore.ensemble import find_system
-
-    path = Path(path)
-    scores = path / "scores"
-    if not scores.is_dir() or not any(scores.glob("anomaly_score_*.csv")):
-        return None
-    meta = _read_json(path / "scored.json")
-    cfg = _read_json(path / "config.json")
-    run = data = None
-    if meta:
-        run = Path(meta["run"]) if meta.get("run") else None
-        data = Path(meta["data_root"]) if meta.get("data_root") else None
-    elif cfg:  # a run folder scored in place by `train`
-        run, data = path, Path(cfg["data_root"]) if cfg.get("data_root") else None
-    system = find_system(path)
-    return ScoredFolder(name or path.name, system, path, run, data)
-
-
-def find_scored(folder: str | Path, depth: int = 3) -> list[ScoredFolder]:
-    """Scored folders under ``folder`` (itself included), searched ``depth`` levels deep."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found: list[ScoredFolder] = []
-    level = [folder]
-    for _ in range(depth + 1):
-        nxt = []
-        for path in level:
-            item = describe_scored(path)
-            if item is not None:
-                found.append(item)
-            try:
-                nxt.extend(sorted(p for p in path.iterdir() if p.is_dir() and p.name not in ("scores", "embeddings",
-                                                                                              "model", "checkpoint")))
-            except OSError:
-                continue
-        level = nxt
-    names = [f.name for f in found]
-    # folder names repeat (RUN/scored/<data>); fall back to the path relative to ``folder``
-    return [f if names.count(f.name) == 1 else ScoredFolder(str(f.path.relative_to(folder)), f.system, f.path, f.run,
-                                                             f.data_root) for f in found]
-
-
 def is_current(scored: Path, run: Path, system: str, data_root: Path) -> bool:
     """Whether ``scored`` already holds ``system``'s scores of ``data_root`` made with ``run``'s weights."""
-    meta = _read_json(Path(scored) / "scored.json")
+    meta = read_json(Path(scored) / SCORED_META)
     if not meta or meta.get("system") != system:
         return False
     same_run = meta.get("run") == str(Path(run).resolve())
     weights = sorted((Path(run) / "model").glob("*.safetensors"))
-    fresh = all(w.stat().st_mtime <= (Path(scored) / "scored.json").stat().st_mtime for w in weights)
+    fresh = all(w.stat().st_mtime <= (Path(scored) / SCORED_META).stat().st_mtime for w in weights)
     return same_run and fresh and meta.get("data_root") == str(Path(data_root).resolve())
 
 
@@ -187,7 +119,8 @@ def ensure_scored(run: str | Path, system: str, data_root: str | Path, out: str 
 
     from asdcore.data import discover
     from asdcore.runs import Run
-    from asdcore.systems import get_system, prepare_scored_folder
+    from asdcore.scored import prepare_scored_folder
+    from asdcore.systems import get_system
 
     out = Path(out)
     if not is_current(out, Path(run), system, Path(data_root)):

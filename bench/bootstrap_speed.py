@@ -37,7 +37,7 @@ def labelled_systems(runs: Path, data: Path, count: int) -> tuple[dict, str]:
     from asdcore.data import discover
     from asdcore.ensemble import load_member
     from asdcore.results import label_test_clips, labelled_clips
-    from asdcore.workspace import find_scored
+    from asdcore.scored import find_scored
 
     dataset = discover(data)
     tables = [(f"data folder {data}", dataset.to_frame())]

@@ -7,7 +7,7 @@ SCORED: folders scored by a three-subnet system (a run folder or a ``score --out
 evaluation folder without them is refused). The saved 512-d embeddings are the concatenation of the
 waveform (128), amplitude-spectrum (128) and STFT (256) branches (:class:`asdcore.models.three_subnet.ThreeSubnet`).
 For each slice (one branch, the two 1-D branches, all three) the K-Means backend of the system
-(:class:`asdcore.scoring.KMeansBackend`, public form: source K-Means centres as returned plus every target
+(:class:`asdcore.backends.KMeansBackend`, public form: source K-Means centres as returned plus every target
 training clip) is fitted
 on the training embeddings of each machine type and section, and the test clips are evaluated with the
 official metric (:func:`asdcore.metrics.metrics_table`). Nothing is retrained, so this costs seconds.
@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asdcore.data import DataError, parse_name  # noqa: E402
 from asdcore.metrics import metrics_table, official_score  # noqa: E402
 from asdcore.runs import load_arrays  # noqa: E402
-from asdcore.scoring import KMeansBackend  # noqa: E402
+from asdcore.backends import KMeansBackend  # noqa: E402
+from asdcore.scored import embedding_files, embedding_path  # noqa: E402
 
 #: Column slices of the 512-d embedding, in the order ThreeSubnet.forward concatenates the branches.
 SLICES: dict[str, slice] = {
@@ -47,12 +48,9 @@ def _groups(folder: Path) -> list[tuple[str, str]]:
     emb = folder / "embeddings"
     if not emb.is_dir():
         raise ValueError(f"{folder} has no embeddings/ folder: score it with a three-subnet system first")
-    pairs = []
-    for train in sorted(emb.glob("*_section_*_train.npz")):
-        machine, _, rest = train.name.rpartition("_section_")
-        section = rest.split("_")[0]
-        if (emb / f"{machine}_section_{section}_test.npz").exists():
-            pairs.append((machine, section))
+    files = embedding_files(folder)
+    tests = {(f.machine, f.section) for f in files if f.split == "test"}
+    pairs = [(f.machine, f.section) for f in files if f.split == "train" and (f.machine, f.section) in tests]
     if not pairs:
         raise ValueError(f"{emb} holds no pair of <machine>_section_<ss>_train.npz / _test.npz files")
     return pairs
@@ -62,8 +60,8 @@ def _load(folder: Path) -> dict[tuple[str, str], tuple]:
     """Saved train/test embeddings and parsed clip records of every machine type and section."""
     data = {}
     for machine, section in _groups(folder):
-        train = load_arrays(folder / "embeddings" / f"{machine}_section_{section}_train.npz")
-        test = load_arrays(folder / "embeddings" / f"{machine}_section_{section}_test.npz")
+        train = load_arrays(embedding_path(folder, machine, section, "train"))
+        test = load_arrays(embedding_path(folder, machine, section, "test"))
         try:
             train_recs = [parse_name(n, machine) for n in train["names"]]
             test_recs = [parse_name(n, machine) for n in test["names"]]

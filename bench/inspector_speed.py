@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from asdcore.inspect import ClipScorer, equal_ensemble
     from asdcore.runs import Run
     from asdcore.systems import get_system
-    from asdcore.workspace import find_scored
+    from asdcore.scored import find_scored
 
     if args.threads:
         torch.set_num_threads(args.threads)

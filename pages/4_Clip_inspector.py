@@ -16,7 +16,7 @@ import streamlit as st
 from asdcore import ui
 from asdcore.batch import BatchSystems, inputs_from_uploads, is_zip, score_clips, to_csv_bytes
 from asdcore.data import SAMPLE_RATE, load_audio
-from asdcore.ensemble import Ensemble, section_key
+from asdcore.ensemble import Ensemble
 from asdcore.inspect import (
     MAX_UPLOAD_MB,
     UPLOAD_TYPES,
@@ -30,7 +30,6 @@ from asdcore.inspect import (
     example_clip,
     guess_clip,
     occlusion_figures,
-    read_thresholds,
     rows_frame,
     saved_ensembles,
     score_histogram,
@@ -40,7 +39,7 @@ from asdcore.inspect import (
     wave_id,
     waveform_figure,
 )
-from asdcore.workspace import ScoredFolder
+from asdcore.scored import ScoredFolder, read_thresholds, section_key, thresholds_path
 
 ws = ui.page("Clip inspector")
 st.title("Clip inspector")
@@ -55,7 +54,7 @@ GUESS = "from each file name"
 def _spec(folders) -> tuple:
     """Hashable description of scored folders, with modification times so a rescored folder reloads."""
     def stamp(p: Path | None) -> float:
-        files = [p / "scores" / "thresholds.json", p / "model", p / "config.json"] if p is not None else []
+        files = [thresholds_path(p), p / "model", p / "config.json"] if p is not None else []
         return max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
 
     return tuple((f.name, f.system, str(f.path), str(f.run) if f.run else None,

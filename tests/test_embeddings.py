@@ -26,7 +26,7 @@ from asdcore.embeddings import (
 @pytest.fixture(scope="module")
 def scored(tiny_data, tmp_path_factory) -> tuple[Path, pd.DataFrame, dict]:
     """A scored folder written by the systems' own writer, with random embeddings (no training needed)."""
-    from asdcore.systems import write_outputs
+    from asdcore.scored import write_outputs
 
     ds = discover(tiny_data)
     rng = np.random.default_rng(0)
@@ -167,7 +167,7 @@ def test_selected_rows_from_event():
 
 def test_preferred_folder_is_an_embedding_model(tmp_path):
     from asdcore.embeddings import preferred_folder
-    from asdcore.workspace import ScoredFolder
+    from asdcore.scored import ScoredFolder
 
     def folder(name, system, with_embeddings=True):
         path = tmp_path / name

@@ -21,12 +21,11 @@ from asdcore.inspect import (
     guess_clip,
     occlusion,
     percentile_of,
-    read_thresholds,
     score_row,
 )
 from asdcore.runs import Run
+from asdcore.scored import find_scored, read_thresholds
 from asdcore.systems import get_system
-from asdcore.workspace import find_scored
 
 
 @pytest.fixture(scope="module")

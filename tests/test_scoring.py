@@ -6,10 +6,8 @@ import pytest
 import scipy.stats
 import torch
 
-from asdcore.scoring import (
-    GMMBackend, KMeansBackend, MahalanobisBackend, fit_threshold, gamma_threshold, l2_normalize,
-    mse_clip_score,
-)
+from asdcore.backends import GMMBackend, KMeansBackend, MahalanobisBackend, l2_normalize, mse_clip_score
+from asdcore.decisions import fit_threshold, gamma_threshold
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -273,3 +271,54 @@ def test_kmeans_state_saved_before_the_public_backend_scores_as_before():
     probe = np.concatenate([near, far])
     l2 = probe / np.linalg.norm(probe, axis=1, keepdims=True)
     np.testing.assert_allclose(clone.score(probe), 1 - (l2 @ old.centres.T).max(axis=1))
+
+
+# --------------------------------------------------------------------------- the Backend interface and registry
+
+
+def _fit_inputs(backend, r: np.random.Generator):
+    """Training inputs of the backend's kind (source, target) and a probe to score."""
+    if backend.input_kind == "embeddings":
+        return r.standard_normal((40, 6)), r.standard_normal((4, 6)), r.standard_normal((7, 6))
+    clips = [r.standard_normal((5, 6)) for _ in range(9)]
+    return clips[:6], clips[6:], [r.standard_normal((5, 6)) for _ in range(3)]
+
+
+def test_registry_names_every_backend():
+    from asdcore.backends import BACKENDS, Backend, make_backend
+
+    assert {"mse", "mahala", "kmeans", "gmm"} <= set(BACKENDS)
+    for name, cls in BACKENDS.items():
+        backend = make_backend(name)
+        assert isinstance(backend, Backend) and backend.name == name and cls.input_kind in ("embeddings", "frame errors")
+    with pytest.raises(ValueError, match="unknown backend 'nope'; known: .*kmeans"):
+        make_backend("nope")
+
+
+@pytest.mark.parametrize("name", ["mse", "mahala", "kmeans", "gmm"])
+def test_every_registered_backend_round_trips_through_its_state(name):
+    from asdcore.backends import make_backend, restore_backend
+
+    backend = make_backend(name)
+    source, target, probe = _fit_inputs(backend, rng(30))
+    assert backend.fit(source, target) is backend
+    scores = backend.score(probe)
+    assert scores.shape == (len(probe),) and np.isfinite(scores).all()
+    state = backend.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert bool(state) == backend.needs_fit
+    clone = restore_backend(name, state)
+    assert type(clone) is type(backend)
+    np.testing.assert_array_equal(clone.score(probe), scores)
+
+
+def test_frame_error_backends_score_clips_as_their_frame_scores():
+    from asdcore.backends import make_backend
+
+    r = rng(31)
+    for name in ("mse", "mahala"):
+        backend = make_backend(name)
+        source, target, probe = _fit_inputs(backend, r)
+        backend.fit(source, target)
+        expected = [backend.frame_scores(c).mean() for c in probe]
+        np.testing.assert_allclose(backend.score(probe), expected, rtol=1e-12)

@@ -33,7 +33,7 @@ from asdcore.runs import Run
 from asdcore.systems import SSL_FRONTENDS, SYSTEM_INFO, get_system
 from asdcore.systems.ssl import SSLSettings, SSLSystem
 from asdcore.training import Interrupt, load_checkpoint
-from asdcore.workspace import describe_scored
+from asdcore.scored import describe_scored
 
 SR = 16000
 # tiny model, 1 s clips, small batches and backends: a CPU run takes seconds

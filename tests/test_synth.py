@@ -235,14 +235,15 @@ def test_workers_end_under_a_parent_with_its_own_sigterm_handler(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     script = (
-        "import signal, sys\n"
-        f"sys.path.insert(0, {str(root)!r})\n"
+        "import signal\n"
         "signal.signal(signal.SIGTERM, lambda *a: None)\n"
         "from asdcore.synth import generate_dataset\n"
         f"generate_dataset({str(tmp_path / 'd')!r}, scale='tiny', seed=0, machines=['fan'], workers=2, progress=False)\n"
         "print('finished')\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    # run from the repository root: ``python -c`` imports the package from the working folder
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=root)
     try:
         out, _ = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:

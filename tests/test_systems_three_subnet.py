@@ -225,7 +225,7 @@ def test_ddp_two_gloo_processes(tiny_data, tmp_path):
 def test_n_models_trains_resumes_and_scores(tiny_data, tmp_path):
     """n_models=2: two models (seeds 0 and 1) in one run folder; a crash inside the second model resumes
     to the same weights; the embedding is both models side by side and K-Means sums their distances."""
-    from asdcore.scoring import KMeansBackend
+    from asdcore.backends import KMeansBackend
 
     system = get_system("three-subnet-kmeans")
     ds = discover(tiny_data, machines=["valve"])

@@ -10,12 +10,11 @@ import pytest
 
 from asdcore import jobs
 from asdcore.export import read_scores
+from asdcore.scored import describe_scored, find_scored
 from asdcore.workspace import (
     BundledModel,
-    describe_scored,
     ensure_demo_workspace,
     ensure_scored,
-    find_scored,
     is_current,
     remove_folder,
 )

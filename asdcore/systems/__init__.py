@@ -9,7 +9,7 @@ way, so the CLI, the ensemble and the app treat them alike:
   *training* clips of the scored folder (falling back to the run's own training data for a
   folder that has none), scores every clip, and writes the official submission CSVs, the
   training-clip scores, the decision thresholds, per-clip embeddings and, when the test labels
-  are known, ``metrics.csv``.
+  are known, ``metrics.csv`` (the scored folder, :mod:`asdcore.scored`).
 
 Systems that share a frontend (``ae-mse``/``ae-mahala``) can score each other's runs: the
 backend is chosen at scoring time. Frontend implementations live in submodules
@@ -18,7 +18,6 @@ backend is chosen at scoring time. Frontend implementations live in submodules
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from asdcore.data import ClipRecord, Dataset, DataError, discover
-from asdcore.runs import Run, RunConfig, save_arrays, save_json, write_frame_csv
+from asdcore.runs import Run, RunConfig
 
 
 @dataclass(frozen=True)
@@ -40,123 +39,12 @@ class SystemInfo:
 
 # --------------------------------------------------------------------------- shared scoring output
 
-SCORED_META = "scored.json"
-
-
-def scored_meta(system: str, run: Run, ds: Dataset) -> dict[str, Any]:
-    """What ``scored.json`` records: the system, the run (weights) and the data folder scored."""
-    from datetime import datetime, timezone
-
-    return {"system": system, "run": str(Path(run.path).resolve()), "data_root": str(Path(ds.root).resolve()),
-            "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-#: What a system's ``score`` writes into its output folder (plus the app's UMAP cache made from it): the
-#: previous outputs that re-scoring a folder replaces as a whole.
-SCORED_OUTPUTS = ("scores", "embeddings", "metrics.csv", "umap", SCORED_META)
-
-
-def prepare_scored_folder(out: Path, run: Run, system: str, data_root: Path, replace_other: bool = False) -> None:
-    """Make ``out`` ready for ``system``'s scores of ``data_root`` made with ``run``, or refuse.
-
-    A new or empty folder is used as it is. A scored folder (``scored.json``) of the same run, system and
-    data folder is being re-scored: its previous outputs (:data:`SCORED_OUTPUTS`) are removed first, so
-    the folder never mixes files of two scorings (clips that have gone would otherwise keep their old
-    score files). A scored folder of another data folder, run or system is refused (its scores are the
-    user's results), unless ``replace_other`` (folders the app's workspace owns). Any other non-empty
-    folder is refused: it is not ours. The run folder itself may only be re-scored on its own data by its
-    own system (what ``train`` does). Files in ``out`` that the tool did not write are never touched.
-    """
-    import shutil
-
-    from asdcore.runs import RunError
-
-    out = Path(out)
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the scores")
-    if not any(out.iterdir()):
-        return
-    given = str(Path(data_root).resolve())
-    if out.resolve() == Path(run.path).resolve():
-        if str(Path(run.config.data_root).resolve()) != given or system != run.config.system:
-            raise RunError(f"--out {out} is the run folder, whose scores are {run.config.system}'s of its own data "
-                           f"{run.config.data_root}; write {system}'s scores of {data_root} to another folder")
-    else:
-        meta_path = out / SCORED_META
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            meta = None
-        if not isinstance(meta, dict):
-            raise ValueError(f"--out {out} exists and is not a scored folder (no readable {SCORED_META}); choose a "
-                             "new or empty folder (nothing was written)")
-        same = (meta.get("data_root") == given and meta.get("run") == str(Path(run.path).resolve())
-                and meta.get("system") == system)
-        if not same and not replace_other:
-            raise ValueError(f"--out {out} holds {meta.get('system')} scores of {meta.get('data_root')} (run "
-                             f"{meta.get('run')}); {system}'s scores of {data_root} would mix with them: choose another "
-                             "--out folder (nothing was written)")
-    for name in SCORED_OUTPUTS:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-
 
 def decision_threshold(train_scores: np.ndarray) -> float:
     """90th percentile of a gamma fit to the normal training scores (the DCASE baseline rule)."""
-    from asdcore.scoring import gamma_threshold
+    from asdcore.decisions import gamma_threshold
 
     return float(gamma_threshold(np.asarray(train_scores, dtype=np.float64), percentile=0.9))
-
-
-def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tuple[str, str, str], tuple[list[str], np.ndarray]],
-                  thresholds: dict[str, float], meta: dict[str, Any] | None = None) -> pd.DataFrame | None:
-    """Write submission CSVs, train scores, thresholds, embeddings and (if labelled) metrics.
-
-    ``clip_scores`` has columns machine, section, split, domain, label, file_name, score.
-    ``meta`` (system, run folder, data folder) goes to ``scored.json`` so the folder says what made
-    it: the app and the ensemble find the system, and the run whose weights score new clips.
-    Returns the metrics table when every test clip has a label and domain, else None.
-    """
-    from asdcore.export import write_scores
-    from asdcore.metrics import metrics_table, write_metrics_csv
-
-    out_dir = Path(out_dir)
-    scores_dir = out_dir / "scores"
-    for (machine, section), grp in clip_scores.groupby(["machine", "section"], sort=True):
-        thr = thresholds[f"{machine}_section_{section}"]
-        test = grp[grp["split"] == "test"]
-        if len(test):
-            write_scores(scores_dir, machine, section, list(test["file_name"]), test["score"].to_numpy(),
-                         (test["score"].to_numpy() > thr).astype(int))
-        train = grp[grp["split"] == "train"][["file_name", "domain", "score"]]
-        write_frame_csv(scores_dir / f"train_scores_{machine}_section_{section}.csv", train, index=False,
-                        float_format="%.17g")
-    save_json(scores_dir / "thresholds.json", thresholds)
-    for (machine, section, split), (names, vectors) in embeddings.items():
-        save_arrays(out_dir / "embeddings" / f"{machine}_section_{section}_{split}.npz",
-                    names=np.asarray(names), embeddings=np.asarray(vectors, dtype=np.float32))
-    test = clip_scores[clip_scores["split"] == "test"]
-    table = None
-    if not (test.empty or test["label"].isna().any() or test["domain"].isna().any()):
-        limits = np.array([thresholds[f"{m}_section_{s}"] for m, s in zip(test["machine"], test["section"])])
-        table = metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
-            label=test["label"].astype(int), decision=(test["score"].to_numpy() > limits).astype(int)))
-        write_metrics_csv(table, out_dir / "metrics.csv")
-    if meta is not None:  # last: a folder with scored.json is complete (the demo workspace relies on it)
-        save_json(out_dir / SCORED_META, meta)
-    return table
-
-
-def read_clip_scores(out_dir: Path) -> pd.DataFrame:
-    """Test scores of a scored folder as one frame (machine, section, file_name, score)."""
-    from asdcore.export import read_scores
-
-    return read_scores(Path(out_dir) / "scores")
 
 
 # --------------------------------------------------------------------------- system base
@@ -231,6 +119,24 @@ class System:
 
     def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
         raise NotImplementedError
+
+    def fitted_backend(self, scored_dir: Path, machine: str, section: str):
+        """The backend (:mod:`asdcore.backends`) fitted when ``scored_dir`` was scored, to score single clips.
+
+        A backend with nothing to fit (``mse``) is simply made; a missing file is one RunError line.
+        """
+        from asdcore.backends import backend_class
+        from asdcore.runs import RunError, load_arrays
+        from asdcore.scored import backend_path
+
+        cls = backend_class(self.info.backend)
+        if not cls.needs_fit:
+            return cls()
+        path = backend_path(scored_dir, self.info.backend, machine, section)
+        if not path.exists():
+            raise RunError(f"no fitted {cls.title} backend for {machine} section {section} in {path.parent}; "
+                           f"score the data folder with {self.info.name} first")
+        return cls.from_state_dict(load_arrays(path))
 
 
 def training_clips(ds: Dataset, machine: str, section: str | None = None) -> list[ClipRecord]:

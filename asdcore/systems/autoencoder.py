@@ -21,9 +21,8 @@ from asdcore.systems import (
     backend_training_source,
     decision_threshold,
     training_clips,
-    scored_meta,
-    write_outputs,
 )
+from asdcore.scored import backend_path, scored_meta, section_key, write_outputs
 from asdcore.training import fit, iterate_minibatches, recalibrate_batchnorm, resolve_device, seed_everything
 
 # --------------------------------------------------------------------------- AE baseline
@@ -258,27 +257,11 @@ class AESystem(System):
 
         Used to score single clips (the app's inspector, tests) without re-scoring a folder.
         """
-        from asdcore.runs import load_arrays
-        from asdcore.scoring import MahalanobisBackend
-
-        mahala = None
-        if self.backend == "mahala":
-            path = Path(scored_dir or run.path) / "scores" / "backend" / f"mahala_{machine}_section_{section}.npz"
-            if not path.exists():
-                raise RunError(f"no fitted Mahalanobis backend for {machine} section {section} in {path.parent}; "
-                               "score the data folder with ae-mahala first")
-            mahala = MahalanobisBackend.from_state_dict(load_arrays(path))
-        return np.array([self._clip_score(e, mahala) for e in self.clip_errors(run, machine, waves)])
-
-    def _clip_score(self, errors: np.ndarray, mahala) -> float:
-        from asdcore.scoring import mse_clip_score
-
-        if self.backend == "mse":
-            return float(mse_clip_score(errors, np.zeros_like(errors)))
-        return float(mahala.score_clip(errors))
+        backend = self.fitted_backend(scored_dir or run.path, machine, section)
+        return backend.score(self.clip_errors(run, machine, waves))
 
     def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
-        from asdcore.scoring import MahalanobisBackend
+        from asdcore.backends import make_backend
 
         s = AESettings(**run.config.settings)
         device = resolve_device(s.device)
@@ -293,23 +276,21 @@ class AESystem(System):
                 test = ds.select(machine=machine, section=section, split="test")
                 train_err = [self._errors(model, m, s, device)
                              for m in self._logmels(train, s, progress, f"{machine} {section}: train")]
-                mahala = None
-                if self.backend == "mahala":
-                    mahala = MahalanobisBackend()
-                    for c, e in zip(train, train_err):
-                        mahala.add_clip(e, "target" if c.domain == "target" else "source")
-                    mahala.finalize()
-                    save_arrays(Path(out_dir) / "scores" / "backend" / f"mahala_{machine}_section_{section}.npz",
-                                **mahala.state_dict())
-                train_scores = [self._clip_score(e, mahala) for e in train_err]
-                thresholds[f"{machine}_section_{section}"] = decision_threshold(np.array(train_scores))
+                backend = make_backend(self.backend)
+                if backend.needs_fit:
+                    is_target = [c.domain == "target" for c in train]
+                    backend.fit([e for e, t in zip(train_err, is_target) if not t],
+                                [e for e, t in zip(train_err, is_target) if t])
+                    save_arrays(backend_path(out_dir, self.backend, machine, section), **backend.state_dict())
+                train_scores = backend.score(train_err)
+                thresholds[section_key(machine, section)] = decision_threshold(train_scores)
                 for split, clips, errs in (("train", train, train_err), ("test", test, None)):
                     names, vecs = [], []
                     if errs is None:
                         errs = (self._errors(model, m, s, device)
                                 for m in self._logmels(clips, s, progress, f"{machine} {section}: test"))
                     for c, e in zip(clips, errs):
-                        score = self._clip_score(e, mahala)
+                        score = backend.score_clip(e)
                         rows.append({"machine": machine, "section": section, "split": split, "domain": c.domain,
                                      "label": c.label, "file_name": c.file_name, "score": score})
                         names.append(c.file_name)

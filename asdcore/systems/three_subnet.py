@@ -30,8 +30,9 @@ import pandas as pd
 import torch
 
 from asdcore.data import DEFAULT_SECONDS, SAMPLE_RATE, ClipRecord, Dataset, DataError, load_clip
-from asdcore.runs import Run, RunError, save_arrays, save_json
-from asdcore.systems import System, SystemInfo, backend_training_source, decision_threshold, training_clips, scored_meta, write_outputs
+from asdcore.runs import Run, save_arrays, save_json
+from asdcore.scored import SCORED_META, backend_path, embedding_path, read_json, scored_meta, section_key, write_outputs
+from asdcore.systems import System, SystemInfo, backend_training_source, decision_threshold, training_clips
 from asdcore.training import (
     barrier,
     distributed_env,
@@ -75,7 +76,7 @@ class ThreeSubnetSettings:
       loss); ``featex_partner``: ``"batch"`` (public: the mirrored clip in ``"add"`` mode, a random
       shift in ``"replace"`` mode) or ``"machine"`` (a clip of the same machine type).
     * ``kmeans_renorm``: re-normalise the K-Means centres (off: public, see
-      :class:`asdcore.scoring.KMeansBackend`).
+      :class:`asdcore.backends.KMeansBackend`).
     * ``n_models``: train that many models (seeds ``seed``, ``seed + 1``, ...) into the run and
       score with their distances summed per domain (the 2024 public ensemble).
 
@@ -370,7 +371,7 @@ def model_file(index: int) -> str:
 class ModelStack(torch.nn.Module):
     """Several trained models as one frontend: the embedding is their embeddings side by side.
 
-    Scoring splits it again into one block per model (:class:`asdcore.scoring.KMeansBackend`
+    Scoring splits it again into one block per model (:class:`asdcore.backends.KMeansBackend`
     ``n_blocks``), so an ``n_models`` run is scored, saved and inspected like any other.
     """
 
@@ -586,26 +587,19 @@ class ThreeSubnetSystem(System):
         return np.concatenate(out) if out else np.zeros((0, self._embedding_dim(model)), np.float32)
 
     # ------------------------------------------------------------------ scoring
+    #: Constructor parameters of each backend this system offers, from its settings. SSL systems have
+    #: neither ``kmeans_renorm`` nor ``n_models``: they keep the earlier re-normalised centres, one model.
+    BACKEND_PARAMS: dict[str, Callable[[ThreeSubnetSettings], dict]] = {
+        "kmeans": lambda s: dict(n_clusters=s.kmeans_clusters, seed=s.seed, renorm=getattr(s, "kmeans_renorm", True),
+                                 n_blocks=getattr(s, "n_models", 1)),
+        "gmm": lambda s: dict(n_components=s.gmm_components, covariance_type=s.gmm_covariance, seed=s.seed),
+    }
+
     def _backend(self, s: ThreeSubnetSettings):
-        from asdcore.scoring import GMMBackend, KMeansBackend
+        """A new backend of this system's kind (from :data:`asdcore.backends.BACKENDS`) set from ``s``."""
+        from asdcore.backends import make_backend
 
-        if self.backend == "kmeans":
-            # SSL systems have neither setting: they keep the earlier re-normalised centres, one model
-            return KMeansBackend(n_clusters=s.kmeans_clusters, seed=s.seed, renorm=getattr(s, "kmeans_renorm", True),
-                                 n_blocks=getattr(s, "n_models", 1))
-        return GMMBackend(n_components=s.gmm_components, covariance_type=s.gmm_covariance, seed=s.seed)
-
-    def fitted_backend(self, scored_dir: Path, machine: str, section: str):
-        """The backend saved when ``scored_dir`` was scored (for scoring single clips)."""
-        from asdcore.runs import load_arrays
-        from asdcore.scoring import GMMBackend, KMeansBackend
-
-        path = Path(scored_dir) / "scores" / "backend" / f"{self.backend}_{machine}_section_{section}.npz"
-        if not path.exists():
-            raise RunError(f"no fitted {self.backend} backend for {machine} section {section} in {path.parent}; "
-                           f"score the data folder with {self.info.name} first")
-        cls = KMeansBackend if self.backend == "kmeans" else GMMBackend
-        return cls.from_state_dict(load_arrays(path))
+        return make_backend(self.backend, **self.BACKEND_PARAMS[self.backend](s))
 
     def score_waves(self, run: Run, machine: str, section: str, waves, scored_dir: Path | None = None) -> np.ndarray:
         """Anomaly scores of raw 16 kHz clips with the backend fitted when ``scored_dir`` was scored."""
@@ -615,24 +609,22 @@ class ThreeSubnetSystem(System):
         return np.asarray(backend.score(self.embed_waves(self.load_model(run, device), list(waves), s, device)))
 
     def reusable_embeddings(self, run: Run, ds: Dataset, folder: Path | None) -> Path | None:
-        """Embeddings saved in ``folder`` when it scored the same data with the same weights, else None.
+        """``folder`` when its saved embeddings can be reused (it scored the same data with the same weights), else None.
 
         Both backends read the same embeddings; scoring a second backend (the app's first start
         scores K-Means and GMM) then costs a backend fit instead of a second pass of the network.
         """
-        import json
-
         if folder is None:
             return None
+        meta = read_json(Path(folder) / SCORED_META)
         try:
-            meta = json.loads((Path(folder) / "scored.json").read_text())
-            scored_at = (Path(folder) / "scored.json").stat().st_mtime
+            scored_at = (Path(folder) / SCORED_META).stat().st_mtime
             stale = any(w.stat().st_mtime > scored_at for w in Path(run.model_dir).iterdir())
-        except (OSError, ValueError):
+        except OSError:
             return None
-        if stale or meta.get("run") != str(Path(run.path).resolve()) or meta.get("data_root") != str(Path(ds.root).resolve()):
+        if meta is None or stale or meta.get("run") != str(Path(run.path).resolve()) or meta.get("data_root") != str(Path(ds.root).resolve()):
             return None
-        return Path(folder) / "embeddings"
+        return Path(folder)
 
     def _embed_or_reuse(self, model, clips: list[ClipRecord], s, device: torch.device, progress: bool,
                         reuse: Path | None, machine: str, section: str, split: str) -> np.ndarray:
@@ -640,7 +632,7 @@ class ThreeSubnetSystem(System):
             from asdcore.runs import load_arrays
 
             try:
-                saved = load_arrays(reuse / f"{machine}_section_{section}_{split}.npz")
+                saved = load_arrays(embedding_path(reuse, machine, section, split))
             except (OSError, ValueError, KeyError):
                 saved = None
             if saved is not None and list(saved["names"]) == [c.file_name for c in clips]:
@@ -666,11 +658,10 @@ class ThreeSubnetSystem(System):
                 test_emb = self._embed_or_reuse(model, test, s, device, progress, reuse, machine, section, "test")
                 is_target = np.array([c.domain == "target" for c in train])
                 backend = self._backend(s).fit(train_emb[~is_target], train_emb[is_target])
-                save_arrays(Path(out_dir) / "scores" / "backend" / f"{self.backend}_{machine}_section_{section}.npz",
-                            **backend.state_dict())
+                save_arrays(backend_path(out_dir, self.backend, machine, section), **backend.state_dict())
                 train_scores = np.asarray(backend.score(train_emb), dtype=np.float64)
                 test_scores = np.asarray(backend.score(test_emb), dtype=np.float64)
-                thresholds[f"{machine}_section_{section}"] = decision_threshold(train_scores)
+                thresholds[section_key(machine, section)] = decision_threshold(train_scores)
                 for split, clips, emb, sc in (("train", train, train_emb, train_scores), ("test", test, test_emb, test_scores)):
                     for c, v in zip(clips, sc):
                         rows.append({"machine": machine, "section": section, "split": split, "domain": c.domain,
