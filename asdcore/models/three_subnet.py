@@ -266,6 +266,22 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
 
 
+def centre_bins(spec: torch.Tensor, n_freq: int, mean_norm: bool) -> torch.Tensor:
+    """Check an STFT input ``(B, F, T)`` has the branch's bins; subtract each bin's temporal mean if asked.
+
+    The mean subtraction per bin and clip removes the stationary spectral envelope (and, on a log
+    STFT, the recording gain); off, both stay in the input.
+    """
+    if spec.shape[1] != n_freq:
+        raise ValueError(f"STFT branch built for {n_freq} frequency bins; got {spec.shape[1]}")
+    return spec - spec.mean(dim=-1, keepdim=True) if mean_norm else spec
+
+
+def pool_time(h: torch.Tensor, mode: str) -> torch.Tensor:
+    """``(B, C, F, T) -> (B, C, F)``: the maximum or the mean over time; frequency is kept."""
+    return h.amax(dim=-1) if mode == "max" else h.mean(dim=-1)
+
+
 class StftBranch(nn.Module):
     """The earlier "basic" STFT branch: a ResNet of basic blocks on the log STFT, ``(B, F, T) -> (B, stft_dim)``.
 
@@ -303,13 +319,9 @@ class StftBranch(nn.Module):
         return stft_logmag(x, n_fft=cfg.n_fft, hop=cfg.hop)
 
     def forward(self, logmag: torch.Tensor) -> torch.Tensor:
-        if logmag.shape[1] != self.n_freq:
-            raise ValueError(f"STFT branch built for {self.n_freq} frequency bins; got {logmag.shape[1]}")
-        # temporal mean subtraction per bin and clip; off, the clip's level and stationary envelope stay in
-        x = logmag - logmag.mean(dim=-1, keepdim=True) if self.mean_norm else logmag
+        x = centre_bins(logmag, self.n_freq, self.mean_norm)
         h = self.blocks(self.stem(x.unsqueeze(1)))       # (B, C, F', T')
-        pooled = h.amax(dim=-1) if self.time_pool == "max" else h.mean(dim=-1)  # over time; keep frequency
-        return self.proj(pooled.flatten(1))
+        return self.proj(pool_time(h, self.time_pool).flatten(1))
 
 
 class SqueezeExcitation(nn.Module):
@@ -394,12 +406,9 @@ class PublicStftBranch(nn.Module):
         return stft_magnitude(x, n_fft=cfg.n_fft, hop=cfg.hop)
 
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
-        if mag.shape[1] != self.n_freq:
-            raise ValueError(f"STFT branch built for {self.n_freq} frequency bins; got {mag.shape[1]}")
-        x = mag - mag.mean(dim=-1, keepdim=True) if self.mean_norm else mag
+        x = centre_bins(mag, self.n_freq, self.mean_norm)
         h = self.units(self.stem(self.input_bn(x).unsqueeze(1)))    # (B, C, F', T')
-        pooled = h.amax(dim=-1) if self.time_pool == "max" else h.mean(dim=-1)
-        return self.proj(self.flat_bn(pooled.flatten(1)))
+        return self.proj(self.flat_bn(pool_time(h, self.time_pool).flatten(1)))
 
 
 def kernel_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
