@@ -1,7 +1,7 @@
 """ASD Workbench — ``streamlit run app.py``: the navigation and the home page.
 
 Thin by design: every computation lives in :mod:`asdcore`; this file only lays it out. On a
-fresh clone the sidebar points at the demo workspace, which :func:`asdcore.ui.page` generates
+fresh clone the sidebar points at the demo workspace, which :func:`asdcore.app.ui.page` generates
 (synthetic data) and scores (bundled checkpoints) on first start, with a progress bar. The pages
 in ``pages/`` are registered with ``st.navigation`` so the menu reads "Home" rather than the
 script's file name.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from asdcore import ui
+from asdcore.app import ui
 
 
 def home() -> None:

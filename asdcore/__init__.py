@@ -14,10 +14,10 @@ Module map, in pipeline order (ARCHITECTURE.md draws the picture):
    ``ensemble`` (normalised, weighted ensembles).
 7. Entry points: ``cli`` (``python -m asdcore`` / ``asdcore``).
 
-App support (the Streamlit pages call these): ``workspace`` (default folders, demo data, bundled models),
-``jobs`` (background CLI jobs), ``ui`` (page glue), ``results``, ``embeddings``, ``inspect`` (one clip),
-``batch`` (clips by the hundred). ``atomic`` writes files atomically; ``scoring`` is the former name of
-``backends`` kept for old imports.
+App support, the subpackage ``app`` (the Streamlit pages call these): ``app.workspace`` (default folders,
+demo data, bundled models), ``app.jobs`` (background CLI jobs), ``app.ui`` (page glue), ``app.results``,
+``app.embeddings``, ``app.inspector`` (one clip); ``batch`` scores clips by the hundred (CLI and app).
+``atomic`` writes files atomically; ``scoring`` is the former name of ``backends`` kept for old imports.
 """
 
 __version__ = "0.1.0"

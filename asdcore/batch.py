@@ -7,9 +7,9 @@ The pieces, shared by the *Clip inspector* page and ``python -m asdcore score-cl
   a zip archive (:func:`inputs_from_uploads`, :func:`inputs_from_paths`). Zip members are
   size-checked from the archive's directory before a byte is inflated;
 * :func:`assign_clip` gives each clip its machine type and section: guessed from the name
-  (:func:`asdcore.inspect.guess_clip`) or the one chosen for all;
+  (:func:`asdcore.app.inspector.guess_clip`) or the one chosen for all;
 * :func:`score_clips` groups the clips by machine type and section and scores each group in
-  chunks through one :class:`asdcore.inspect.ClipScorer` call, so the embedding models see
+  chunks through one :class:`asdcore.app.inspector.ClipScorer` call, so the embedding models see
   batches (``embed_batch_size`` clips per forward pass) and the models and backends are loaded
   once; only one chunk of decoded audio is held at a time. A file that cannot be read (not audio,
   too large, unknown machine type) becomes a line in :attr:`BatchResult.problems` and the others
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from asdcore.data import AudioError
-from asdcore.inspect import UPLOAD_TYPES, check_upload_size, decode_upload, guess_clip
+from asdcore.app.inspector import UPLOAD_TYPES, check_upload_size, decode_upload, guess_clip
 
 #: File types taken from a folder or a zip (other files there are left alone or listed as skipped).
 AUDIO_SUFFIXES = tuple(f".{t}" for t in UPLOAD_TYPES)
@@ -223,7 +223,7 @@ def table_columns(systems: Sequence[str]) -> list[str]:
 
 def percentiles(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Percent of ``reference`` scores at or below each score (NaN without a reference or a score);
-    vectorised :func:`asdcore.inspect.percentile_of`."""
+    vectorised :func:`asdcore.app.inspector.percentile_of`."""
     scores = np.asarray(scores, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
     ref = np.sort(ref[np.isfinite(ref)])
@@ -354,8 +354,8 @@ def score_clips(inputs: Sequence[ClipInput], systems: BatchSystems, machine: str
 
 def _ensemble_reference(ens, members, machine: str, section: str) -> np.ndarray:
     """The ensemble's scores of the normal training clips of one machine type and section (the
-    single-clip view's reference, :func:`asdcore.inspect.ensemble_train_scores`)."""
-    from asdcore.inspect import ensemble_train_scores
+    single-clip view's reference, :func:`asdcore.app.inspector.ensemble_train_scores`)."""
+    from asdcore.app.inspector import ensemble_train_scores
 
     return np.array([]) if members is None else ensemble_train_scores(ens, list(members), machine, section)
 
@@ -385,7 +385,7 @@ def batch_systems(folders: Sequence[Any], device: str | None = None, optimize: b
     the members that can score clips (when there are two or more; None when they were scored on
     different clips)."""
     from asdcore.ensemble import load_member
-    from asdcore.inspect import ClipScorer, equal_ensemble
+    from asdcore.app.inspector import ClipScorer, equal_ensemble
     from asdcore.scored import read_thresholds
 
     scorer, skipped = ClipScorer.from_folders(folders, device=device, optimize=optimize)

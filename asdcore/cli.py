@@ -110,7 +110,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from asdcore.bootstrap import compare_clips
-    from asdcore.results import folder_clips
+    from asdcore.app.results import folder_clips
 
     clips_a, source_a = folder_clips(args.a, args.data, args.ground_truth)
     clips_b, source_b = folder_clips(args.b, args.data, args.ground_truth)
@@ -199,7 +199,7 @@ def _remove_failed_start(out: Path) -> None:
 
 def _progress(args: argparse.Namespace):
     """The job's progress file when the app started this command (``--progress-file``), else None."""
-    from asdcore.jobs import ProgressFile
+    from asdcore.app.jobs import ProgressFile
 
     path = getattr(args, "progress_file", None)
     return ProgressFile(path) if path else None
@@ -379,7 +379,7 @@ def _cmd_ssl_tiny(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    from asdcore.workspace import bundle_run
+    from asdcore.app.workspace import bundle_run
 
     out = bundle_run(args.run, args.out, overwrite=args.overwrite)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

@@ -1293,7 +1293,7 @@ def _run_jobs(tasks: list[tuple[ClipJob, str]], workers: int, progress: bool) ->
 #: Written into the root of every folder the generator writes, before any clip: the generator only ever
 #: rewrites (and removes stale clips from) a folder that carries it.
 SYNTH_MARKER = ".asdcore_synth.json"
-#: The demo workspace's completion marker (:mod:`asdcore.workspace`); demo folders made before
+#: The demo workspace's completion marker (:mod:`asdcore.app.workspace`); demo folders made before
 #: :data:`SYNTH_MARKER` existed carry only this one.
 _DEMO_MARKER = ".asd_synth.json"
 

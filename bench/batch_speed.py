@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from asdcore.batch import batch_systems, inputs_from_paths, score_clips
     from asdcore.data import SAMPLE_RATE, load_audio
     from asdcore.scored import find_scored
-    from asdcore.workspace import demo_runs_root, ensure_demo_workspace
+    from asdcore.app.workspace import demo_runs_root, ensure_demo_workspace
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@
 
 RUNS: a runs folder whose scored folders are loaded as the app loads them (default: the demo
 workspace ``runs/demo``, i.e. the four bundled systems scored on the synthetic ``small`` demo set,
-seed 0, made by the app's first start or by ``asdcore.workspace.ensure_demo_workspace``). DATA:
+seed 0, made by the app's first start or by ``asdcore.app.workspace.ensure_demo_workspace``). DATA:
 the labelled data folder (default: the demo data, generated when missing). When RUNS holds no
 scored folder, the clips of DATA get seeded stand-in scores (label + noise) instead, and the run
 says so: the time does not depend on the score values.
@@ -14,7 +14,7 @@ Prints the clip count and, as the median of ``--repeats`` runs after one warm-up
 
 * the stratified bootstrap of ``--systems`` systems x ``--resamples`` resamples: resampling,
   every table value per resample, the intervals and the paired gaps to the best system
-  (:func:`asdcore.results.bootstrap_intervals`, exactly what the Results page calls), target
+  (:func:`asdcore.app.results.bootstrap_intervals`, exactly what the Results page calls), target
   under 2 s for 4 systems x 1000 resamples on the demo set;
 * the evaluator's jackknife of one system (:func:`asdcore.metrics.jackknife_ci95`).
 """
@@ -36,7 +36,7 @@ def labelled_systems(runs: Path, data: Path, count: int) -> tuple[dict, str]:
 
     from asdcore.data import discover
     from asdcore.ensemble import load_member
-    from asdcore.results import label_test_clips, labelled_clips
+    from asdcore.app.results import label_test_clips, labelled_clips
     from asdcore.scored import find_scored
 
     dataset = discover(data)
@@ -62,7 +62,7 @@ def labelled_systems(runs: Path, data: Path, count: int) -> tuple[dict, str]:
 
 
 def main() -> int:
-    from asdcore.workspace import default_demo_root, demo_runs_root, ensure_demo_data
+    from asdcore.app.workspace import default_demo_root, demo_runs_root, ensure_demo_data
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="?", default=None, help="runs folder (default: the demo workspace)")
@@ -74,7 +74,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from asdcore.metrics import jackknife_ci95
-    from asdcore.results import bootstrap_intervals
+    from asdcore.app.results import bootstrap_intervals
 
     data = Path(args.data) if args.data else ensure_demo_data(default_demo_root())
     runs = Path(args.runs) if args.runs else demo_runs_root()

@@ -12,7 +12,7 @@ how well the weights are trained.
 
 Prints, for a 10 s clip (a test clip of the data folder tiled/cropped to exactly 10 s):
 
-* the one-off load time of :class:`asdcore.inspect.ClipScorer` (models + fitted backends);
+* the one-off load time of :class:`asdcore.app.inspector.ClipScorer` (models + fitted backends);
 * per system, the median time of ``ClipScorer.score`` (the app's path; systems of one run share
   the frontend output, so the second member of a run only pays for its backend) and, for
   comparison, of ``System.score_waves`` (reloads model and backend on every call);
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from asdcore.data import discover, fix_length, load_clip, SAMPLE_RATE
     from asdcore.ensemble import load_member
-    from asdcore.inspect import ClipScorer, equal_ensemble
+    from asdcore.app.inspector import ClipScorer, equal_ensemble
     from asdcore.runs import Run
     from asdcore.systems import get_system
     from asdcore.scored import find_scored

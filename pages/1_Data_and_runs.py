@@ -1,6 +1,6 @@
 """Data and runs: check a data folder, choose the scored folders the app shows, train and score.
 
-Training and scoring run as background jobs (:mod:`asdcore.jobs`), so this page can be left and
+Training and scoring run as background jobs (:mod:`asdcore.app.jobs`), so this page can be left and
 come back to; their progress lives on disk. Nothing is deleted without an explicit confirmation,
 and only folders inside the runs folder can be deleted.
 """
@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from asdcore import jobs, ui
+from asdcore.app import jobs, ui
 from asdcore.cli import parse_settings
 from asdcore.runs import format_setting, list_runs
 from asdcore.systems import SYSTEM_INFO, compatible, get_system, system_names
-from asdcore.workspace import BUNDLED, remove_folder
+from asdcore.app.workspace import BUNDLED, remove_folder
 
 ws = ui.page("Data and runs", "🗂️")
 st.title("Data and runs")

@@ -1,7 +1,7 @@
 """Results: the official metrics of the loaded scored folders side by side, with bootstrap intervals,
 decisions at a threshold the user sets, charts and score distributions.
 
-Thin by design: tables, figures, labels, intervals and decisions come from :mod:`asdcore.results`,
+Thin by design: tables, figures, labels, intervals and decisions come from :mod:`asdcore.app.results`,
 :mod:`asdcore.bootstrap` and :mod:`asdcore.decisions`; metrics are each folder's own
 ``metrics.csv`` (written when it was scored with labels).
 """
@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from asdcore import decisions as D
-from asdcore import results as R
-from asdcore import ui
+from asdcore.app import results as R
+from asdcore.app import ui
 from asdcore.metrics import METRIC_COLUMNS, METRIC_LABELS
 
 RESAMPLES, SEED = 1000, 0

@@ -1,7 +1,7 @@
 """Embeddings: a 2-D UMAP map of one scored folder's clip embeddings; click a clip to hear and see it.
 
-Thin page: loading, joining and mapping live in :mod:`asdcore.embeddings`, figures of a clip in
-:mod:`asdcore.inspect`.
+Thin page: loading, joining and mapping live in :mod:`asdcore.app.embeddings`, figures of a clip in
+:mod:`asdcore.app.inspector`.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from asdcore import ui
-from asdcore.embeddings import (
+from asdcore.app import ui
+from asdcore.app.embeddings import (
     COLOUR_BY,
     UmapParams,
     embedding_machines,
@@ -138,7 +138,7 @@ if not row["path"]:
     st.stop()
 with ui.guard(f"cannot play {row['file_name']}"):
     from asdcore.data import SAMPLE_RATE, load_clip
-    from asdcore.inspect import spectrogram_figure
+    from asdcore.app.inspector import spectrogram_figure
 
     wave = load_clip(row["path"], seconds=None)
     st.audio(wave, sample_rate=SAMPLE_RATE)

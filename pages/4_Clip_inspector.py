@@ -2,7 +2,7 @@
 or many uploaded at once (several files or a zip) as one sortable table.
 
 Thin page: decoding, fast scoring, percentiles, ensembles and attributions live in
-:mod:`asdcore.inspect`, batches in :mod:`asdcore.batch`; the models and backends are loaded once per set of scored folders and kept
+:mod:`asdcore.app.inspector`, batches in :mod:`asdcore.batch`; the models and backends are loaded once per set of scored folders and kept
 with ``st.cache_resource``.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from asdcore import ui
+from asdcore.app import ui
 from asdcore.batch import BatchSystems, inputs_from_uploads, is_zip, score_clips, to_csv_bytes
 from asdcore.data import SAMPLE_RATE, load_audio
 from asdcore.ensemble import Ensemble
-from asdcore.inspect import (
+from asdcore.app.inspector import (
     MAX_UPLOAD_MB,
     UPLOAD_TYPES,
     ClipScorer,

@@ -1,6 +1,6 @@
 """Ensemble tuner: weigh the loaded systems, watch the official score move, search weights honestly, save.
 
-Thin by design: combining, evaluating, searching and saving are :mod:`asdcore.results` and
+Thin by design: combining, evaluating, searching and saving are :mod:`asdcore.app.results` and
 :mod:`asdcore.ensemble` calls; this page only holds the widgets and caches their results.
 """
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from asdcore import results as R
-from asdcore import ui
+from asdcore.app import results as R
+from asdcore.app import ui
 from asdcore.ensemble import NORMALIZATIONS, PRESET_HELP, PRESETS, search_weights, select_preset
 
 STEP = 0.05  # slider resolution; every grid step offered to the search is a multiple of it

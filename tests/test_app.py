@@ -92,7 +92,7 @@ def test_data_page_trains_in_background_and_deletes_with_confirmation(tiny_works
     [b for b in at.button if b.label == "Start training"][0].click().run()
     assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
     assert "Training started" in at.success[-1].value
-    from asdcore import jobs
+    from asdcore.app import jobs
 
     job = jobs.list_jobs(runs)[0]
     end = time.time() + 180

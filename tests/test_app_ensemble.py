@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import app_test
 
-from asdcore import results as R
+from asdcore.app import results as R
 from asdcore.data import discover
 from asdcore.ensemble import Ensemble, load_member, search_weights
 

@@ -80,7 +80,7 @@ def test_bundle_replaces_only_a_previous_bundle(ae_run, tmp_path, capsys):
     assert (out / "model" / "ae_fan.safetensors").read_bytes() == (ae_run / "model" / "ae_fan.safetensors").read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers next to it
     # a bundle made before the marker existed (the committed checkpoints/) is recognised as one
-    from asdcore.workspace import is_bundle
+    from asdcore.app.workspace import is_bundle
 
     assert is_bundle(ROOT / "checkpoints" / "ae-demo") and is_bundle(ROOT / "checkpoints" / "three-subnet-demo")
     (out / ".asd_bundle.json").unlink()

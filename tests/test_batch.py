@@ -22,7 +22,7 @@ from asdcore.batch import (
 )
 from asdcore.cli import main
 from asdcore.data import discover, load_clip
-from asdcore.inspect import percentile_of
+from asdcore.app.inspector import percentile_of
 from asdcore.scored import find_scored
 
 MEMBERS = ["ae", "ae-mahala", "three-subnet", "three-subnet-gmm"]

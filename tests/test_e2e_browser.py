@@ -165,7 +165,7 @@ def test_inspector_many_clips_at_once(page, app_url, tiny_workspace, tmp_path):
 
 
 def test_ensemble_slider_changes_table(page, app_url, tiny_workspace):
-    from asdcore import results as R
+    from asdcore.app import results as R
     from asdcore.data import discover
     from asdcore.ensemble import load_member
 

@@ -1,4 +1,4 @@
-"""asdcore.embeddings: embeddings joined with clip metadata and scores, and the disk-cached UMAP map."""
+"""asdcore.app.embeddings: embeddings joined with clip metadata and scores, and the disk-cached UMAP map."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from asdcore.data import DataError, discover
-from asdcore.embeddings import (
+from asdcore.app.embeddings import (
     COLOUR_BY,
     UMAP_DIR,
     UmapParams,
@@ -100,7 +100,7 @@ def test_umap_cache_hit_is_identical_and_skips_umap(tmp_path):
     calls = []
 
     def counting_fit(v, p):
-        from asdcore.embeddings import _fit_umap
+        from asdcore.app.embeddings import _fit_umap
 
         calls.append(p)
         return _fit_umap(v, p)
@@ -166,7 +166,7 @@ def test_selected_rows_from_event():
 
 
 def test_preferred_folder_is_an_embedding_model(tmp_path):
-    from asdcore.embeddings import preferred_folder
+    from asdcore.app.embeddings import preferred_folder
     from asdcore.scored import ScoredFolder
 
     def folder(name, system, with_embeddings=True):

@@ -1,4 +1,4 @@
-"""asdcore.results: side-by-side tables, labels, live ensemble evaluation and saving, on hand-checked frames."""
+"""asdcore.app.results: side-by-side tables, labels, live ensemble evaluation and saving, on hand-checked frames."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from asdcore import results as R
+from asdcore.app import results as R
 from asdcore.ensemble import Ensemble, Member, search_weights
 
 

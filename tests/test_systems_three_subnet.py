@@ -271,7 +271,7 @@ def test_n_models_trains_resumes_and_scores(tiny_data, tmp_path):
     d = [p.domain_distances(emb[:, i:i + 512]) for p, i in zip(parts, (0, 512))]
     np.testing.assert_allclose(saved, np.minimum(d[0][0] + d[1][0], d[0][1] + d[1][1]), rtol=1e-6)
     # the clip inspector scores a clip of such a run like any other: as the run scored it
-    from asdcore.inspect import ClipScorer
+    from asdcore.app.inspector import ClipScorer
     from asdcore.scored import find_scored
 
     scorer, skipped = ClipScorer.from_folders(find_scored(tmp_path / "full"), optimize=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from asdcore import jobs
+from asdcore.app import jobs
 from asdcore.export import read_scores
 from asdcore.scored import describe_scored, find_scored
-from asdcore.workspace import (
+from asdcore.app.workspace import (
     BundledModel,
     ensure_demo_workspace,
     ensure_scored,
@@ -51,7 +51,7 @@ def test_ensure_scored_reuses_then_rescores_when_weights_change(tiny_workspace, 
 
 
 def test_demo_workspace_scores_every_bundled_system(tiny_workspace, tmp_path, monkeypatch):
-    import asdcore.workspace as wsmod
+    import asdcore.app.workspace as wsmod
 
     # bundled run folders live under CHECKPOINTS_DIR; point it at copies of the tiny runs
     ckpt = tmp_path / "checkpoints"

@@ -279,7 +279,7 @@ def clip_tables(roots: Sequence[str | Path | None], load: Callable[[Path], Any])
 
     ``roots``: candidate data folders (each scored folder's own data folder first, then the one
     in the sidebar); None and repeats are skipped. ``load``: ``root -> Dataset`` (the app passes
-    its cached :func:`asdcore.ui.dataset`). A folder that cannot be read is skipped: labels then
+    its cached :func:`asdcore.app.ui.dataset`). A folder that cannot be read is skipped: labels then
     come from the next folder or from file names, and a page never fails for want of them.
     """
     out: list[tuple[str, pd.DataFrame]] = []

@@ -1,4 +1,4 @@
-"""asdcore.inspect: upload checks, the fast ClipScorer (== score_waves), percentiles, ensembles, attributions."""
+"""asdcore.app.inspector: upload checks, the fast ClipScorer (== score_waves), percentiles, ensembles, attributions."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from asdcore.data import SAMPLE_RATE, AudioError, discover, load_clip
-from asdcore.inspect import (
+from asdcore.app.inspector import (
     ClipScorer,
     band_edges,
     band_stop,
@@ -84,7 +84,7 @@ def test_size_limit_checked_before_decoding(monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded a file over the limit")
 
-    monkeypatch.setattr("asdcore.inspect.decode_audio", no_decoding)
+    monkeypatch.setattr("asdcore.app.inspector.decode_audio", no_decoding)
     small = _wav_bytes(np.zeros(16000, np.float32), 16000)
     with pytest.raises(AudioError, match="the limit is 0.01 MB"):
         decode_upload(small, "clip.wav", limit_mb=0.01)

@@ -112,7 +112,7 @@ def start(kind: str, args: list[str], out: str | Path, runs_root: str | Path) ->
     command = [sys.executable, "-m", "asdcore", kind, *map(str, args), "--progress-file", str(progress)]
     ProgressFile(progress).write("starting", 0.0, "starting")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "2")}
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     with open(jobs_dir / f"{job_id}.log", "wb") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=repo, env=env,
                                  start_new_session=True)

@@ -19,7 +19,7 @@ from typing import Iterator
 import streamlit as st
 
 from asdcore.scored import ScoredFolder, find_scored
-from asdcore.workspace import (
+from asdcore.app.workspace import (
     DEMO_MARKER,
     demo_pending,
     default_demo_root,

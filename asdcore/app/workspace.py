@@ -16,7 +16,7 @@ from typing import Callable
 from asdcore.atomic import atomic_write_text
 from asdcore.scored import SCORED_META, ScoredFolder, describe_scored, read_json
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_MARKER = ".asd_synth.json"
 
 
