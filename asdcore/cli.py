@@ -340,22 +340,21 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         load=Path(args.load) if args.load else None, ground_truth=args.ground_truth, step=args.step,
         samples=args.samples, seed=args.seed, quality_cut=args.quality_cut,
     )
-    if result.get("explanation"):
-        print(result["explanation"])
-    if result.get("search") is not None:
-        print(result["search"].summary())
-    weights = result.get("weights") or {}
-    if weights:
-        print("weights: " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
-    if result.get("table"):
-        print(result["table"])
-    elif result.get("metrics") is not None:
-        print(format_table(result["metrics"]))
-    for note in result.get("notes") or []:
+    if result.explanation:
+        print(result.explanation)
+    if result.search is not None:
+        print(result.search.summary())
+    if result.weights:
+        print("weights: " + ", ".join(f"{k} {v:.3f}" for k, v in result.weights.items()))
+    if result.table:
+        print(result.table)
+    elif result.metrics is not None:
+        print(format_table(result.metrics))
+    for note in result.notes:
         print(f"note: {note}")
     print(f"ensemble scores and submission files written to {Path(args.out) / 'scores'}")
-    if result.get("saved"):
-        print(f"ensemble saved to {result['saved']}")
+    if result.saved:
+        print(f"ensemble saved to {result.saved}")
     return 0
 
 

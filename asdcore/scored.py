@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from asdcore.data import DataError
-from asdcore.metrics import normalize_section
+from asdcore.metrics import machine_sort_key, normalize_section
 
 if TYPE_CHECKING:
     from asdcore.data import Dataset
@@ -53,6 +53,11 @@ def section_key(machine: str, section: object) -> str:
     """``<machine>_section_<ss>``: the key of thresholds.json and of the saved statistics, and the stem of
     every per-section file name."""
     return f"{machine}_section_{normalize_section(section)}"
+
+
+def sort_sections(keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Distinct ``(machine, section)`` pairs in the evaluator's machine order, then section."""
+    return sorted(set(keys), key=lambda k: (machine_sort_key(k[0]), k[1]))
 
 
 def train_scores_path(scores_dir: str | Path, machine: str, section: str) -> Path:
@@ -168,6 +173,10 @@ class ScoredFolder:
 
     def backend_path(self, backend: str, machine: str, section: str) -> Path:
         return backend_path(self.path, backend, machine, section)
+
+    def load(self) -> "ScoredScores":
+        """This folder's scores read into memory under this folder's name (:func:`load_scores`)."""
+        return load_scores(self.path, self.name)
 
 
 def describe_scored(path: str | Path, name: str | None = None) -> ScoredFolder | None:
@@ -299,7 +308,9 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
         if len(test):
             write_scores(scores_dir, machine, section, list(test["file_name"]), test["score"].to_numpy(),
                          (test["score"].to_numpy() > thr).astype(int))
-        write_train_scores(scores_dir, machine, section, grp[grp["split"] == "train"])
+        train = grp[grp["split"] == "train"]
+        if len(train):  # an ensemble section no training clip was scored in by every member has none
+            write_train_scores(scores_dir, machine, section, train)
     write_thresholds(out_dir, thresholds)
     for (machine, section, split), (names, vectors) in embeddings.items():
         save_arrays(embedding_path(out_dir, machine, section, split),
@@ -394,3 +405,85 @@ def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
     if not np.isfinite(vectors).all():
         raise DataError(f"{path}: embeddings contain NaN or infinite values")
     return names, vectors
+
+
+# =========================================================================== a folder's scores in memory
+
+
+@dataclass
+class ScoredScores:
+    """One scored folder's scores, read into memory (what the ensemble calls a *member*).
+
+    ``test``: machine, section, file_name, score (official test scores). ``train``: machine,
+    section, file_name, domain, score (normal training clips). ``metrics``: the folder's
+    ``metrics.csv`` (None without one). ``system``: the registered system name when it could be
+    found (:func:`find_system`), else None. ``data_root``: the data folder scored
+    (:func:`find_data_root`), None when unknown. ``notes``: what reading the folder warned about.
+    """
+
+    name: str
+    folder: Path
+    system: str | None
+    test: pd.DataFrame
+    train: pd.DataFrame
+    metrics: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    data_root: str | None = None
+
+    @property
+    def hmean(self) -> float | None:
+        """The official score from ``metrics.csv`` (None without one)."""
+        if self.metrics is None:
+            return None
+        row = self.metrics[self.metrics["machine"] == "hmean"]
+        return None if row.empty else float(row["auc_source"].iloc[0])
+
+    def sections(self) -> list[tuple[str, str]]:
+        """The (machine, section) pairs of the test scores, in the evaluator's order."""
+        return sort_sections(zip(self.test["machine"], self.test["section"]))
+
+    def train_scores(self, machine: str, section: str) -> np.ndarray:
+        t = self.train
+        return t.loc[(t["machine"] == machine) & (t["section"] == section), "score"].to_numpy(dtype=np.float64)
+
+
+def _read_folder_metrics(folder: Path, scores_dir: Path, notes: list[str]) -> pd.DataFrame | None:
+    """``metrics.csv`` of the folder (or beside its flat scores); None, with a note when unreadable."""
+    from asdcore.metrics import read_metrics_csv
+
+    for candidate in (folder / "metrics.csv", scores_dir.parent / "metrics.csv"):
+        if candidate.exists():
+            try:
+                return read_metrics_csv(candidate)
+            except (OSError, ValueError) as exc:
+                notes.append(f"{candidate}: unreadable metrics ({exc}); hmean unknown")
+            return None
+    return None
+
+
+def load_scores(folder: str | Path, name: str | None = None) -> ScoredScores:
+    """Read a scored folder: test scores, training-clip scores, metrics and system name.
+
+    ``name`` defaults to the system name (see :func:`find_system`), else the folder name.
+    Raises ValueError for a folder without score files.
+    """
+    import warnings
+
+    from asdcore.export import read_scores
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"member folder {folder} does not exist or is not a folder")
+    scores_dir = find_scores_dir(folder)
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        test = read_scores(scores_dir)
+    notes += [str(w.message) for w in caught]
+    test = test[["machine", "section", "file_name", "score"]].copy()
+    train = read_train_scores(scores_dir)
+    metrics = _read_folder_metrics(folder, scores_dir, notes)
+    system = find_system(folder)
+    return ScoredScores(name=str(name) if name else (system or folder.name), folder=folder.resolve(), system=system,
+                        test=test.reset_index(drop=True), train=train, metrics=metrics, notes=notes,
+                        data_root=find_data_root(folder))

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from asdcore import ensemble as E
+from asdcore.ensemble import search as search_module
 from asdcore.export import write_scores
 from asdcore.metrics import metrics_table, official_score, section_metrics, write_metrics_csv
 
@@ -182,11 +183,11 @@ def test_saved_ensemble_reproduces_scores(trio, tmp_path):
     assert loaded.weights == ens.weights and loaded.stats == ens.stats and loaded.thresholds == ens.thresholds
     for stats in ("auto", "saved", "refit"):
         again = loaded.score_frame(stats=stats)
-        assert np.array_equal(again["score"].to_numpy(), first["frame"]["score"].to_numpy())
+        assert np.array_equal(again["score"].to_numpy(), first.frame["score"].to_numpy())
     second = loaded.score_folder(tmp_path / "out2")
     for f in sorted((tmp_path / "out1" / "scores").glob("*.csv")):
         assert f.read_bytes() == (tmp_path / "out2" / "scores" / f.name).read_bytes()
-    assert first["metrics"].equals(second["metrics"])
+    assert first.metrics.equals(second.metrics)
     assert (tmp_path / "out1" / "metrics.csv").exists() and (tmp_path / "out1" / "ensemble.json").exists()
     # the output is itself a scored folder: it can be a member or be read back
     back = E.load_member(tmp_path / "out1", "ens")
@@ -201,10 +202,10 @@ def test_saved_ensemble_scores_new_data(trio, tmp_path):
     new = [make_member(tmp_path / "new", n, s, seed=10 + i, machines=("bearing",), metrics=False)
            for i, (n, s) in enumerate([("a", "three-subnet-kmeans"), ("b", "three-subnet-gmm"), ("c", "hubert-kmeans")])]
     result = E.run_ensemble([str(p) for p in new], tmp_path / "scored-new", load=path)
-    assert result["members"] == ens.names
+    assert result.members == ens.names
     assert (tmp_path / "scored-new" / "scores" / "anomaly_score_bearing_section_00_test.csv").exists()
     assert (tmp_path / "scored-new" / "scores" / "decision_result_bearing_section_00_test.csv").exists()
-    assert result["metrics"] is not None and list(result["metrics"]["machine"][:1]) == ["bearing"]
+    assert result.metrics is not None and list(result.metrics["machine"][:1]) == ["bearing"]
     # the saved statistics know no bearing, so insisting on them is a clear error
     # a folder without training scores falls back to the saved statistics, which know no bearing
     loaded = E.Ensemble.load(path)
@@ -243,13 +244,13 @@ def test_candidate_grid():
 def test_lomo_never_fits_on_the_held_out_machine(trio, monkeypatch):
     members = E.load_members(trio)
     seen: list[list[str]] = []
-    real = E._objective
+    real = search_module._objective
 
     def spy(section_values):
         seen.append(sorted({machine for machine, _ in section_values}))
         return real(section_values)
 
-    monkeypatch.setattr(E, "_objective", spy)
+    monkeypatch.setattr(search_module, "_objective", spy)
     result = E.search_weights(members, None, "zscore", step=0.25)
     assert seen[0] == sorted(MACHINES)  # the in-sample fit sees everything
     assert len(seen) == 1 + len(MACHINES)
@@ -263,12 +264,12 @@ def test_lomo_never_fits_on_the_held_out_machine(trio, monkeypatch):
     keys, raw = E.aligned_test_scores(members)
     lab = E.labels_from_names(keys)
     stats = [E.normalization_stats(m, "zscore") for m in members]
-    z = E._normalized_matrix(keys, raw, stats, "zscore")
+    z = E.normalized_matrix(keys, raw, stats, "zscore")
     parts = []
     for machine in MACHINES:
         rows = np.flatnonzero((keys["machine"] == machine).to_numpy())
         w = np.array(list(result.lomo_weights[machine].values()))
-        parts.append(lab.iloc[rows].assign(score=E._weighted_sum(z[rows], w)))
+        parts.append(lab.iloc[rows].assign(score=E.weighted_sum(z[rows], w)))
     assert result.lomo_hmean == official_score(pd.concat(parts))
     assert result.in_sample_hmean == official_score(result.in_sample_table)
     assert "leave-one-machine-type-out" in result.summary()
@@ -297,7 +298,7 @@ def test_search_needs_labels(trio, tmp_path):
     with pytest.raises(ValueError, match="labelled development set"):
         E.search_weights(members, None)
     out = E.run_ensemble([str(anon / "m0"), str(anon / "m1")], tmp_path / "o")
-    assert out["metrics"] is None and any("no metrics" in n for n in out["notes"])
+    assert out.metrics is None and any("no metrics" in n for n in out.notes)
 
 
 # --------------------------------------------------------------------------- presets
@@ -331,8 +332,8 @@ def test_presets_pick_members_and_explain(zoo):
     assert "median" in four.explanation and "beats-kmeans" in four.explanation
     assert E.select_preset(members, "ensemble-4", quality_cut=0.0).members == list(rated)
     result = E.run_ensemble([str(p) for p in zoo], zoo[0].parent / "e3", preset="ensemble-3")
-    assert result["members"] == three.members and result["explanation"].startswith("ensemble-3")
-    assert "ensemble" in result["table"] and "hmean" in result["table"]
+    assert result.members == three.members and result.explanation.startswith("ensemble-3")
+    assert "ensemble" in result.table and "hmean" in result.table
 
 
 def test_preset_without_its_systems_lists_members(zoo):
@@ -356,16 +357,16 @@ def test_preset_without_its_systems_lists_members(zoo):
 def test_run_ensemble_search_and_save(trio, tmp_path):
     result = E.run_ensemble([f"a={trio[0]}", str(trio[1]), str(trio[2])], tmp_path / "out", search=True,
                             normalization="rank", step=0.25, save=tmp_path / "saved.json")
-    search = result["search"]
+    search = result.search
     assert search is not None and search.lomo_hmean is not None
-    assert result["members"] == ["a", "three-subnet-gmm", "hubert-kmeans"]
-    assert result["weights"] == pytest.approx(search.weights)
-    assert result["hmean"] == pytest.approx(search.in_sample_hmean, abs=1e-12)
-    loaded = E.Ensemble.load(result["saved"])
+    assert result.members == ["a", "three-subnet-gmm", "hubert-kmeans"]
+    assert result.weights == pytest.approx(search.weights)
+    assert result.hmean == pytest.approx(search.in_sample_hmean, abs=1e-12)
+    loaded = E.Ensemble.load(result.saved)
     assert loaded.search["lomo_hmean"] == search.lomo_hmean
-    assert any("in-sample" in n for n in result["notes"])
-    again = E.run_ensemble([], tmp_path / "again", load=result["saved"])
-    assert again["metrics"].equals(result["metrics"])
+    assert any("in-sample" in n for n in result.notes)
+    again = E.run_ensemble([], tmp_path / "again", load=result.saved)
+    assert again.metrics.equals(result.metrics)
 
 
 def test_bad_input_is_a_clear_error(trio, tmp_path):

@@ -1,0 +1,170 @@
+"""The ``ensemble`` command as one call: build (or load) an ensemble, score a folder, report.
+
+The CLI (``python -m asdcore ensemble ...``) needs only :func:`run_ensemble`, which returns an
+:class:`EnsembleRun`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from asdcore.ensemble.alignment import aligned_test_scores, attach_labels, clips_from_data
+from asdcore.ensemble.members import Member, load_members
+from asdcore.ensemble.normalization import check_normalization, normalize_weights
+from asdcore.ensemble.presets import Selection, select_preset
+from asdcore.ensemble.saved import Ensemble
+from asdcore.ensemble.search import SearchResult, search_weights
+
+
+@dataclass
+class EnsembleRun:
+    """What :func:`run_ensemble` did.
+
+    ``ensemble``: the :class:`Ensemble` used; ``selection``: what a preset chose (None without one);
+    ``explanation``: how the members and weights were chosen; ``search``: the weight search (None
+    without one); ``metrics``: the ensemble's official metrics table (None without labels), ``hmean``
+    its score; ``table``: members and ensemble side by side in the seed's layout (None without
+    labels); ``saved``: where ``save`` wrote the ensemble file (None when not asked).
+    """
+
+    out: Path
+    ensemble: Ensemble
+    selection: Selection | None
+    explanation: str
+    search: SearchResult | None
+    metrics: pd.DataFrame | None
+    hmean: float | None
+    table: str | None
+    saved: Path | None
+    notes: list[str]
+
+    @property
+    def members(self) -> list[str]:
+        """The names of the members used."""
+        return self.ensemble.names
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """``{member name: proportion}``."""
+        return self.ensemble.weight_map()
+
+    @property
+    def normalization(self) -> str:
+        return self.ensemble.normalization
+
+
+@dataclass
+class _Choice:
+    """The ensemble to score and how it came about (built from members or loaded from a file)."""
+
+    ensemble: Ensemble
+    used: list[Member]
+    explanation: str
+    selection: Selection | None = None
+    search: SearchResult | None = None
+
+
+def _member_tables(members: Sequence[Member], clips: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """Each member's metrics on the same labels (their metrics.csv when labels are unavailable)."""
+    from asdcore.metrics import metrics_table
+
+    out = {}
+    keys, raw = aligned_test_scores(members)
+    labelled = attach_labels(keys, clips)
+    for j, m in enumerate(members):
+        if labelled is not None:
+            out[m.name] = metrics_table(labelled.assign(score=raw[:, j]))
+        elif m.metrics is not None:
+            out[m.name] = m.metrics
+    return out
+
+
+
+def _from_saved(load: Path, members: Sequence[str], normalization: str | None) -> _Choice:
+    """Score mode: the saved ensemble and its members' folders (the new ones given, else its own)."""
+    ens = Ensemble.load(load)
+    if normalization is not None and normalization != ens.normalization:
+        raise ValueError(f"{load} uses {ens.normalization} normalisation; it cannot score with {normalization}")
+    used = ens.load_members(list(members) if members else None)
+    return _Choice(ens, used, f"saved ensemble {load}: " + (ens.description or ", ".join(ens.names)))
+
+
+def _from_members(members: Sequence[str], weights: list[float] | None, preset: str | None, normalization: str | None,
+                  clips: pd.DataFrame | None, search: bool, step: float | None, samples: int | None, seed: int,
+                  quality_cut: float | None) -> _Choice:
+    """Build mode: the members, narrowed by a preset, weighted by the search, given weights or equally."""
+    method = check_normalization(normalization or "zscore")
+    loaded = load_members(list(members))
+    aligned_test_scores(loaded)  # mismatched members fail before any work
+    if weights is not None and (preset is not None or search):
+        raise ValueError("give either explicit weights or a preset/--search, not both")
+    used, explanation, selection, result = loaded, "all members", None, None
+    if preset is not None:
+        selection = select_preset(loaded, preset, quality_cut)
+        used = [m for m in loaded if m.name in selection.members]
+        explanation = selection.explanation
+    if search:
+        result = search_weights(used, clips, method, step=step, samples=samples, seed=seed)
+        w = [result.weights[m.name] for m in used]
+        explanation += f"; weights by search: {result.method}"
+    elif weights is not None:
+        w = list(normalize_weights(weights, len(used)))
+        explanation += "; user-given weights"
+    else:
+        w = selection.weights if selection is not None else [1.0 / len(used)] * len(used)
+        if selection is None:
+            explanation += ", equal weights"
+    ens = Ensemble.build(used, w, method, description=explanation, search=result)
+    return _Choice(ens, used, explanation, selection, result)
+
+
+def run_ensemble(members: list[str], out: Path, weights: list[float] | None = None, preset: str | None = None,
+                 normalization: str | None = None, data: Path | None = None, search: bool = False,
+                 save: Path | None = None, *, load: Path | None = None, ground_truth: Path | None = None,
+                 step: float | None = 0.1, samples: int | None = None, seed: int = 0,
+                 quality_cut: float | None = None) -> EnsembleRun:
+    """Everything ``python -m asdcore ensemble`` does, as one call.
+
+    Build mode (``load`` None): ``members`` are scored folders (``FOLDER`` or ``NAME=FOLDER``),
+    all scored on the same data. The members used and their weights come from, in this order of
+    exclusivity: ``preset`` (ensemble-1..4, equal weights; ``quality_cut`` for ensemble-4), then
+    narrowed/weighted by ``search`` (grid ``step`` or ``samples`` Dirichlet draws with ``seed``;
+    needs labels) or given ``weights`` (one per member, non-negative; not together with a preset
+    or search); default equal weights. ``normalization``: zscore (default), minmax or rank.
+
+    Score mode (``load`` = a saved ensemble file): ``members`` are the scored folders of a new
+    data set, one per ensemble member in its order (empty = the folders it was built from);
+    weights, preset, search and a different normalisation are refused.
+
+    Either way the ensemble scores ``out`` (see :meth:`Ensemble.score_folder`); labels come from
+    ``data`` (+ ``ground_truth``) or development-style file names. ``save`` writes the ensemble
+    file there as well (``out/ensemble.json`` is always written).
+    """
+    from asdcore.metrics import format_tables
+
+    out = Path(out)
+    clips = clips_from_data(data, ground_truth) if data is not None else None
+    if load is not None:
+        if weights is not None or preset is not None or search:
+            raise ValueError("a saved ensemble (--load) fixes its members and weights; do not give weights, a preset "
+                             "or --search with it")
+        choice = _from_saved(load, members, normalization)
+    else:
+        choice = _from_members(members, weights, preset, normalization, clips, search, step, samples, seed,
+                               quality_cut)
+    scored = choice.ensemble.score_folder(out, choice.used, clips=clips)
+    saved = choice.ensemble.save(save) if save is not None else None
+    table_text = None
+    if scored.metrics is not None:
+        tables = _member_tables(choice.used, clips)
+        tables["ensemble"] = scored.metrics
+        table_text = format_tables(tables)
+    notes = list(scored.notes)
+    if choice.search is not None:
+        notes.append("the ensemble's metrics use weights chosen on these same clips (in-sample); see the "
+                     "leave-one-machine-type-out figure for an honest estimate")
+    return EnsembleRun(out, choice.ensemble, choice.selection, choice.explanation, choice.search, scored.metrics,
+                       scored.hmean, table_text, saved, notes)
