@@ -14,7 +14,7 @@ Prints the clip count and, as the median of ``--repeats`` runs after one warm-up
 
 * the stratified bootstrap of ``--systems`` systems x ``--resamples`` resamples: resampling,
   every table value per resample, the intervals and the paired gaps to the best system
-  (:func:`asdcore.app.results.bootstrap_intervals`, exactly what the Results page calls), target
+  (:func:`asdcore.app.intervals.bootstrap_intervals`, exactly what the Results page calls), target
   under 2 s for 4 systems x 1000 resamples on the demo set;
 * the evaluator's jackknife of one system (:func:`asdcore.metrics.jackknife_ci95`).
 """
@@ -74,7 +74,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from asdcore.metrics import jackknife_ci95
-    from asdcore.app.results import bootstrap_intervals
+    from asdcore.app.intervals import bootstrap_intervals
 
     data = Path(args.data) if args.data else ensure_demo_data(default_demo_root())
     runs = Path(args.runs) if args.runs else demo_runs_root()

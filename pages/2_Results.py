@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from asdcore import decisions as D
+from asdcore.app import intervals as I
 from asdcore.app import results as R
 from asdcore.app import ui
 from asdcore.metrics import METRIC_COLUMNS, METRIC_LABELS
@@ -61,15 +62,15 @@ def labelled_test(key: tuple, _member, _clip_tables: list):
 
 
 @st.cache_data(show_spinner="bootstrapping intervals…", max_entries=16)
-def system_intervals(key: tuple, _clips: dict) -> R.SystemIntervals:
+def system_intervals(key: tuple, _clips: dict) -> I.SystemIntervals:
     """Bootstrap intervals of the chosen systems and their paired gaps to the best (cached on the folders)."""
-    return R.bootstrap_intervals(_clips, RESAMPLES, SEED)
+    return I.bootstrap_intervals(_clips, RESAMPLES, SEED)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def decided(key: tuple, kind: str, value: float, _member, _labelled):
     """A system's metrics with decisions re-made at the chosen threshold (cached per folder and threshold)."""
-    return R.decided_table(_member, _labelled, D.ThresholdRule(kind, value))
+    return I.decided_table(_member, _labelled, D.ThresholdRule(kind, value))
 
 
 signatures = {n: (n, str(m.folder), R.folder_signature(m.folder)) for n, m in members.items()}
@@ -99,17 +100,17 @@ if tables:
         if missing_ci:
             st.caption(f"No intervals for {', '.join(missing_ci)}: the domain and label of its test clips are unknown.")
     ivs = sysiv.intervals if sysiv is not None else {}
-    head = R.headline_with_intervals(tables, ivs, sysiv.differences if sysiv is not None else None)
+    head = I.headline_with_intervals(tables, ivs, sysiv.differences if sysiv is not None else None)
     per_row = 4
     for start in range(0, len(head), per_row):
         cols = st.columns(per_row)
         for col, row in zip(cols, head.iloc[start:start + per_row].itertuples(index=False)):
             best = row.behind_best == 0
             col.metric(f"{row.system} · hmean", f"{row.hmean:.2f} %",
-                       delta=R.gap_text(row), delta_color="off" if best or row.significant is False else "normal",
+                       delta=I.gap_text(row), delta_color="off" if best or row.significant is False else "normal",
                        help=f"All (means): AUC(source) {row.auc_source:.2f} %, AUC(target) {row.auc_target:.2f} %, "
                             f"pAUC {row.pauc:.2f} %")
-            caption = R.interval_caption(row)
+            caption = I.interval_caption(row)
             if caption:
                 col.caption(caption)
     if sysiv is not None:
@@ -122,7 +123,7 @@ if tables:
                       help="The seed report's layout lists three metric lines per machine type; the wide layout "
                            "has one row per machine type and sorts usefully by any column.")
     if layout == "seed" and ivs:
-        frame = R.seed_layout_with_intervals(tables, ivs)
+        frame = I.seed_layout_with_intervals(tables, ivs)
     else:
         frame = R.side_by_side(tables, layout)
     numeric = [c for c in frame.columns
@@ -175,7 +176,7 @@ for start in range(0, len(labelled_systems), 4):
             if note:
                 st.caption(note)
 if decision_tables:
-    dframe = R.decisions_layout(decision_tables)
+    dframe = I.decisions_layout(decision_tables)
     st.dataframe(dframe, hide_index=True, width="stretch", key="results_decisions",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in dframe.columns if c != R.MACHINE})
     st.caption("In percent. *All* = arithmetic mean over machine types; *hmean* = harmonic mean over machine types "
@@ -210,7 +211,7 @@ metric_names = {c: METRIC_LABELS[c] for c in METRIC_COLUMNS}
 
 with tab_bars:
     if tables:
-        st.plotly_chart(R.hmean_bar_figure_with_intervals(tables, ivs), key="results_hmean_bar")
+        st.plotly_chart(I.hmean_bar_figure_with_intervals(tables, ivs), key="results_hmean_bar")
         if ivs:
             st.caption("Error bars: 95 % bootstrap intervals of the official score.")
         bar_metric = st.selectbox("Metric per machine type", list(metric_names), format_func=metric_names.get,

@@ -8,7 +8,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from asdcore.app import intervals as I
 from asdcore.app import results as R
+from asdcore.app import tuner as T
 from asdcore.app import ui
 from asdcore.ensemble import NORMALIZATIONS, PRESET_HELP, PRESETS, search_weights, select_preset
 
@@ -87,21 +89,21 @@ with ui.guard("could not read the data folder for labels"):
 
 @st.cache_data(show_spinner="combining scores…", max_entries=64)
 def evaluate(key: tuple, weights: tuple[float, ...], method: str, clips_key: tuple, _members: list,
-             _clips: list) -> R.EnsembleEvaluation:
+             _clips: list) -> T.EnsembleEvaluation:
     """Cached on the folders' signatures (``key``), the weights, the normalisation and the label source."""
-    return R.evaluate_ensemble(_members, list(weights), method, _clips)
+    return T.evaluate_ensemble(_members, list(weights), method, _clips)
 
 
 @st.cache_data(show_spinner="bootstrapping intervals…", max_entries=32)
 def intervals(key: tuple, weights: tuple[float, ...], method: str, clips_key: tuple, _evaluation, _members: list):
     """Bootstrap intervals of the ensemble and its members, cached like :func:`evaluate`."""
-    return R.ensemble_intervals(_evaluation, _members)
+    return T.ensemble_intervals(_evaluation, _members)
 
 
 @st.cache_data(show_spinner="searching weights…", max_entries=16)
 def search(key: tuple, method: str, step: float, clips_key: tuple, _members: list, _clips: list):
     """The weight search, cached like :func:`evaluate` (it does not depend on the sliders)."""
-    return search_weights(_members, R.labelling_clips(_members, _clips), method, step=step)
+    return search_weights(_members, T.labelling_clips(_members, _clips), method, step=step)
 
 
 clips_key = tuple((where, len(frame), int(frame["label"].notna().sum()) if "label" in frame else 0)
@@ -116,7 +118,7 @@ if all_zero:
 else:
     with ui.guard("could not combine the scores"):
         evaluation = evaluate(member_key, tuple(raw), normalization, clips_key, members, clips)
-    st.caption("Proportions: " + R.describe_weights(evaluation.weights))
+    st.caption("Proportions: " + T.describe_weights(evaluation.weights))
     if evaluation.table is None:
         st.info("The test clips have no known domain and label (no ground truth in the data folder and anonymous "
                 "file names), so there is no hmean to tune. Weights can still be saved.")
@@ -152,7 +154,7 @@ else:
         c3.metric("Members used", f"{len(evaluation.used)} of {len(members)}")
         tables = {"ensemble": evaluation.table,
                   **{n: t for n, t in evaluation.member_tables.items() if n != "ensemble"}}
-        frame = R.seed_layout_with_intervals(tables, ens_iv.intervals) if ens_iv is not None else R.seed_layout(tables)
+        frame = I.seed_layout_with_intervals(tables, ens_iv.intervals) if ens_iv is not None else R.seed_layout(tables)
         numeric = [c for c in frame.columns
                    if c not in (R.MACHINE, R.METRIC) and pd.api.types.is_numeric_dtype(frame[c])]
         st.dataframe(frame, hide_index=True, width="stretch", key="tuner_table",
@@ -197,10 +199,10 @@ if stored is not None and stored[0] == search_key:
         s2.metric("Held-out hmean (leave one machine type out)", f"{100 * result.lomo_hmean:.2f} %",
                   delta=f"{100 * (result.lomo_hmean - result.in_sample_hmean):+.2f} pts vs in-sample",
                   help="each machine type scored with weights chosen without it")
-    st.dataframe(R.weights_frame(result), hide_index=True, width="stretch", key="tuner_search_weights")
+    st.dataframe(T.weights_frame(result), hide_index=True, width="stretch", key="tuner_search_weights")
     st.caption(f"{result.n_candidates} candidates ({result.method}, {result.normalization} normalisation).")
     st.button("Use the in-sample weights", key="tuner_use_search",
-              on_click=set_weights, args=(R.round_to_step(result.weights, STEP),
+              on_click=set_weights, args=(T.round_to_step(result.weights, STEP),
                                           ("info", "weights from the search (in-sample best)"), result.weights))
 elif stored is not None:
     st.caption("The last search used other members, normalisation or grid step; search again.")
@@ -208,11 +210,11 @@ elif stored is not None:
 # ----------------------------------------------------------------------------- save
 st.subheader("Save ensemble")
 name = st.text_input("Name", value="my-ensemble", key="tuner_name",
-                     help=f"saved as {ws.runs_root / R.ENSEMBLES_DIR}/<name>.json; reload it with "
+                     help=f"saved as {ws.runs_root / T.ENSEMBLES_DIR}/<name>.json; reload it with "
                           "`python -m asdcore ensemble --load` or in the Clip inspector")
 target = None
 try:
-    target = R.ensemble_path(ws.runs_root, name)
+    target = T.ensemble_path(ws.runs_root, name)
 except ValueError as exc:
     st.error(str(exc))
 replace = False
@@ -224,14 +226,14 @@ if st.button("Save ensemble", key="tuner_save", disabled=all_zero or target is N
     searched = st.session_state.get("tuner_searched")
     from_search = None
     if stored is not None and stored[0] == search_key and searched is not None and not all_zero:
-        props = R.weight_proportions(names, raw)
+        props = T.weight_proportions(names, raw)
         if all(abs(props[n] - searched.get(n, 0.0)) < 1e-6 for n in names):
             from_search = stored[1]
     try:
-        path = R.save_ensemble(members, raw, normalization, ws.runs_root, name, overwrite=replace, search=from_search)
+        path = T.save_ensemble(members, raw, normalization, ws.runs_root, name, overwrite=replace, search=from_search)
     except (ValueError, OSError) as exc:
         st.error(f"not saved: {exc}")
     else:
-        st.success(f"Saved {path} ({R.describe_weights(R.weight_proportions(names, raw))}; {normalization}).")
+        st.success(f"Saved {path} ({T.describe_weights(T.weight_proportions(names, raw))}; {normalization}).")
 if all_zero:
     st.caption("Saving needs at least one positive weight.")

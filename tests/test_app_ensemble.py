@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import app_test
 
 from asdcore.app import results as R
+from asdcore.app import tuner as T
 from asdcore.data import discover
 from asdcore.ensemble import Ensemble, load_member, search_weights
 
@@ -71,14 +72,14 @@ def test_sliders_presets_and_normalisation_drive_the_table(tiny_workspace, truth
     members, clips = truth
     at = open_page(tiny_workspace["data"], tiny_workspace["runs"])
     assert sliders(at) == {n: 1.0 for n in NAMES}
-    equal = R.evaluate_ensemble(members, [1.0] * 4, "zscore", clips)
+    equal = T.evaluate_ensemble(members, [1.0] * 4, "zscore", clips)
     assert metric(at, "Ensemble hmean") == f"{100 * equal.hmean:.2f} %"
     assert metric(at, "Members used") == "4 of 4"
     table = at.dataframe[0].value
     assert list(table.columns) == ["Machine", "Metric", *[c for n in ["ensemble", *NAMES] for c in (n, f"{n} 95 % CI")]]
     assert list(table["ensemble"]) == list(R.seed_layout({"e": equal.table})["e"])
     # the ensemble's interval and the paired gap to the best member, on the same resamples
-    ens_iv, gap = R.ensemble_intervals(equal, members)
+    ens_iv, gap = T.ensemble_intervals(equal, members)
     low, high = ens_iv.intervals["ensemble"].official
     assert (f"95 % CI [{100 * low:.2f}, {100 * high:.2f}]; gap to best member [{100 * gap.low:+.2f}, "
             f"{100 * gap.high:+.2f}]") in [c.value for c in at.caption]
@@ -107,7 +108,7 @@ def test_sliders_presets_and_normalisation_drive_the_table(tiny_workspace, truth
     zscore = ensemble_scores(at)
     at.radio(key="tuner_normalization").set_value("minmax").run()
     assert not at.exception
-    minmax = R.evaluate_ensemble(members, [1.0] * 4, "minmax", clips)
+    minmax = T.evaluate_ensemble(members, [1.0] * 4, "minmax", clips)
     assert metric(at, "Ensemble hmean") == f"{100 * minmax.hmean:.2f} %"
     fan = minmax.scores[minmax.scores["machine"] == "fan"]  # the chart shows the first machine type
     assert ensemble_scores(at) == pytest.approx(sorted(fan["score"]))
@@ -135,7 +136,7 @@ def test_search_shows_in_sample_and_held_out_and_save_writes_a_loadable_file(tin
                                     "without valve (scores valve)"]
 
     at.button(key="tuner_use_search").click().run()
-    assert sliders(at) == pytest.approx(R.round_to_step(expected.weights, 0.05))
+    assert sliders(at) == pytest.approx(T.round_to_step(expected.weights, 0.05))
     at.text_input(key="tuner_name").set_value("searched").run()
     at.button(key="tuner_save").click().run()
     assert "Saved" in at.success[0].value

@@ -135,7 +135,8 @@ def _cards(at: AppTest) -> dict[str, tuple[str, str]]:
 
 
 def test_headline_cards_carry_intervals_and_say_whether_the_gap_is_significant(tiny_workspace):
-    from asdcore.app.results import bootstrap_intervals, folder_clips
+    from asdcore.app.intervals import bootstrap_intervals
+    from asdcore.app.results import folder_clips
 
     at = open_page(tiny_workspace["data"], tiny_workspace["runs"])
     clips = {n: folder_clips(tiny_workspace["runs"] / n)[0] for n in NAMES}

@@ -165,14 +165,14 @@ def test_inspector_many_clips_at_once(page, app_url, tiny_workspace, tmp_path):
 
 
 def test_ensemble_slider_changes_table(page, app_url, tiny_workspace):
-    from asdcore.app import results as R
+    from asdcore.app import tuner as T
     from asdcore.data import discover
     from asdcore.ensemble import load_member
 
     names = ["ae", "ae-mahala", "three-subnet", "three-subnet-gmm"]
     members = [load_member(tiny_workspace["runs"] / n, n) for n in names]
     clips = [("data", discover(tiny_workspace["data"]).to_frame())]
-    expected = {w: f"{100 * R.evaluate_ensemble(members, list(w), 'zscore', clips).hmean:.2f} %"
+    expected = {w: f"{100 * T.evaluate_ensemble(members, list(w), 'zscore', clips).hmean:.2f} %"
                 for w in ((1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 0.0))}
     _open(page, f"{app_url}/Ensemble_tuner")
     page.get_by_text("Ensemble hmean").wait_for(timeout=120_000)

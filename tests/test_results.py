@@ -12,6 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from asdcore.app import results as R
+from asdcore.app import tuner as T
 from asdcore.ensemble import Ensemble, Member, search_weights
 
 
@@ -106,14 +107,14 @@ def test_percent_and_small_helpers():
     assert R.keep_selection(None, ["a", "b"], []) == ["a", "b"]
     assert R.keep_selection(["b"], ["a", "b"], ["a", "b"]) == ["b"]  # a user's removal stays
     assert R.keep_selection(["b", "gone"], ["a", "b", "c"], ["a", "b"]) == ["b", "c"]  # new c added, gone dropped
-    assert R.round_to_step({"a": 0.3, "b": 0.7, "c": 0.0}, 0.05) == {"a": 0.3, "b": 0.7, "c": 0.0}
-    assert R.round_to_step({"a": 0.333}, 0.05) == {"a": 0.35}
-    assert R.describe_weights({"a": 0.25, "b": 0.0, "c": 0.75}) == "a 25 %, c 75 %"
-    assert R.weight_proportions(["a", "b"], [1.0, 3.0]) == {"a": 0.25, "b": 0.75}
+    assert T.round_to_step({"a": 0.3, "b": 0.7, "c": 0.0}, 0.05) == {"a": 0.3, "b": 0.7, "c": 0.0}
+    assert T.round_to_step({"a": 0.333}, 0.05) == {"a": 0.35}
+    assert T.describe_weights({"a": 0.25, "b": 0.0, "c": 0.75}) == "a 25 %, c 75 %"
+    assert T.weight_proportions(["a", "b"], [1.0, 3.0]) == {"a": 0.25, "b": 0.75}
     with pytest.raises(ValueError, match="all weights are zero"):
-        R.weight_proportions(["a", "b"], [0.0, 0.0])
+        T.weight_proportions(["a", "b"], [0.0, 0.0])
     with pytest.raises(ValueError, match="non-negative"):
-        R.weight_proportions(["a", "b"], [1.0, -1.0])
+        T.weight_proportions(["a", "b"], [1.0, -1.0])
 
 
 # --------------------------------------------------------------------------- members by hand
@@ -172,7 +173,7 @@ def by_clip(frame: pd.DataFrame) -> list[float]:
 
 def test_evaluate_ensemble_hand_checked(members):
     a, b = members
-    both = R.evaluate_ensemble([a, b], [1.0, 1.0], "zscore", [("data", clips_table())])
+    both = T.evaluate_ensemble([a, b], [1.0, 1.0], "zscore", [("data", clips_table())])
     # z_A = [0, 1, 4, 2], z_B = [2, -1, 0, 1] -> mean [1, 0, 2, 1.5]: every anomaly above every normal
     assert np.allclose(by_clip(both.scores), [1.0, 0.0, 2.0, 1.5])
     assert both.hmean == pytest.approx(1.0) and both.label_source == "data"
@@ -181,68 +182,68 @@ def test_evaluate_ensemble_hand_checked(members):
     assert mb["auc_source"] == 0.0 and mb["auc_target"] == 1.0  # B: source normal 4 above both anomalies
     assert mb["pauc"] == pytest.approx(roc_auc_score([0, 0, 1, 1], [4, 1, 2, 3], max_fpr=0.1))
     assert both.best_member()[0] == "A"
-    minmax = R.evaluate_ensemble([a, b], [1.0, 1.0], "minmax", [("data", clips_table())])
+    minmax = T.evaluate_ensemble([a, b], [1.0, 1.0], "minmax", [("data", clips_table())])
     # (s - 0) / 2 and (s - 1) / 2 -> mean [1, .5, 1.5, 1.25]
     assert np.allclose(by_clip(minmax.scores), [1.0, 0.5, 1.5, 1.25])
-    only_b = R.evaluate_ensemble([a, b], [0.0, 0.7], "zscore", [("data", clips_table())])
+    only_b = T.evaluate_ensemble([a, b], [0.0, 0.7], "zscore", [("data", clips_table())])
     assert only_b.used == ["B"] and only_b.weights == {"A": 0.0, "B": 1.0}
     assert np.allclose(by_clip(only_b.scores), [2.0, -1.0, 0.0, 1.0])
     assert only_b.table[["auc_source", "auc_target", "pauc"]].iloc[0].tolist() == \
         both.member_tables["B"][["auc_source", "auc_target", "pauc"]].iloc[0].tolist()
     with pytest.raises(ValueError, match="all weights are zero"):
-        R.evaluate_ensemble([a, b], [0.0, 0.0], "zscore")
+        T.evaluate_ensemble([a, b], [0.0, 0.0], "zscore")
 
 
 def test_zero_weight_member_on_other_clips_is_left_out(members, tmp_path):
     a, b = members
     other = member("C", [1.0, 2.0, 3.0, 4.0], [0.0, 1.0], tmp_path / "C",
                    test_names=[n.replace("_a_1", "_b_2") for n in TEST_NAMES])
-    ev = R.evaluate_ensemble([a, b, other], [1.0, 1.0, 0.0], "zscore")  # labels from the names
+    ev = T.evaluate_ensemble([a, b, other], [1.0, 1.0, 0.0], "zscore")  # labels from the names
     assert ev.hmean == pytest.approx(1.0) and ev.label_source == "file names"
     assert set(ev.member_tables) == {"A", "B"}
     assert any("C scored other test clips" in n for n in ev.notes)
     with pytest.raises(ValueError, match="members must score the same test clips"):
-        R.evaluate_ensemble([a, other], [1.0, 1.0], "zscore")
+        T.evaluate_ensemble([a, other], [1.0, 1.0], "zscore")
 
 
 def test_unlabelled_clips_give_no_table(tmp_path):
     names = [f"section_00_000{i}.wav" for i in range(4)]
     a = member("A", [1.0, 2.0, 5.0, 3.0], [0.0, 2.0], tmp_path / "A", test_names=names)
-    ev = R.evaluate_ensemble([a], [1.0], "rank")
+    ev = T.evaluate_ensemble([a], [1.0], "rank")
     assert ev.table is None and ev.hmean is None and ev.best_member() is None
     assert set(ev.scores["status"]) == {"unknown"} and any("no metrics" in n for n in ev.notes)
 
 
 def test_ensemble_path_and_save(members, tmp_path):
     a, b = members
-    assert R.ensemble_path(tmp_path, "mix-1") == tmp_path / "ensembles" / "mix-1.json"
-    assert R.ensemble_path(tmp_path, "mix-1.json") == tmp_path / "ensembles" / "mix-1.json"
+    assert T.ensemble_path(tmp_path, "mix-1") == tmp_path / "ensembles" / "mix-1.json"
+    assert T.ensemble_path(tmp_path, "mix-1.json") == tmp_path / "ensembles" / "mix-1.json"
     for bad in ("", "../x", "a b", "-x", "x" * 65):
         with pytest.raises(ValueError, match="not usable as a file name"):
-            R.ensemble_path(tmp_path, bad)
-    path = R.save_ensemble([a, b], [0.25, 0.75], "minmax", tmp_path, "mix")
+            T.ensemble_path(tmp_path, bad)
+    path = T.save_ensemble([a, b], [0.25, 0.75], "minmax", tmp_path, "mix")
     ens = Ensemble.load(path)
     assert ens.names == ["A", "B"] and ens.weights == [0.25, 0.75] and ens.normalization == "minmax"
     assert ens.search is None and "weights set by hand" in ens.description
     with pytest.raises(ValueError, match="already exists"):
-        R.save_ensemble([a, b], [1.0, 0.0], "zscore", tmp_path, "mix")
+        T.save_ensemble([a, b], [1.0, 0.0], "zscore", tmp_path, "mix")
     result = search_weights([a, b], clips_table(), "zscore", step=0.5)
-    path = R.save_ensemble([a, b], [1.0, 0.0], "zscore", tmp_path, "mix", overwrite=True, search=result)
+    path = T.save_ensemble([a, b], [1.0, 0.0], "zscore", tmp_path, "mix", overwrite=True, search=result)
     ens = Ensemble.load(path)
     assert ens.names == ["A"] and ens.weights == [1.0]  # zero-weight members are not stored
     assert ens.search["n_candidates"] == result.n_candidates and "weights from the search" in ens.description
     # the saved ensemble scores the same folders to the same floats as the tuner showed
-    shown = R.evaluate_ensemble([a, b], [1.0, 0.0], "zscore")
+    shown = T.evaluate_ensemble([a, b], [1.0, 0.0], "zscore")
     frame = ens.score_frame([a])
     assert np.allclose(frame[frame["split"] == "test"]["score"], shown.scores["score"])
 
 
 def test_labelling_clips_and_weights_frame(members):
     a, b = members
-    assert R.labelling_clips([a, b], [("data", clips_table())]) is not None
-    assert R.labelling_clips([a, b], [("data", clips_table().iloc[:1])]) is None  # names will do
+    assert T.labelling_clips([a, b], [("data", clips_table())]) is not None
+    assert T.labelling_clips([a, b], [("data", clips_table().iloc[:1])]) is None  # names will do
     result = search_weights([a, b], clips_table(), "zscore", step=0.5)
-    frame = R.weights_frame(result)
+    frame = T.weights_frame(result)
     assert frame["fit"].tolist() == ["all machine types (in-sample)"]  # one machine type: no held-out fits
     assert frame[["A", "B"]].iloc[0].sum() == pytest.approx(1.0)
 

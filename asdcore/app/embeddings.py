@@ -146,11 +146,10 @@ def load_embeddings(scored_dir: str | Path, machines: Sequence[str] | None = Non
 
     ``dataset``: the data folder the scored folder was made from (gives ground truth and paths).
     ``system``: decides the geometry (:func:`geometry_for`); read from the folder when None.
-    ``member``: the folder read by :func:`asdcore.ensemble.load_member` (read here when None).
+    ``member``: the folder's scores, :func:`asdcore.scored.load_scores` (read here when None).
     Raises DataError with a sentence for a folder without embeddings or without the asked machines.
     """
-    from asdcore.ensemble import load_member
-    from asdcore.scored import find_system
+    from asdcore.scored import find_system, load_scores
 
     scored_dir = Path(scored_dir)
     files = embedding_files(scored_dir)
@@ -166,7 +165,7 @@ def load_embeddings(scored_dir: str | Path, machines: Sequence[str] | None = Non
     if not files:
         raise DataError("no machine type chosen: pick at least one")
     system = system if system is not None else find_system(scored_dir)
-    member = member if member is not None else load_member(scored_dir)
+    member = member if member is not None else load_scores(scored_dir)
     scores, train_ref = _score_lookup(member)
     records = {(c.machine, c.split, c.file_name): c for c in dataset.clips} if dataset is not None else {}
     rows, blocks, dims, notes = [], [], set(), []
