@@ -1,8 +1,8 @@
 """Results: the official metrics of the loaded scored folders side by side, with bootstrap intervals,
 decisions at a threshold the user sets, charts and score distributions.
 
-Thin by design: tables, figures, labels, intervals and decisions come from :mod:`asdcore.app.results`,
-:mod:`asdcore.bootstrap` and :mod:`asdcore.decisions`; metrics are each folder's own
+Thin by design: tables, figures and labels come from :mod:`asdcore.app.results`, intervals and decisions
+from :mod:`asdcore.app.intervals` (over :mod:`asdcore.bootstrap` and :mod:`asdcore.decisions`); metrics are each folder's own
 ``metrics.csv`` (written when it was scored with labels).
 """
 from __future__ import annotations

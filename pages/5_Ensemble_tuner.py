@@ -1,7 +1,7 @@
 """Ensemble tuner: weigh the loaded systems, watch the official score move, search weights honestly, save.
 
-Thin by design: combining, evaluating, searching and saving are :mod:`asdcore.app.results` and
-:mod:`asdcore.ensemble` calls; this page only holds the widgets and caches their results.
+Thin by design: combining, evaluating, searching and saving are :mod:`asdcore.app.tuner`,
+:mod:`asdcore.app.results` and :mod:`asdcore.ensemble` calls; this page only holds the widgets and caches their results.
 """
 from __future__ import annotations
 

@@ -24,15 +24,8 @@ import pandas as pd
 from asdcore.atomic import atomic_write_text
 from asdcore.ensemble.alignment import aligned_test_scores, aligned_train_scores, attach_labels, clips_from_data
 from asdcore.ensemble.members import Key, Member, load_member, sort_sections
-from asdcore.ensemble.normalization import (
-    apply_normalization,
-    check_normalization,
-    fit_normalization,
-    normalization_stats,
-    normalize_weights,
-    normalized_matrix,
-    weighted_sum,
-)
+from asdcore.ensemble.normalization import (apply_normalization, check_normalization, fit_normalization,
+                                            normalization_stats, normalize_weights, normalized_matrix, weighted_sum)
 from asdcore.ensemble.search import SearchResult
 from asdcore.scored import section_key
 
