@@ -7,12 +7,12 @@ traceback instead, for developers.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from asdcore import env
 from asdcore.data import AudioError, DataError
 from asdcore.runs import RunError
 
@@ -129,6 +129,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from asdcore.data import discover
     from asdcore.runs import Run, official_score_of
+    from asdcore.settings import parse_settings
     from asdcore.systems import get_system
     from asdcore.training import barrier, distributed_env, init_distributed
 
@@ -219,16 +220,6 @@ def _epoch_reporter(args: argparse.Namespace, units: int, epochs: int | None):
                        else f"step {done[0]}/{total}: epoch {epoch + 1}/{epochs} (loss {loss:.4f})")
 
     return report
-
-
-def parse_settings(items: list[str]) -> dict:
-    """``["KEY=VALUE", ...]`` -> ``{key: text}``: kept for callers of the old name; see :mod:`asdcore.settings`.
-
-    The values stay text; ``System.settings`` types them by the settings dataclass and checks their range.
-    """
-    from asdcore.settings import parse_settings as parse
-
-    return parse(items)
 
 
 def _print_metrics(folder: Path) -> None:
@@ -562,14 +553,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, AudioError, RunError, ValueError, FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         if progress is not None:
             progress.write("failed", None, str(exc))
-        if os.environ.get("ASDCORE_DEBUG"):
+        if env.debug():
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if progress is not None:
             progress.write("failed", None, "interrupted")
-        if os.environ.get("ASDCORE_DEBUG"):
+        if env.debug():
             raise
         hint = "; the run folder keeps its last finished epoch: continue with --resume" if args.command == "train" else ""
         print(f"interrupted (Ctrl-C){hint}", file=sys.stderr)

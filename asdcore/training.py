@@ -201,22 +201,22 @@ def recalibrate_batchnorm(model: torch.nn.Module, inputs: Iterable[torch.Tensor]
 
 def distributed_env() -> tuple[int, int]:
     """(rank, world size) from the variables torchrun sets; (0, 1) in a plain process."""
-    import os
+    from asdcore import env
 
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return env.distributed()
 
 
 def init_distributed(device: str = "auto") -> torch.device:
     """Join the torchrun process group (NCCL on GPUs, gloo on CPU) and return this rank's device."""
-    import os
-
     import torch.distributed as dist
+
+    from asdcore import env
 
     use_cuda = torch.cuda.is_available() and device != "cpu"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        local = env.local_rank()
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
