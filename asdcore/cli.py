@@ -64,8 +64,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdcore.data import discover
     from asdcore.export import read_scores, scores_for_evaluation
-    from asdcore.metrics import (format_evaluation, format_table, jackknife_ci95, metrics_table, official_score,
-                                 write_metrics_csv)
+    from asdcore.metrics import format_evaluation, format_table, metrics_table, official_score, write_metrics_csv
+    from asdcore.resampled_auc import jackknife_ci95
 
     if args.ci and args.resamples < 1:
         raise ValueError(f"--resamples must be at least 1, got {args.resamples}")

@@ -1,4 +1,4 @@
-"""DCASE Task 2 data layer: clip records, layout discovery, ground truth and audio loading.
+"""DCASE Task 2 data layer: clip records, layout discovery and ground truth (audio decoding: :mod:`asdcore.audio`).
 
 Layouts understood (DCASE 2020-2025 share them):
 

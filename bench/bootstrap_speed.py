@@ -16,7 +16,7 @@ Prints the clip count and, as the median of ``--repeats`` runs after one warm-up
   every table value per resample, the intervals and the paired gaps to the best system
   (:func:`asdcore.app.results.bootstrap_intervals`, exactly what the Results page calls), target
   under 2 s for 4 systems x 1000 resamples on the demo set;
-* the evaluator's jackknife of one system (:func:`asdcore.metrics.jackknife_ci95`).
+* the evaluator's jackknife of one system (:func:`asdcore.resampled_auc.jackknife_ci95`).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from asdcore.metrics import jackknife_ci95
+    from asdcore.resampled_auc import jackknife_ci95
     from asdcore.app.results import bootstrap_intervals
 
     data = Path(args.data) if args.data else ensure_demo_data(default_demo_root())
