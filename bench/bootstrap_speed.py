@@ -1,6 +1,6 @@
 """How fast the stratified bootstrap gives intervals for several systems (the Results page's work).
 
-    python bench/bootstrap_speed.py [RUNS] [--data DATA] [--systems 4] [--resamples 1000] [--seed 0]
+    python -m bench.bootstrap_speed [RUNS] [--data DATA] [--systems 4] [--resamples 1000] [--seed 0]
                                     [--repeats 5]
 
 RUNS: a runs folder whose scored folders are loaded as the app loads them (default: the demo
@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def labelled_systems(runs: Path, data: Path, count: int) -> tuple[dict, str]:
