@@ -25,6 +25,16 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     return parser
 
 
+def _ground_truth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+
+
+def _job_output(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` and the hidden ``--progress-file`` of the commands the app runs as jobs (train, score)."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
+
+
 def _add_synth(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a synthetic machine-sound data set in the DCASE 2024 layout",
                        description="Write a synthetic data set (seven 2024 dev machine types) in the DCASE development layout.")
@@ -42,7 +52,7 @@ def _add_info(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what a data folder holds: machines, sections, domains, attributes, counts, problems",
                        description="Summarise a data folder in any known DCASE layout and list problems found.")
     p.add_argument("data", help="data root (DCASE layout)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+    _ground_truth(p)
     p.add_argument("--max-problems", type=int, default=20, help="how many problems to list (default 20)")
     p.add_argument("--check-audio", action="store_true",
                    help="also open every clip (progress bar) and list the unreadable, truncated, empty or too long "
@@ -60,7 +70,7 @@ def _add_evaluate(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("data", help="data root with labelled test clips (or give --ground-truth)")
     p.add_argument("scores", metavar="SCORES_DIR", help="folder holding anomaly_score_<machine>_section_<ss>_test.csv files")
     p.add_argument("--out", default=None, help="CSV to write (default: SCORES_DIR/metrics.csv)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+    _ground_truth(p)
     p.add_argument("--ci", action="store_true",
                    help="also a stratified bootstrap 95 %% interval of every value and of the official score")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples with --ci (default 1000)")
@@ -77,7 +87,7 @@ def _add_compare(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("b", metavar="SCORED_B", help="scored folder of system B, scored on the same data")
     p.add_argument("--data", default=None,
                    help="labelled data folder (default: the one the folders were scored from, else file names)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
+    _ground_truth(p)
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--name-a", default=None, help="name shown for A (default: its folder name)")
@@ -102,8 +112,7 @@ def _add_train(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other system setting, repeatable")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
+    _job_output(p)
     return p
 
 
@@ -115,9 +124,8 @@ def _add_score(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA", help="data folder to score (the run's own data or e.g. an evaluation set)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/scored/<data folder name>)")
     p.add_argument("--system", default=None, help="score with another backend of the same frontend (e.g. ae-mahala)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
+    _ground_truth(p)
+    _job_output(p)
     return p
 
 
