@@ -23,6 +23,7 @@ MAX_SECONDS = 600.0  # refuse to decode longer files: a 10-minute clip is surely
 #: 60 s decodes to 92 M samples.
 MAX_SAMPLES = 32_000_000
 
+
 class AudioError(ValueError):
     """A clip that cannot be used (unreadable, not audio, empty, too long ...)."""
 

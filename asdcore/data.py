@@ -343,9 +343,7 @@ def read_ground_truth(folder: str | Path) -> GroundTruth:
     return out
 
 
-def _apply_ground_truth(
-    clip: ClipRecord, gt: GroundTruth
-) -> ClipRecord:
+def _apply_ground_truth(clip: ClipRecord, gt: GroundTruth) -> ClipRecord:
     entry = gt.get((clip.machine, clip.section), {}).get(clip.file_name)
     if entry is None:
         return clip
