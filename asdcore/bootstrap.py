@@ -14,7 +14,7 @@ Resampling
     see *the same* resamples: that pairing is what :func:`paired_difference` needs.
 
 Evaluation
-    A resample is a vector of multiplicities; :func:`asdcore.metrics.weighted_roc_auc` evaluates
+    A resample is a vector of multiplicities; :func:`asdcore.resampled_auc.weighted_roc_auc` evaluates
     all resamples of a section at once from one sort, exactly as scikit-learn would on the
     expanded clip lists. Precision/recall/F1 come from weighted confusion counts. Per resample:
     every section's values, the ``All`` means, the ``hmean`` row (the official score in the three
@@ -43,13 +43,12 @@ from asdcore.metrics import (
     FULL_COLUMNS,
     HMEAN_ROW,
     METRIC_COLUMNS,
-    RocInput,
     _validated_clips,
     _with_summary,
     machine_sort_key,
     metrics_table,
-    weighted_roc_auc,
 )
+from asdcore.resampled_auc import RocInput, weighted_roc_auc
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0

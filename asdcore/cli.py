@@ -7,14 +7,19 @@ traceback instead, for developers.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
+from asdcore import env
 from asdcore.data import AudioError, DataError
 from asdcore.runs import RunError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from asdcore.data import Dataset
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -64,8 +69,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdcore.data import discover
     from asdcore.export import read_scores, scores_for_evaluation
-    from asdcore.metrics import (format_evaluation, format_table, jackknife_ci95, metrics_table, official_score,
-                                 write_metrics_csv)
+    from asdcore.metrics import format_evaluation, format_table, metrics_table, official_score, write_metrics_csv
+    from asdcore.resampled_auc import jackknife_ci95
 
     if args.ci and args.resamples < 1:
         raise ValueError(f"--resamples must be at least 1, got {args.resamples}")
@@ -73,20 +78,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} is a folder; give the CSV file to write, e.g. {Path(args.out) / 'metrics.csv'}")
     ds = discover(args.data, ground_truth=args.ground_truth)
     scores = read_scores(args.scores)
-    clips = ds.to_frame()
-    clips = clips[(clips["split"] == "test") & clips["machine"].isin(sorted(set(scores["machine"])))]
-    if clips.empty:
-        raise DataError(
-            f"none of the machine types in {args.scores} ({', '.join(sorted(set(scores['machine'])))}) "
-            f"has test clips in {ds.root} ({', '.join(ds.machines())})"
-        )
-    missing_labels = clips[clips["label"].isna() | clips["domain"].isna()]
-    if not missing_labels.empty:
-        raise DataError(
-            f"{len(missing_labels)} test clip(s) have no label/domain (e.g. {missing_labels['file_name'].iloc[0]}); "
-            "give the official ground-truth folder with --ground-truth DIR"
-        )
-    joined = scores_for_evaluation(scores, clips)
+    joined = scores_for_evaluation(scores, _labelled_test_clips(ds, scores, args.scores))
     table = metrics_table(joined)
     print(format_table(table))
     print(format_evaluation(table, jackknife_ci95(joined["label"], joined["score"])))
@@ -106,6 +98,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     write_metrics_csv(table, out)
     print(f"\nwrote {out}")
     return 0
+
+
+def _labelled_test_clips(ds: Dataset, scores: pd.DataFrame, scores_dir: str) -> pd.DataFrame:
+    """The labelled test clips of ``ds`` for the machine types ``scores`` (read from ``scores_dir``) holds."""
+    clips = ds.to_frame()
+    clips = clips[(clips["split"] == "test") & clips["machine"].isin(sorted(set(scores["machine"])))]
+    if clips.empty:
+        raise DataError(
+            f"none of the machine types in {scores_dir} ({', '.join(sorted(set(scores['machine'])))}) "
+            f"has test clips in {ds.root} ({', '.join(ds.machines())})"
+        )
+    missing_labels = clips[clips["label"].isna() | clips["domain"].isna()]
+    if not missing_labels.empty:
+        raise DataError(
+            f"{len(missing_labels)} test clip(s) have no label/domain (e.g. {missing_labels['file_name'].iloc[0]}); "
+            "give the official ground-truth folder with --ground-truth DIR"
+        )
+    return clips
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -129,6 +139,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from asdcore.data import discover
     from asdcore.runs import Run, official_score_of
+    from asdcore.settings import parse_settings
     from asdcore.systems import get_system
     from asdcore.training import barrier, distributed_env, init_distributed
 
@@ -221,16 +232,6 @@ def _epoch_reporter(args: argparse.Namespace, units: int, epochs: int | None):
     return report
 
 
-def parse_settings(items: list[str]) -> dict:
-    """``["KEY=VALUE", ...]`` -> ``{key: text}``: kept for callers of the old name; see :mod:`asdcore.settings`.
-
-    The values stay text; ``System.settings`` types them by the settings dataclass and checks their range.
-    """
-    from asdcore.settings import parse_settings as parse
-
-    return parse(items)
-
-
 def _print_metrics(folder: Path) -> None:
     from asdcore.metrics import format_table, read_metrics_csv
 
@@ -267,26 +268,8 @@ def _cmd_score_clips(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from asdcore.batch import batch_systems, check_out, format_table, inputs_from_paths, score_clips, write_csv
-    from asdcore.scored import describe_scored
 
-    folders, clips = [], []
-    for item in args.paths:  # the scored folders come first, then the clips
-        found = None
-        if not clips:
-            name, sep, folder = item.partition("=")
-            found = describe_scored(folder, name=name) if sep and name else describe_scored(item)
-        if found is not None:
-            folders.append(found)
-        else:
-            clips.append(item)
-    if not folders:
-        raise ValueError(f"{args.paths[0]} is not a scored folder (no scores/anomaly_score_*.csv); "
-                         "give the scored folders first, then the clips")
-    if not clips:
-        raise ValueError("no clips given: after the scored folders, give audio files, folders or a zip")
-    names = [f.name for f in folders]
-    if len(set(names)) != len(names):
-        raise ValueError(f"scored folder names repeat ({', '.join(names)}); name them NAME=FOLDER")
+    folders, clips = _scored_then_clips(args.paths)
     out = check_out(args.out) if args.out else None  # refused before anything is scored
     inputs = inputs_from_paths(clips)
     systems = batch_systems(folders, device=args.device)
@@ -313,6 +296,31 @@ def _cmd_score_clips(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(result.problems)} of {len(inputs)} file(s) could not be scored (listed above)"
                          + (f"; the other {result.n_scored} were scored" if result.n_scored else ""))
     return 0
+
+
+def _scored_then_clips(paths: list[str]) -> tuple[list, list[str]]:
+    """``score-clips``'s paths: the scored folders (FOLDER or NAME=FOLDER) first, then the clips."""
+    from asdcore.scored import describe_scored
+
+    folders, clips = [], []
+    for item in paths:
+        found = None
+        if not clips:
+            name, sep, folder = item.partition("=")
+            found = describe_scored(folder, name=name) if sep and name else describe_scored(item)
+        if found is not None:
+            folders.append(found)
+        else:
+            clips.append(item)
+    if not folders:
+        raise ValueError(f"{paths[0]} is not a scored folder (no scores/anomaly_score_*.csv); "
+                         "give the scored folders first, then the clips")
+    if not clips:
+        raise ValueError("no clips given: after the scored folders, give audio files, folders or a zip")
+    names = [f.name for f in folders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"scored folder names repeat ({', '.join(names)}); name them NAME=FOLDER")
+    return folders, clips
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -387,164 +395,27 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m asdcore",
-        description="ASD Workbench: anomalous sound detection for machines (DCASE 2024 Task 2 setting).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    """The parser of :mod:`asdcore.cli_args`, each command wired to its handler here."""
+    from asdcore.cli_args import build_parser as build
 
-    p = sub.add_parser("synth", help="write a synthetic machine-sound data set in the DCASE 2024 layout",
-                       description="Write a synthetic data set (seven 2024 dev machine types) in the DCASE development layout.")
-    p.add_argument("--out", required=True, help="folder to write (the data root; dev_data/raw/<machine>/ inside)")
-    p.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "full"],
-                   help="tiny: a few clips (tests); small: quick demo; medium: full's test set with 200 source train clips; "
-                        "full: DCASE-sized (990 source train clips, 50 per test group)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    p.add_argument("--machines", default=None, help="comma-separated subset of machine types (default: all seven)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of CPU cores)")
-    p.set_defaults(func=_cmd_synth)
+    return build(_handlers())
 
-    p = sub.add_parser("info", help="what a data folder holds: machines, sections, domains, attributes, counts, problems",
-                       description="Summarise a data folder in any known DCASE layout and list problems found.")
-    p.add_argument("data", help="data root (DCASE layout)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
-    p.add_argument("--max-problems", type=int, default=20, help="how many problems to list (default 20)")
-    p.add_argument("--check-audio", action="store_true",
-                   help="also open every clip (progress bar) and list the unreadable, truncated, empty or too long "
-                        "ones; without it only the file names are checked")
-    p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("evaluate", help="the official evaluator's full output for anomaly-score and decision CSVs",
-                       description="Read official anomaly_score_*.csv (and decision_result_*.csv) files and print what "
-                                   "the official DCASE 2024 evaluator reports: per section AUC(all), AUC(source), "
-                                   "AUC(target), pAUC, precision/recall/F1 per domain, arithmetic and harmonic means, "
-                                   "the official score and its jackknife 95 %% interval; write metrics.csv. --ci adds "
-                                   "stratified bootstrap intervals of every value.")
-    p.add_argument("data", help="data root with labelled test clips (or give --ground-truth)")
-    p.add_argument("scores", metavar="SCORES_DIR", help="folder holding anomaly_score_<machine>_section_<ss>_test.csv files")
-    p.add_argument("--out", default=None, help="CSV to write (default: SCORES_DIR/metrics.csv)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
-    p.add_argument("--ci", action="store_true",
-                   help="also a stratified bootstrap 95 %% interval of every value and of the official score")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples with --ci (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed with --ci (default 0)")
-    p.set_defaults(func=_cmd_evaluate)
-
-    p = sub.add_parser("compare", help="paired bootstrap: is system B better than system A on the same clips?",
-                       description="Compare the official scores of two folders scored on the same labelled test "
-                                   "clips: each score with its 95 %% stratified bootstrap interval, and the paired "
-                                   "interval of B - A on the same resamples (significant when it excludes 0).")
-    p.add_argument("a", metavar="SCORED_A", help="scored folder of system A (run folder or 'score --out' folder)")
-    p.add_argument("b", metavar="SCORED_B", help="scored folder of system B, scored on the same data")
-    p.add_argument("--data", default=None,
-                   help="labelled data folder (default: the one the folders were scored from, else file names)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--name-a", default=None, help="name shown for A (default: its folder name)")
-    p.add_argument("--name-b", default=None, help="name shown for B (default: its folder name)")
-    p.set_defaults(func=_cmd_compare)
-
-    from asdcore.systems import SYSTEM_INFO
-
-    systems_help = "; ".join(f"{k}: {v.description}" for k, v in sorted(SYSTEM_INFO.items()))
-    p = sub.add_parser("train", help="train a system on a data folder into a run folder, then score it",
-                       description=f"Train a system and score its own data. Systems: {systems_help}")
-    p.add_argument("data", help="data root (DCASE layout)")
-    p.add_argument("--system", required=True, choices=sorted(SYSTEM_INFO), help="system to train")
-    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    p.add_argument("--machines", default=None, help="comma-separated machine types (default: all in DATA)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (system default if omitted)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (system default if omitted)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (system default if omitted)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other system setting, repeatable")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("score", help="score a data folder with a trained run (submission files, metrics if labelled)",
-                       description="Score DATA with the run's model: official anomaly_score/decision_result CSVs, "
-                                   "embeddings and, for labelled test clips, metrics.csv.")
-    p.add_argument("run", metavar="RUN", help="run folder made by 'train'")
-    p.add_argument("data", metavar="DATA", help="data folder to score (the run's own data or e.g. an evaluation set)")
-    p.add_argument("--out", default=None, help="output folder (default: RUN/scored/<data folder name>)")
-    p.add_argument("--system", default=None, help="score with another backend of the same frontend (e.g. ae-mahala)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
-    p.set_defaults(func=_cmd_score)
-
-    p = sub.add_parser("score-clips", help="score many loose clips (files, folders, zips) with scored folders",
-                       usage="python -m asdcore score-clips [options] SCORED... FILES_OR_FOLDER...",
-                       description="Score audio files with every given scored folder's system and their "
-                                   "equal-weight z-score ensemble: score, decision (threshold) and percentile among "
-                                   "the normal training clips per system. Files that cannot be scored are listed "
-                                   "(exit status 2) while the others are scored and written.")
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="scored folders (FOLDER or NAME=FOLDER) first, then audio files (wav/flac/ogg), folders "
-                        "(searched recursively) or zip archives")
-    p.add_argument("--machine", default=None, help="machine type of every clip (default: guessed from each file "
-                                                   "name or folder, e.g. fan_section_00_....wav or fan/...)")
-    p.add_argument("--section", default=None, help="section of every clip when the name does not say (e.g. 00)")
-    p.add_argument("--out", default=None, help="CSV to write (never overwrites a file score-clips did not write)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: each run's own setting)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_score_clips)
-
-    p = sub.add_parser("ensemble", help="normalised, weighted ensemble of scored run folders (the seed's Table 3)",
-                       description="Combine runs scored on the same data: scores are normalised per machine type "
-                                   "and section with statistics of each system's normal TRAINING scores, then "
-                                   "averaged with the given proportions (or a preset, or a weight search that also "
-                                   "reports an honest leave-one-machine-type-out figure). Writes submission CSVs "
-                                   "and, with labels, metrics.csv; --save keeps the ensemble to score new folders.")
-    p.add_argument("members", nargs="*", metavar="MEMBER",
-                   help="scored folder (a run, or a 'score --out' folder), optionally NAME=FOLDER")
-    p.add_argument("--out", required=True, help="output folder for the ensemble's scores")
-    p.add_argument("--weights", type=float, nargs="+", help="one proportion per member (normalised to sum to 1)")
-    p.add_argument("--preset", default=None, help="ensemble-1 | ensemble-2 | ensemble-3 | ensemble-4 (as in the seed)")
-    p.add_argument("--normalization", choices=["zscore", "minmax", "rank"], default=None,
-                   help="per machine/section normalisation from training scores (default zscore)")
-    p.add_argument("--data", default=None, help="labelled data folder (otherwise labels come from dev-style names)")
-    p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs")
-    p.add_argument("--search", action="store_true", help="search the weights that maximise the official hmean")
-    p.add_argument("--step", type=float, default=0.1, help="grid step of the weight search (default 0.1)")
-    p.add_argument("--samples", type=int, default=None, help="random Dirichlet candidates instead of the grid")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random candidates")
-    p.add_argument("--quality-cut", type=float, default=None, help="ensemble-4: drop members below this hmean (fraction)")
-    p.add_argument("--save", default=None, help="write the ensemble (members, weights, statistics) to this JSON file")
-    p.add_argument("--load", default=None, help="score MEMBER folders (new data) with a saved ensemble JSON")
-    p.set_defaults(func=_cmd_ensemble)
-
-    from asdcore.systems import SSL_FRONTENDS  # the model names, without importing torch at start-up
-
-    p = sub.add_parser("ssl-tiny", help="write tiny random-initialised weights of an SSL model (offline demo, tests)",
-                       description="Write tiny (2 layers x 32) random-initialised weights of a pre-trained SSL "
-                                   "frontend in its native format - a Hugging Face model folder, or for BEATs a "
-                                   "checkpoint file in the official format (OUT/beats-tiny.pt) - so the SSL systems "
-                                   "can be tried without downloading anything. They are not pre-trained.")
-    p.add_argument("--model", required=True, choices=list(SSL_FRONTENDS) + ["all"],
-                   help="which model; 'all' writes OUT/<model> for each (the default weights layout)")
-    p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")
-    p.set_defaults(func=_cmd_ssl_tiny)
-
-    p = sub.add_parser("bundle", help="copy a trained run's weights and config into a small folder (checkpoints/)",
-                       description="Copy config.json, classes.json and model/ of a run (no optimizer state, scores "
-                                   "or embeddings) into OUT, e.g. checkpoints/three-subnet-demo for the app.")
-    p.add_argument("run", metavar="RUN", help="trained run folder")
-    p.add_argument("out", metavar="OUT", help="folder to write (new or empty; see --overwrite)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace OUT when it is a previous bundle (any other existing folder is refused)")
-    p.set_defaults(func=_cmd_bundle)
-
-    p = sub.add_parser("runs", help="list run folders with their official score",
-                       description="List run folders (searched two levels deep) with system, status and official hmean.")
-    p.add_argument("folder", nargs="?", default="runs", help="folder holding run folders (default: runs)")
-    p.set_defaults(func=_cmd_runs)
-    return parser
+def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Command name -> handler, looked up at each call (tests replace a handler on this module)."""
+    return {
+        "synth": _cmd_synth,
+        "info": _cmd_info,
+        "evaluate": _cmd_evaluate,
+        "compare": _cmd_compare,
+        "train": _cmd_train,
+        "score": _cmd_score,
+        "score-clips": _cmd_score_clips,
+        "ensemble": _cmd_ensemble,
+        "ssl-tiny": _cmd_ssl_tiny,
+        "bundle": _cmd_bundle,
+        "runs": _cmd_runs,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -561,14 +432,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, AudioError, RunError, ValueError, FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         if progress is not None:
             progress.write("failed", None, str(exc))
-        if os.environ.get("ASDCORE_DEBUG"):
+        if env.debug():
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if progress is not None:
             progress.write("failed", None, "interrupted")
-        if os.environ.get("ASDCORE_DEBUG"):
+        if env.debug():
             raise
         hint = "; the run folder keeps its last finished epoch: continue with --resume" if args.command == "train" else ""
         print(f"interrupted (Ctrl-C){hint}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""DCASE Task 2 data layer: clip records, layout discovery, ground truth and audio loading.
+"""DCASE Task 2 data layer: clip records, layout discovery and ground truth (audio decoding: :mod:`asdcore.audio`).
 
 Layouts understood (DCASE 2020-2025 share them):
 
@@ -18,24 +18,18 @@ first bad file because a real download often contains stray files (``.DS_Store``
 from __future__ import annotations
 
 import csv
-import functools
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
-import soundfile as sf
+# the audio names callers have always imported from here (they live in asdcore.audio)
+from asdcore.audio import (  # noqa: F401
+    DEFAULT_SECONDS, MAX_SAMPLES, MAX_SECONDS, SAMPLE_RATE, AudioError, check_readable, decode_audio, fix_length,
+    load_audio, load_clip, load_clips,
+)
 
-SAMPLE_RATE = 16_000
-DEFAULT_SECONDS = 12.0
-MAX_SECONDS = 600.0  # refuse to decode longer files: a 10-minute clip is surely not a DCASE clip
-#: Refuse to decode more samples than this (frames x channels, before the downmix): 10 minutes of 48 kHz
-#: mono, or 128 MB as float32. Duration alone does not bound memory: a small FLAC of 192 kHz x 8 channels x
-#: 60 s decodes to 92 M samples.
-MAX_SAMPLES = 32_000_000
 DOMAINS = ("source", "target")
 SPLITS = ("train", "test")
 NO_ATTRIBUTE = "noAttribute"
@@ -48,18 +42,12 @@ DEV_NAME = re.compile(
 EVAL_NAME = re.compile(r"^section_(?P<section>\d{2})_(?P<index>\d+)\.(?:wav|flac|ogg)$")
 GT_FILE = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d{2})_test\.csv$")
 
+#: (machine, section) -> file name -> (domain, label); None where the CSVs do not say
+GroundTruth = dict[tuple[str, str], dict[str, tuple[str | None, int | None]]]
+
 
 class DataError(ValueError):
     """A data folder that cannot be used; the message says what was expected and found."""
-
-
-class AudioError(ValueError):
-    """A clip that cannot be used (unreadable, not audio, empty, too long ...)."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path.name}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -316,7 +304,7 @@ def read_attribute_csv(path: str | Path) -> dict[str, tuple[tuple[str, str], ...
     return out
 
 
-def read_ground_truth(folder: str | Path) -> dict[tuple[str, str], dict[str, tuple[str | None, int | None]]]:
+def read_ground_truth(folder: str | Path) -> GroundTruth:
     """Find official ground-truth CSVs under ``folder``.
 
     Returns {(machine, section): {file name: (domain, label)}}. Label files live in a folder
@@ -348,16 +336,14 @@ def read_ground_truth(folder: str | Path) -> dict[tuple[str, str], dict[str, tup
             domains[key] = {k: DOMAINS[v] for k, v in values.items()}
         else:
             labels[key] = values
-    out: dict[tuple[str, str], dict[str, tuple[str | None, int | None]]] = {}
+    out: GroundTruth = {}
     for key in set(labels) | set(domains):
         names = set(labels.get(key, {})) | set(domains.get(key, {}))
         out[key] = {n: (domains.get(key, {}).get(n), labels.get(key, {}).get(n)) for n in names}
     return out
 
 
-def _apply_ground_truth(
-    clip: ClipRecord, gt: dict[tuple[str, str], dict[str, tuple[str | None, int | None]]]
-) -> ClipRecord:
+def _apply_ground_truth(clip: ClipRecord, gt: GroundTruth) -> ClipRecord:
     entry = gt.get((clip.machine, clip.section), {}).get(clip.file_name)
     if entry is None:
         return clip
@@ -380,69 +366,15 @@ def discover(
     present). ``ground_truth`` is a folder with the official ground-truth CSVs for evaluation
     sets; when omitted, CSVs found under ``root`` are used.
     """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"data folder {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"{root} is a file, expected a data folder")
-    layout, machine_dirs = find_machine_dirs(root)
-    if not machine_dirs:
-        raise DataError(
-            f"{root} is not in any known DCASE layout. Expected '<root>/dev_data/raw/<machine>/train/' "
-            f"(or '<root>/<machine>/train/' or a machine folder with 'train/' and 'test/'), "
-            f"with clips like 'section_00_source_train_normal_0000_<attrs>.wav'. Found: {_describe_folder(root)}"
-        )
-    if machines is not None:
-        present = {d.name for d in machine_dirs}
-        missing = [m for m in machines if m not in present]
-        if missing:
-            raise DataError(
-                f"machine type(s) {', '.join(missing)} not found in {root}; present: {', '.join(sorted(present, key=str.lower))}"
-            )
-        machine_dirs = [d for d in machine_dirs if d.name in set(machines)]
-
+    root = _existing_folder(root)
+    layout, machine_dirs = _chosen_machine_dirs(root, machines)
     gt = read_ground_truth(ground_truth if ground_truth is not None else root)
     if ground_truth is not None and not gt:
         raise DataError(f"no ground-truth CSVs (ground_truth_<machine>_section_SS_test.csv) found in {ground_truth}")
-
     clips: list[ClipRecord] = []
     problems: list[Problem] = []
     for mdir in machine_dirs:
-        machine = mdir.name
-        attr_maps: dict[str, tuple[tuple[str, str], ...]] = {}
-        for attr_csv in sorted(mdir.glob("attributes_*.csv")):
-            try:
-                attr_maps.update(read_attribute_csv(attr_csv))
-            except (DataError, OSError, UnicodeDecodeError) as exc:
-                problems.append(Problem("attributes", str(attr_csv), str(exc)))
-        for split in SPLITS:
-            sdir = mdir / split
-            if not sdir.is_dir():
-                continue
-            for path in sorted(sdir.iterdir()):
-                if path.is_dir() or path.name.startswith("."):
-                    continue
-                if path.suffix.lower() not in AUDIO_SUFFIXES:
-                    problems.append(Problem("not audio", str(path), "skipped: not a .wav/.flac/.ogg file"))
-                    continue
-                try:
-                    clip = parse_name(path, machine, split)
-                except DataError as exc:
-                    problems.append(Problem("bad name", str(path), str(exc)))
-                    continue
-                if clip.split != split:
-                    problems.append(
-                        Problem("misplaced", str(path), f"name says split '{clip.split}' but it is in '{split}/'")
-                    )
-                    continue
-                if path.name in attr_maps and (
-                    not clip.attributes or clip.attributes[0][0] == "attributes"
-                ):
-                    # the CSV is authoritative where the name could not be split into pairs
-                    if attr_maps[path.name]:
-                        clip = replace(clip, attributes=attr_maps[path.name])
-                clip = _apply_ground_truth(clip, gt)
-                clips.append(clip)
+        _scan_machine(mdir, gt, clips, problems)
     if not clips:
         raise DataError(
             f"{root} has machine folders ({', '.join(d.name for d in machine_dirs)}) but no usable clips; "
@@ -452,125 +384,74 @@ def discover(
     return Dataset(root=root, layout=layout, clips=clips, problems=problems)
 
 
-# --------------------------------------------------------------------------- audio
+def _existing_folder(root: str | Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, expected a data folder")
+    return root
 
 
-@functools.lru_cache(maxsize=16)
-def _resampler(orig: int, new: int):
-    import torchaudio
-
-    return torchaudio.transforms.Resample(orig_freq=orig, new_freq=new)
-
-
-def load_audio(
-    path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
-    max_samples: int = MAX_SAMPLES,
-) -> np.ndarray:
-    """Read a clip as mono float32 at ``sample_rate``.
-
-    Multi-channel audio is averaged to mono (DCASE clips are single microphones; averaging keeps
-    the level comparable). Other rates are resampled with torchaudio's band-limited sinc
-    resampler. Raises :class:`AudioError` with a specific reason for anything unusable.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "file not found" if not path.exists() else "not a file")
-    try:
-        with open(path, "rb") as fh:
-            return _decode(fh, path, path.stat().st_size, sample_rate, max_seconds, max_samples)
-    except OSError as exc:
-        raise AudioError(path, f"cannot be read ({_short(exc)})") from None
-
-
-def decode_audio(data: bytes, name: str = "upload", sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
-                 max_samples: int = MAX_SAMPLES) -> np.ndarray:
-    """Like :func:`load_audio` for bytes in memory (uploads), with exactly the same checks."""
-    import io
-
-    if not data:
-        raise AudioError(name, "empty file (0 bytes)")
-    return _decode(io.BytesIO(data), name, len(data), sample_rate, max_seconds, max_samples)
-
-
-def _decode(fh, name: str | Path, size: int, sample_rate: int, max_seconds: float, max_samples: int) -> np.ndarray:
-    """The one decoder behind :func:`load_audio` and :func:`decode_audio`: every check before any sample is read."""
-    try:
-        info = sf.info(fh)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(name, f"not a readable audio file ({_short(exc)})") from None
-    if info.samplerate <= 0:
-        raise AudioError(name, f"invalid sample rate {info.samplerate}")
-    if info.frames == 0:
-        raise AudioError(name, "empty clip (0 samples)")
-    fh.seek(0)
-    declared = _wav_declared_data_bytes(fh, size)
-    if declared is not None and declared[0] > declared[1]:
-        raise AudioError(
-            name, f"truncated WAV: its header declares {declared[0]} bytes of audio but only {declared[1]} are present"
+def _chosen_machine_dirs(root: Path, machines: Sequence[str] | None) -> tuple[str, list[Path]]:
+    """The layout and the machine folders of ``root``, only those of ``machines`` when given."""
+    layout, machine_dirs = find_machine_dirs(root)
+    if not machine_dirs:
+        raise DataError(
+            f"{root} is not in any known DCASE layout. Expected '<root>/dev_data/raw/<machine>/train/' "
+            f"(or '<root>/<machine>/train/' or a machine folder with 'train/' and 'test/'), "
+            f"with clips like 'section_00_source_train_normal_0000_<attrs>.wav'. Found: {_describe_folder(root)}"
         )
-    seconds = info.frames / info.samplerate
-    if seconds > max_seconds:
-        raise AudioError(name, f"clip is {seconds:.0f} s long; the limit is {max_seconds:.0f} s")
-    samples = int(info.frames) * max(int(info.channels), 1)
-    if samples > max_samples:
-        raise AudioError(name, f"clip would decode to {samples:,} samples ({info.samplerate} Hz x {info.channels} "
-                               f"channel(s) x {seconds:.0f} s); the limit is {max_samples:,}")
-    fh.seek(0)
+    if machines is None:
+        return layout, machine_dirs
+    present = {d.name for d in machine_dirs}
+    missing = [m for m in machines if m not in present]
+    if missing:
+        raise DataError(
+            f"machine type(s) {', '.join(missing)} not found in {root}; present: {', '.join(sorted(present, key=str.lower))}"
+        )
+    return layout, [d for d in machine_dirs if d.name in set(machines)]
+
+
+def _scan_machine(mdir: Path, gt: GroundTruth, clips: list[ClipRecord], problems: list[Problem]) -> None:
+    """Append the clips of one machine folder (both splits) to ``clips``, what was skipped to ``problems``."""
+    attr_maps: dict[str, tuple[tuple[str, str], ...]] = {}
+    for attr_csv in sorted(mdir.glob("attributes_*.csv")):
+        try:
+            attr_maps.update(read_attribute_csv(attr_csv))
+        except (DataError, OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem("attributes", str(attr_csv), str(exc)))
+    for split in SPLITS:
+        sdir = mdir / split
+        if not sdir.is_dir():
+            continue
+        for path in sorted(sdir.iterdir()):
+            if path.is_dir() or path.name.startswith("."):
+                continue
+            found = _clip_of(path, mdir.name, split, attr_maps)
+            if isinstance(found, Problem):
+                problems.append(found)
+            else:
+                clips.append(_apply_ground_truth(found, gt))
+
+
+def _clip_of(
+    path: Path, machine: str, split: str, attr_maps: dict[str, tuple[tuple[str, str], ...]]
+) -> ClipRecord | Problem:
+    """One file of a split folder: its clip record, or why it is skipped."""
+    if path.suffix.lower() not in AUDIO_SUFFIXES:
+        return Problem("not audio", str(path), "skipped: not a .wav/.flac/.ogg file")
     try:
-        data, sr = sf.read(fh, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(name, f"corrupt or truncated audio ({_short(exc)})") from None
-    if data.shape[0] == 0:
-        raise AudioError(name, "empty clip (0 samples could be decoded)")
-    if data.shape[0] < info.frames:
-        raise AudioError(name, f"truncated: header declares {info.frames} samples but only {data.shape[0]} decode")
-    if not np.isfinite(data).all():
-        raise AudioError(name, "contains NaN or infinite samples")
-    return _to_mono_rate(data, sr, sample_rate)
-
-
-def _wav_declared_data_bytes(fh, size: int) -> tuple[int, int] | None:
-    """(declared, present) size of a RIFF/WAVE 'data' chunk of an open binary file, or None when not applicable.
-
-    libsndfile quietly shortens a truncated WAV to what is left, so a half-copied download
-    would otherwise pass as a shorter clip. Streaming writers that leave the size at
-    0 or 0xFFFFFFFF are not flagged.
-    """
-    import struct
-
-    try:
-        fh.seek(0)
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        pos = 12
-        while pos + 8 <= size:
-            fh.seek(pos)
-            chunk_id, chunk_len = struct.unpack("<4sI", fh.read(8))
-            if chunk_id == b"data":
-                if chunk_len in (0, 0xFFFFFFFF):
-                    return None
-                return chunk_len, size - pos - 8
-            pos += 8 + chunk_len + (chunk_len & 1)
-    except (OSError, struct.error):
-        return None
-    return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
-
-
-def _to_mono_rate(data: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
-    """Average to mono and resample to ``sample_rate`` (0 = keep the clip's own rate)."""
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
-    if sample_rate and sr != sample_rate:
-        import torch
-
-        mono = _resampler(int(sr), int(sample_rate))(torch.from_numpy(mono)).numpy().astype(np.float32)
-    return mono
+        clip = parse_name(path, machine, split)
+    except DataError as exc:
+        return Problem("bad name", str(path), str(exc))
+    if clip.split != split:
+        return Problem("misplaced", str(path), f"name says split '{clip.split}' but it is in '{split}/'")
+    if path.name in attr_maps and (not clip.attributes or clip.attributes[0][0] == "attributes"):
+        # the CSV is authoritative where the name could not be split into pairs
+        if attr_maps[path.name]:
+            clip = replace(clip, attributes=attr_maps[path.name])
+    return clip
 
 
 def check_audio(ds: Dataset, progress: bool = True, on_progress=None) -> list[Problem]:
@@ -588,57 +469,11 @@ def check_audio(ds: Dataset, progress: bool = True, on_progress=None) -> list[Pr
     step = max(len(clips) // 100, 1)
     for i, clip in enumerate(tqdm(clips, desc="checking audio", unit="clip", disable=not progress)):
         try:
-            with open(clip.path, "rb") as fh:
-                _decode(fh, clip.path, clip.path.stat().st_size, 0, MAX_SECONDS, MAX_SAMPLES)
+            check_readable(clip.path)
         except AudioError as exc:
             problems.append(Problem("bad audio", str(clip.path), exc.reason))
-        except OSError as exc:
-            problems.append(Problem("bad audio", str(clip.path), f"cannot be read ({_short(exc)})"))
         if on_progress is not None and (i % step == 0 or i == len(clips) - 1):
             on_progress((i + 1) / len(clips), f"checked {i + 1}/{len(clips)} clips")
     return problems
 
 
-def fix_length(wave: np.ndarray, length: int) -> np.ndarray:
-    """Pad or crop to exactly ``length`` samples.
-
-    Longer clips keep their first ``length`` samples (deterministic, so a clip always gives the
-    same embedding). Shorter clips are *tiled*: repeated end to end and cut. Machine sounds are
-    close to stationary, so tiling keeps the spectrum and level of the clip, while zero padding
-    would add silence whose length differs by machine type and leaks into the amplitude
-    spectrum and the learned embedding.
-    """
-    n = wave.shape[-1]
-    if n == 0:
-        raise ValueError("cannot pad an empty clip")
-    if n >= length:
-        return wave[..., :length]
-    reps = math.ceil(length / n)
-    return np.tile(wave, reps)[..., :length]
-
-
-def load_clip(
-    path: str | Path, sample_rate: int = SAMPLE_RATE, seconds: float | None = DEFAULT_SECONDS
-) -> np.ndarray:
-    """Load, downmix, resample and (when ``seconds`` is set) pad/crop one clip."""
-    wave = load_audio(path, sample_rate)
-    if seconds is None:
-        return wave
-    return fix_length(wave, int(round(seconds * sample_rate)))
-
-
-def load_clips(
-    paths: Iterable[str | Path],
-    sample_rate: int = SAMPLE_RATE,
-    seconds: float = DEFAULT_SECONDS,
-    progress: bool = False,
-    desc: str = "loading",
-) -> np.ndarray:
-    """Load many clips into one (N, samples) float32 array, with an optional tqdm bar."""
-    from tqdm.auto import tqdm
-
-    paths = list(paths)
-    out = np.empty((len(paths), int(round(seconds * sample_rate))), dtype=np.float32)
-    for i, p in enumerate(tqdm(paths, desc=desc, disable=not progress, unit="clip")):
-        out[i] = load_clip(p, sample_rate, seconds)
-    return out

@@ -356,6 +356,23 @@ def scores_for_evaluation(scores: pd.DataFrame, clips: pd.DataFrame) -> pd.DataF
     types or sections absent from ``clips`` are left out with a note in
     ``result.attrs['warnings']``.
     """
+    _check_columns(scores, clips)
+    truth = _truth_table(clips)
+    scored, notes = _known_scores(_score_table(scores), truth)
+    joined = _joined_one_to_one(truth, scored)
+    result = _frame(joined.drop(columns="_merge").to_dict("records"),
+                    ("machine", "section", "file_name", "domain", "label", "score", "decision"))
+    result["score"] = result["score"].astype(float)
+    result["decision"] = result["decision"].astype(float)
+    result.attrs["warnings"] = notes
+    _emit(notes)
+    return result
+
+
+_KEYS = ["machine", "section", "file_name"]
+
+
+def _check_columns(scores: pd.DataFrame, clips: pd.DataFrame) -> None:
     needed = ("machine", "section", "file_name", "domain", "label")
     missing_cols = [c for c in needed if c not in clips.columns]
     if missing_cols:
@@ -364,6 +381,9 @@ def scores_for_evaluation(scores: pd.DataFrame, clips: pd.DataFrame) -> pd.DataF
     if missing_cols:
         raise ValueError(f"score table lacks column(s) {', '.join(missing_cols)}")
 
+
+def _truth_table(clips: pd.DataFrame) -> pd.DataFrame:
+    """The test clips' ground truth with normalised keys; each clip once."""
     truth = clips
     if "split" in truth.columns:
         truth = truth[truth["split"] == "test"]
@@ -376,11 +396,14 @@ def scores_for_evaluation(scores: pd.DataFrame, clips: pd.DataFrame) -> pd.DataF
         "domain": truth["domain"].to_numpy(),
         "label": truth["label"].to_numpy(),
     })
-    keys = ["machine", "section", "file_name"]
-    dup = truth.duplicated(keys, keep=False)
+    dup = truth.duplicated(_KEYS, keep=False)
     if dup.any():
         raise ValueError(f"the clip table lists clips twice: {_listed(sorted(set(truth.loc[dup, 'file_name'])))}")
+    return truth
 
+
+def _score_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """The read scores with normalised keys (decision NaN without decision files); each clip once."""
     scored = pd.DataFrame({
         "machine": scores["machine"].astype(str).to_numpy(),
         "section": [normalize_section(s) for s in scores["section"]],
@@ -388,18 +411,25 @@ def scores_for_evaluation(scores: pd.DataFrame, clips: pd.DataFrame) -> pd.DataF
         "score": scores["score"].to_numpy(),
         "decision": scores["decision"].to_numpy() if "decision" in scores.columns else math.nan,
     })
-    dup = scored.duplicated(keys, keep=False)
+    dup = scored.duplicated(_KEYS, keep=False)
     if dup.any():
         raise ValueError(f"clips scored twice: {_listed(sorted(set(scored.loc[dup, 'file_name'])))}")
+    return scored
 
+
+def _known_scores(scored: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The scores of sections the ground truth knows, and a note for each section left out."""
     notes: list[str] = []
     known_sections = set(zip(truth["machine"], truth["section"]))
     in_truth = pd.Series([k in known_sections for k in zip(scored["machine"], scored["section"])], index=scored.index)
     for machine, section in sorted(set(zip(scored.loc[~in_truth, "machine"], scored.loc[~in_truth, "section"]))):
         notes.append(f"scores for {machine} section {section} have no ground truth here; left out")
-    scored = scored[in_truth]
+    return scored[in_truth], notes
 
-    joined = truth.merge(scored, on=keys, how="outer", indicator=True)
+
+def _joined_one_to_one(truth: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """Ground truth joined with scores; every test clip must have a score and every score a test clip."""
+    joined = truth.merge(scored, on=_KEYS, how="outer", indicator=True)
     unscored = joined[joined["_merge"] == "left_only"]
     if len(unscored):
         names = [f"{m}/{n}" for m, n in zip(unscored["machine"], unscored["file_name"])]
@@ -410,11 +440,4 @@ def scores_for_evaluation(scores: pd.DataFrame, clips: pd.DataFrame) -> pd.DataF
     if len(unknown):
         names = [f"{m}/{n}" for m, n in zip(unknown["machine"], unknown["file_name"])]
         raise ValueError(f"{len(names)} scored clip(s) are not test clips of the ground truth: {_listed(names)}")
-
-    result = _frame(joined.drop(columns="_merge").to_dict("records"),
-                    ("machine", "section", "file_name", "domain", "label", "score", "decision"))
-    result["score"] = result["score"].astype(float)
-    result["decision"] = result["decision"].astype(float)
-    result.attrs["warnings"] = notes
-    _emit(notes)
-    return result
+    return joined

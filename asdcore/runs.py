@@ -102,7 +102,7 @@ LEGACY_SETTINGS: dict[str, Any] = {"domain_classes": False, "featex": False, "fe
 
 
 def format_setting(key: str, value: Any) -> str:
-    """``KEY=VALUE`` as ``--set`` takes it (booleans lower-case), the inverse of :func:`asdcore.cli.parse_settings`."""
+    """``KEY=VALUE`` as ``--set`` takes it (booleans lower-case), the inverse of :func:`asdcore.settings.parse_items`."""
     return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
 
 

@@ -149,75 +149,108 @@ def _fail(name: str, value: Any, tp: Any) -> SettingsError:
 
 def _convert(tp: Any, name: str, value: Any) -> Any:
     """``value`` (text or a JSON value) as type ``tp``; SettingsError when it is not one."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    origin = typing.get_origin(tp)
     text = value.strip() if isinstance(value, str) else None
     if origin in (typing.Union, types.UnionType):
-        if type(None) in args and (value is None or (text is not None and text.lower() in NONE_WORDS)):
-            return None
-        for inner in (a for a in args if a is not type(None)):
-            try:
-                return _convert(inner, name, value)
-            except SettingsError:
-                continue
-        raise _fail(name, value, tp)
+        return _to_union(tp, name, value, text)
     if origin is typing.Literal:
-        for choice in args:
-            if value == choice or (text is not None and text == str(choice)):
-                return choice
-        raise _fail(name, value, tp)
+        return _to_literal(tp, name, value, text)
     if origin in (tuple, list):
-        parts = [p for p in text.split(",")] if text is not None else list(value) if isinstance(value, (list, tuple)) else None
-        if parts is None:
-            raise _fail(name, value, tp)
-        if text is not None and text == "":
-            parts = []
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(parts) != len(args):
-                raise SettingsError(f"setting {name}={value!r} is invalid: {name} needs {len(args)} comma-separated values")
-            return tuple(_convert(a, name, p) for a, p in zip(args, parts))
-        inner = args[0] if args else Any
-        items = [_convert(inner, name, p) for p in parts]
-        return tuple(items) if origin is tuple else items
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):  # configs written when 1/0 were stored as numbers
-            return bool(value)
-        if text is not None and text.lower() in TRUE_WORDS + FALSE_WORDS:
-            return text.lower() in TRUE_WORDS
+        return _to_sequence(tp, name, value, text)
+    scalar = _SCALARS.get(tp)
+    if scalar is None:
+        return value  # Any or a type this module does not know: passed on as given
+    converted = scalar(value, text)
+    if converted is _INVALID:
         raise _fail(name, value, tp)
-    if tp is int:
-        if isinstance(value, bool):
-            raise _fail(name, value, tp)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if text is not None and re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
+    return converted
+
+
+def _to_union(tp: Any, name: str, value: Any, text: str | None) -> Any:
+    args = typing.get_args(tp)
+    if type(None) in args and (value is None or (text is not None and text.lower() in NONE_WORDS)):
+        return None
+    for inner in (a for a in args if a is not type(None)):
+        try:
+            return _convert(inner, name, value)
+        except SettingsError:
+            continue
+    raise _fail(name, value, tp)
+
+
+def _to_literal(tp: Any, name: str, value: Any, text: str | None) -> Any:
+    for choice in typing.get_args(tp):
+        if value == choice or (text is not None and text == str(choice)):
+            return choice
+    raise _fail(name, value, tp)
+
+
+def _to_sequence(tp: Any, name: str, value: Any, text: str | None) -> tuple | list:
+    """Comma-separated text or a JSON list as ``tuple[...]``/``list[...]``, each item converted."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    parts = [p for p in text.split(",")] if text is not None else list(value) if isinstance(value, (list, tuple)) else None
+    if parts is None:
         raise _fail(name, value, tp)
-    if tp is float:
-        if isinstance(value, bool):
-            raise _fail(name, value, tp)
-        if isinstance(value, (int, float)):
-            number = float(value)
-        elif text is not None:
-            try:
-                number = float(text)
-            except ValueError:
-                raise _fail(name, value, tp) from None
-        else:
-            raise _fail(name, value, tp)
-        if not math.isfinite(number):
-            raise _fail(name, value, tp)
-        return number
-    if tp is str:
-        if isinstance(value, str):
-            return text if text is not None else value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):  # legacy configs (guessed numbers)
-            return str(value)
-        raise _fail(name, value, tp)
-    return value  # Any or a type this module does not know: passed on as given
+    if text is not None and text == "":
+        parts = []
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(parts) != len(args):
+            raise SettingsError(f"setting {name}={value!r} is invalid: {name} needs {len(args)} comma-separated values")
+        return tuple(_convert(a, name, p) for a, p in zip(args, parts))
+    inner = args[0] if args else Any
+    items = [_convert(inner, name, p) for p in parts]
+    return tuple(items) if origin is tuple else items
+
+
+_INVALID = object()  # what a scalar converter returns for a value it cannot take
+
+
+def _to_bool(value: Any, text: str | None) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # configs written when 1/0 were stored as numbers
+        return bool(value)
+    if text is not None and text.lower() in TRUE_WORDS + FALSE_WORDS:
+        return text.lower() in TRUE_WORDS
+    return _INVALID
+
+
+def _to_int(value: Any, text: str | None) -> Any:
+    if isinstance(value, bool):
+        return _INVALID
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if text is not None and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    return _INVALID
+
+
+def _to_float(value: Any, text: str | None) -> Any:
+    if isinstance(value, bool):
+        return _INVALID
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif text is not None:
+        try:
+            number = float(text)
+        except ValueError:
+            return _INVALID
+    else:
+        return _INVALID
+    return number if math.isfinite(number) else _INVALID
+
+
+def _to_str(value: Any, text: str | None) -> Any:
+    if isinstance(value, str):
+        return text if text is not None else value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # legacy configs (guessed numbers)
+        return str(value)
+    return _INVALID
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def _check_range(name: str, value: Any, tp: Any) -> None:

@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -108,39 +108,14 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    history: list[float] = []
-    val_history: list[float] = []
-    start = 0
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["epoch"])
-        history = list(state["history"])
-        val_history = list(state.get("val_history", []))
+    start, history, val_history = _resume(model, optimizer, checkpoint if resume else None)
     result = TrainResult(epochs_done=start, history=history, val_history=val_history, resumed_from=start)
     t_start = time.perf_counter()
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, unit="epoch", initial=start, total=epochs)
     for epoch in bar:
         model.train()
-        gen = epoch_generator(seed, epoch)
-        total, n_steps, n_clips, t0 = 0.0, 0, 0, time.perf_counter()
-        for clips, loss in batches(epoch, gen):
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; training stopped, the checkpoint "
-                    "of the last good epoch is kept (try a lower learning rate)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            n_steps += 1
-            n_clips += clips
-            if progress:
-                rate = n_clips / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{total / n_steps:.4f}", clips_s=f"{rate:.0f}", **(status() if status else {}))
-        epoch_loss = total / max(n_steps, 1)
+        epoch_loss = _train_epoch(optimizer, batches(epoch, epoch_generator(seed, epoch)), epoch, desc,
+                                  bar if progress else None, status)
         history.append(epoch_loss)
         if validate is not None:
             model.eval()
@@ -157,6 +132,46 @@ def fit(
     model.eval()
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _resume(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path | None
+) -> tuple[int, list[float], list[float]]:
+    """(first epoch, loss history, validation history): from ``checkpoint`` when it exists, else a fresh start."""
+    if checkpoint is None or not checkpoint.exists():
+        return 0, [], []
+    state = load_checkpoint(checkpoint)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), list(state["history"]), list(state.get("val_history", []))
+
+
+def _train_epoch(
+    optimizer: torch.optim.Optimizer,
+    steps: Iterable[tuple[int, torch.Tensor]],
+    epoch: int,
+    desc: str,
+    bar: Any | None,
+    status: Callable[[], dict[str, str]] | None,
+) -> float:
+    """One epoch of backward/step over ``steps``; its mean loss. A non-finite loss stops training."""
+    total, n_steps, n_clips, t0 = 0.0, 0, 0, time.perf_counter()
+    for clips, loss in steps:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; training stopped, the checkpoint "
+                "of the last good epoch is kept (try a lower learning rate)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        n_steps += 1
+        n_clips += clips
+        if bar is not None:
+            rate = n_clips / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{total / n_steps:.4f}", clips_s=f"{rate:.0f}", **(status() if status else {}))
+    return total / max(n_steps, 1)
 
 
 def iterate_minibatches(n: int, batch_size: int, gen: torch.Generator, drop_last: bool = False) -> Iterator[torch.Tensor]:
@@ -201,22 +216,22 @@ def recalibrate_batchnorm(model: torch.nn.Module, inputs: Iterable[torch.Tensor]
 
 def distributed_env() -> tuple[int, int]:
     """(rank, world size) from the variables torchrun sets; (0, 1) in a plain process."""
-    import os
+    from asdcore import env
 
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return env.distributed()
 
 
 def init_distributed(device: str = "auto") -> torch.device:
     """Join the torchrun process group (NCCL on GPUs, gloo on CPU) and return this rank's device."""
-    import os
-
     import torch.distributed as dist
+
+    from asdcore import env
 
     use_cuda = torch.cuda.is_available() and device != "cpu"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        local = env.local_rank()
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")

@@ -1,7 +1,7 @@
 """Ablation of the three-subnet recipe: the default, and one earlier choice at a time, next to ae-mahala.
 
-    python bench/ablation.py DATA [--out runs/ablation] [--variants all|NAME,...] [--jobs 2]
-                             [--ae-seeds 0] [--print-only]
+    python -m bench.ablation DATA [--out runs/ablation] [--variants all|NAME,...] [--jobs 2]
+                              [--ae-seeds 0] [--print-only]
 
 Each variant is the default three-subnet system (:class:`asdcore.systems.three_subnet.ThreeSubnetSettings`,
 which follows Wilkinghoff's public code where the report is silent) with one item switched back to this
@@ -39,12 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from asdcore.data import DataError, discover  # noqa: E402
-from asdcore.metrics import machine_sort_key, official_score, read_metrics_csv  # noqa: E402
-from asdcore.runs import Run, RunError, format_setting  # noqa: E402
+from asdcore.data import DataError, discover
+from asdcore.metrics import machine_sort_key, official_score, read_metrics_csv
+from asdcore.runs import Run, RunError, format_setting
 
 #: variant name -> settings that switch one item of the public recipe back to the earlier choice
 VARIANTS: dict[str, dict[str, object]] = {
@@ -159,7 +156,7 @@ def collect(data: Path, out: Path, variants: list[str], ae_seeds: list[int]) -> 
     from asdcore.export import read_scores
     from asdcore.metrics import metrics_table
     from asdcore.systems import get_system
-    from branches import rescored_clips
+    from bench.branches import rescored_clips
 
     results: dict[str, Result] = {}
     for variant in variants:
@@ -192,7 +189,7 @@ def collect(data: Path, out: Path, variants: list[str], ae_seeds: list[int]) -> 
 
 def fault_means(result: Result, data_seed: int) -> str:
     """Mean within-domain AUC over the fault-kind cells, averaged over seeds ('-' without runs)."""
-    from fault_kinds import fault_rows
+    from bench.fault_kinds import fault_rows
 
     if not result.clips:
         return "-"
@@ -263,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if "default" not in variants:
         variants.insert(0, "default")
     try:
-        from asdcore.cli import parse_settings
+        from asdcore.settings import parse_settings
 
         extra = parse_settings(args.set)
         ae_seeds = [int(x) for x in args.ae_seeds.split(",") if x.strip()]

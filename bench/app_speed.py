@@ -1,6 +1,6 @@
 """App start times in a real browser: first start to first results, then a later start.
 
-    python bench/app_speed.py [--keep DIR]
+    python -m bench.app_speed [--keep DIR]
 
 A first start on a fresh clone generates the synthetic demo set, scores it with the bundled
 checkpoints (checkpoints/) and shows the official scores on the home page. The benchmark
@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from e2e_support import browser_page, streamlit_server  # noqa: E402
+from tests.e2e_support import browser_page, streamlit_server
 
 HEADLINE = "text=Official score per system"
 

@@ -1,6 +1,6 @@
 """Run what users really type wrong against the CLI and show what each gives back.
 
-    python bench/bad_inputs.py [--keep DIR]
+    python -m bench.bad_inputs [--keep DIR]
 
 Every case runs ``python -m asdcore ...`` in a subprocess inside a temporary folder holding a
 ``tiny`` synthetic data set (two machine types), a second one made with another seed (same clip
@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from asdcore.env import bad_inputs_verbose
+
+#: the checkout; each case runs in a temporary folder, so the child finds asdcore through PYTHONPATH
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def tree_state(root: Path) -> dict[str, str]:
@@ -305,7 +307,7 @@ def main() -> int:
         rows.append((case.name, case.expect_code, proc.returncode, first_line(proc),
                      summarise(diff) + (f" ({case.note})" if case.note and diff else ""), ok,
                      time.perf_counter() - t))
-        if not ok and os.environ.get("BAD_INPUTS_VERBOSE"):
+        if not ok and bad_inputs_verbose():
             print(f"--- {case.name}\n{proc.stderr[-3000:]}", file=sys.stderr)
     print("| case | expected exit | exit | message (first line) | files changed | ok |")
     print("|---|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """How fast 100 clips of 10 s are scored at once by every bundled system and the ensemble.
 
-    python bench/batch_speed.py [RUNS] [--clips 100] [--threads N] [--device cpu]
+    python -m bench.batch_speed [RUNS] [--clips 100] [--threads N] [--device cpu]
 
 RUNS: a runs folder (every scored folder under it is loaded, as the app does; default: the app's
 demo workspace ``runs/demo``, made from the bundled checkpoints on first use exactly as the app's
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def pick_clips(folders, n: int) -> list[Path]:

@@ -1,6 +1,6 @@
 """How fast the stratified bootstrap gives intervals for several systems (the Results page's work).
 
-    python bench/bootstrap_speed.py [RUNS] [--data DATA] [--systems 4] [--resamples 1000] [--seed 0]
+    python -m bench.bootstrap_speed [RUNS] [--data DATA] [--systems 4] [--resamples 1000] [--seed 0]
                                     [--repeats 5]
 
 RUNS: a runs folder whose scored folders are loaded as the app loads them (default: the demo
@@ -16,18 +16,16 @@ Prints the clip count and, as the median of ``--repeats`` runs after one warm-up
   every table value per resample, the intervals and the paired gaps to the best system
   (:func:`asdcore.app.intervals.bootstrap_intervals`, exactly what the Results page calls), target
   under 2 s for 4 systems x 1000 resamples on the demo set;
-* the evaluator's jackknife of one system (:func:`asdcore.metrics.jackknife_ci95`).
+* the evaluator's jackknife of one system (:func:`asdcore.resampled_auc.jackknife_ci95`).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def labelled_systems(runs: Path, data: Path, count: int) -> tuple[dict, str]:
@@ -73,7 +71,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from asdcore.metrics import jackknife_ci95
+    from asdcore.resampled_auc import jackknife_ci95
     from asdcore.app.intervals import bootstrap_intervals
 
     data = Path(args.data) if args.data else ensure_demo_data(default_demo_root())

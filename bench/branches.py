@@ -1,6 +1,6 @@
 """Which input carries the anomaly information? Official score of each branch of a three-subnet embedding.
 
-    python bench/branches.py SCORED [SCORED ...] [--clusters 16] [--seed 0]
+    python -m bench.branches SCORED [SCORED ...] [--clusters 16] [--seed 0]
 
 SCORED: folders scored by a three-subnet system (a run folder or a ``score --out`` folder, anything with
 ``embeddings/``), of data whose test file names carry domain and label (development-style names; an
@@ -25,13 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from asdcore.data import DataError, parse_name  # noqa: E402
-from asdcore.metrics import metrics_table, official_score  # noqa: E402
-from asdcore.runs import load_arrays  # noqa: E402
-from asdcore.backends import KMeansBackend  # noqa: E402
-from asdcore.scored import embedding_files, embedding_path  # noqa: E402
+from asdcore.data import DataError, parse_name
+from asdcore.metrics import metrics_table, official_score
+from asdcore.runs import load_arrays
+from asdcore.backends import KMeansBackend
+from asdcore.scored import embedding_files, embedding_path
 
 #: Column slices of the 512-d embedding, in the order ThreeSubnet.forward concatenates the branches.
 SLICES: dict[str, slice] = {

@@ -1,6 +1,6 @@
 """Which faults does a system catch? Per fault kind AUCs on a synthetic data set.
 
-    python bench/fault_kinds.py SCORED [SCORED ...] [--seed 0] [--min-severity 0]
+    python -m bench.fault_kinds SCORED [SCORED ...] [--seed 0] [--min-severity 0]
 
 SCORED: scored folders (a run folder or a ``score --out`` folder, anything with ``scores/``).
 The synthetic generator knows the fault kind and severity of every anomalous test clip
@@ -26,11 +26,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from asdcore.export import read_scores  # noqa: E402
-from asdcore.metrics import machine_sort_key  # noqa: E402
-from asdcore.synth import SCALES, anomaly_of, plan_machine  # noqa: E402
+from asdcore.export import read_scores
+from asdcore.metrics import machine_sort_key
+from asdcore.synth import SCALES, anomaly_of, plan_machine
 
 
 def fault_table(scored: dict[str, Path], seed: int, min_severity: float = 0.0) -> list[list[str]]:

@@ -29,7 +29,7 @@ echo "ae trained+scored; both finished after $(( $(date +%s) - t1 )) s"
 $PY -m asdcore score "$RUNS/ae" "$DATA" --system ae-mahala --out "$RUNS/ae-mahala" --quiet
 $PY -m asdcore score "$RUNS/three-subnet" "$DATA" --system three-subnet-gmm --out "$RUNS/three-subnet-gmm" --quiet \
     2>&1 | tail -40
-$PY bench/quality.py "$DATA" --systems ae-mse,ae-mahala,three-subnet-gmm,three-subnet-kmeans --out "$RUNS" \
+$PY -m bench.quality "$DATA" --systems ae-mse,ae-mahala,three-subnet-gmm,three-subnet-kmeans --out "$RUNS" \
     --quiet --reuse-only
 $PY -m asdcore ensemble "ae-mse=$RUNS/ae" "ae-mahala=$RUNS/ae-mahala" "three-subnet-kmeans=$RUNS/three-subnet" \
     "three-subnet-gmm=$RUNS/three-subnet-gmm" --preset ensemble-1 --out "$RUNS/ensemble-1" --data "$DATA"

@@ -1,6 +1,6 @@
 """How fast the Clip inspector scores one uploaded 10 s clip with every loaded system.
 
-    python bench/inspector_speed.py [RUNS] [--machine fan] [--section 00] [--repeats 10] [--device cpu]
+    python -m bench.inspector_speed [RUNS] [--machine fan] [--section 00] [--repeats 10] [--device cpu]
                                     [--threads N] [--keep DIR]
 
 RUNS: a runs folder (every scored folder under it is loaded, as the app does). Without it, a
@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
 CLIP_SECONDS = 10.0
 
@@ -65,7 +65,17 @@ def _median_ms(values: list[float]) -> float:
     return 1000.0 * statistics.median(values)
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class _Target:
+    """The clip every system scores: a test clip of the first scored data folder, at exactly 10 s."""
+
+    machine: str
+    section: str
+    file_name: str
+    wave: np.ndarray
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="?", help="runs folder (default: build a small workspace in a temporary folder)")
     p.add_argument("--machine", default=None, help="machine type (default: the first one scored)")
@@ -75,19 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--keep", default=None, help="build the workspace here and keep it")
     p.add_argument("--no-baseline", action="store_true", help="skip timing System.score_waves")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    import torch
 
-    from asdcore.data import discover, fix_length, load_clip, SAMPLE_RATE
-    from asdcore.ensemble import load_member
-    from asdcore.app.inspector import ClipScorer, equal_ensemble
-    from asdcore.runs import Run
-    from asdcore.systems import get_system
+def _scored_folders(args: argparse.Namespace) -> list:
+    """The scored folders of ``args.runs``, or of a workspace built for the benchmark."""
     from asdcore.scored import find_scored
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.runs:
         runs = Path(args.runs)
     else:
@@ -97,26 +101,42 @@ def main(argv: list[str] | None = None) -> int:
     folders = find_scored(runs)
     if not folders:
         raise SystemExit(f"no scored folders under {runs}")
+    return folders
 
-    members = None
-    machine = section = wave = clip = ensemble = None
+
+def _target_and_ensemble(folders: list, scorer, args: argparse.Namespace):
+    """The clip to score (machine and section from the arguments or the first member) and the members'
+    equal-weight ensemble."""
+    from asdcore.data import discover, fix_length, load_clip, SAMPLE_RATE
+    from asdcore.ensemble import load_member
+    from asdcore.app.inspector import equal_ensemble
+
+    members = [load_member(f.path, f.name) for f in folders if f.name in scorer.names]
+    keys = members[0].sections()
+    machine = args.machine or keys[0][0]
+    section = args.section or next(s for m, s in keys if m == machine)
+    data_root = next((f.data_root for f in folders if f.data_root is not None), None)
+    clip = discover(data_root).select(machine=machine, section=section, split="test")[0]
+    wave = fix_length(load_clip(clip.path, seconds=None), int(CLIP_SECONDS * SAMPLE_RATE))
+    return _Target(machine, section, clip.file_name, wave), equal_ensemble(members)
+
+
+def _time_clip_scorer(folders: list, args: argparse.Namespace) -> tuple[dict[str, dict], _Target]:
+    """Load and time ``ClipScorer`` with the frozen graph (the app's path) and eager."""
+    from asdcore.app.inspector import ClipScorer
+
+    target = ensemble = None
     report: dict[str, dict] = {}
     for label, optimize in (("frozen", True), ("eager", False)):
         t0 = time.perf_counter()
         scorer, skipped = ClipScorer.from_folders(folders, device=args.device, optimize=optimize)
         if not scorer.members:
             raise SystemExit("none of the scored folders can score clips (no run folders with weights)")
-        if members is None:
+        if target is None:
             for name, why in skipped.items():
                 print(f"  skipped {name}: {why}")
-            members = [load_member(f.path, f.name) for f in folders if f.name in scorer.names]
-            keys = members[0].sections()
-            machine = args.machine or keys[0][0]
-            section = args.section or next(s for m, s in keys if m == machine)
-            data_root = next((f.data_root for f in folders if f.data_root is not None), None)
-            clip = discover(data_root).select(machine=machine, section=section, split="test")[0]
-            wave = fix_length(load_clip(clip.path, seconds=None), int(CLIP_SECONDS * SAMPLE_RATE))
-            ensemble = equal_ensemble(members)
+            target, ensemble = _target_and_ensemble(folders, scorer, args)
+        machine, section, wave = target.machine, target.section, target.wave
         errors = scorer.prepare(machine, section)
         load_s = time.perf_counter() - t0
         for name, err in errors.items():
@@ -135,24 +155,36 @@ def main(argv: list[str] | None = None) -> int:
                 per_member[r.name].append(r.seconds)
         report[label] = {"load": load_s, "per_member": per_member, "totals": totals, "scorer": scorer,
                          "errors": errors}
+    return report, target
+
+
+def _time_score_waves(folders: list, frozen: dict, target: _Target, repeats: int) -> dict[str, float]:
+    """Median ms of ``System.score_waves`` per system (reloads model and backend on every call)."""
+    from asdcore.runs import Run
+    from asdcore.systems import get_system
 
     baseline: dict[str, float] = {}
-    scorer = report["frozen"]["scorer"]
-    if not args.no_baseline:
-        for f in folders:
-            if f.name not in scorer.names or f.name in report["frozen"]["errors"]:
-                continue
-            system, run = get_system(f.system), Run.open(f.run)
-            system.score_waves(run, machine, section, [wave], scored_dir=f.path)
-            times = []
-            for _ in range(max(args.repeats // 3, 2)):
-                t = time.perf_counter()
-                system.score_waves(run, machine, section, [wave], scored_dir=f.path)
-                times.append(time.perf_counter() - t)
-            baseline[f.name] = _median_ms(times)
+    for f in folders:
+        if f.name not in frozen["scorer"].names or f.name in frozen["errors"]:
+            continue
+        system, run = get_system(f.system), Run.open(f.run)
+        system.score_waves(run, target.machine, target.section, [target.wave], scored_dir=f.path)
+        times = []
+        for _ in range(max(repeats // 3, 2)):
+            t = time.perf_counter()
+            system.score_waves(run, target.machine, target.section, [target.wave], scored_dir=f.path)
+            times.append(time.perf_counter() - t)
+        baseline[f.name] = _median_ms(times)
+    return baseline
 
+
+def _print_report(report: dict[str, dict], baseline: dict[str, float], target: _Target,
+                  args: argparse.Namespace) -> None:
+    import torch
+
+    scorer = report["frozen"]["scorer"]
     print()
-    print(f"clip: {clip.file_name} tiled/cropped to {CLIP_SECONDS:.0f} s; {machine} section {section}; "
+    print(f"clip: {target.file_name} tiled/cropped to {CLIP_SECONDS:.0f} s; {target.machine} section {target.section}; "
           f"device {args.device}; torch threads {torch.get_num_threads()}; {args.repeats} repeats")
     print(f"one-off load of models and backends: {1000 * report['frozen']['load']:.0f} ms with the frozen graph "
           f"(trace + warm-up), {1000 * report['eager']['load']:.0f} ms eager")
@@ -173,6 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'TOTAL (all + ensemble)':<41}{cells[0]:>16}{cells[1]:>16}{base_total:>13}")
     total = _median_ms(report["frozen"]["totals"])
     print(f"target < 1000 ms on CPU (median, app path): {'met' if total < 1000 else 'NOT met'} ({total:.0f} ms)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folders = _scored_folders(args)
+    report, target = _time_clip_scorer(folders, args)
+    baseline = {} if args.no_baseline else _time_score_waves(folders, report["frozen"], target, args.repeats)
+    _print_report(report, baseline, target, args)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Quality benchmark: train systems on a data set and print the seed-style table side by side.
 
-    python bench/quality.py DATA [--systems ae-mse,ae-mahala] [--epochs N] [--out runs/bench] [--set KEY=VALUE]
+    python -m bench.quality DATA [--systems ae-mse,ae-mahala] [--epochs N] [--out runs/bench] [--set KEY=VALUE]
 
 Systems that share a frontend (e.g. ae-mse and ae-mahala) are trained once (``OUT/<frontend>``)
 and scored with each other backend into ``OUT/<system>``. Prints per machine AUC(source), AUC(target), pAUC, the All rows and the official
@@ -18,16 +18,14 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from asdcore.cli import parse_settings  # noqa: E402
-from asdcore.data import discover  # noqa: E402
-from asdcore.metrics import format_tables, read_metrics_csv  # noqa: E402
-from asdcore.runs import Run, RunError  # noqa: E402
-from asdcore.systems import SYSTEM_INFO, get_system  # noqa: E402
+from asdcore.data import discover
+from asdcore.metrics import format_tables, read_metrics_csv
+from asdcore.runs import Run, RunError
+from asdcore.settings import parse_settings
+from asdcore.systems import SYSTEM_INFO, get_system
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data")
     p.add_argument("--systems", default="ae-mse,ae-mahala")
@@ -40,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse-only", action="store_true", help="only print the table of existing runs; train nothing")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training setting for every system that has it (repeatable)")
-    args = p.parse_args(argv)
+    return p
 
+
+def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The chosen system names and ``--set`` settings, refused (usage error) before anything is trained."""
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [n for n in names if n not in SYSTEM_INFO]
     if unknown:
@@ -53,6 +54,38 @@ def main(argv: list[str] | None = None) -> int:
     known = set().union(*({f.name for f in fields(get_system(n).Settings)} for n in names))
     if set(extra) - known:
         p.error(f"no selected system has the setting(s) {sorted(set(extra) - known)}")
+    return names, extra
+
+
+def _finished_run(p: argparse.ArgumentParser, args: argparse.Namespace, name: str, run_dir: Path, ds,
+                  machines: list[str], extra: dict[str, str], timings: list[str]) -> None:
+    """Reuse the finished run in ``run_dir``, or train ``name`` there (its time goes to ``timings``)."""
+    if args.retrain and run_dir.exists():
+        shutil.rmtree(run_dir)
+    try:
+        run = Run.open(run_dir)
+        if run.config.status != "scored":
+            raise RunError("unfinished")
+        print(f"reusing finished run {run_dir} ({run.config.system}, trained in {run.config.train_seconds} s)")
+    except RunError:
+        if args.reuse_only:
+            p.error(f"no finished run for {name} in {run_dir} (--reuse-only)")
+        system = get_system(name)
+        has = {f.name for f in fields(system.Settings)}
+        overrides = {"epochs": args.epochs, "device": args.device,
+                     **{k: v for k, v in extra.items() if k in has}}
+        run = system.new_run(run_dir, ds, machines, resume=True, **overrides)
+        t0 = time.perf_counter()
+        system.train(run, ds, resume=True, progress=not args.quiet)
+        run = Run.open(run_dir)
+        timings.append(f"{run_dir.name}: trained+scored in {time.perf_counter() - t0:.0f} s "
+                       f"(training {run.config.train_seconds} s, {run.config.settings.get('epochs')} epochs)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    names, extra = _checked(p, args)
     machines = args.machines.split(",") if args.machines else None
     ds = discover(args.data, machines=machines)
     machines = machines or ds.machines()
@@ -62,28 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         frontend = SYSTEM_INFO[name].frontend
         if frontend not in trained:
-            run_dir = out / frontend
-            if args.retrain and run_dir.exists():
-                shutil.rmtree(run_dir)
-            try:
-                run = Run.open(run_dir)
-                if run.config.status != "scored":
-                    raise RunError("unfinished")
-                print(f"reusing finished run {run_dir} ({run.config.system}, trained in {run.config.train_seconds} s)")
-            except RunError:
-                if args.reuse_only:
-                    p.error(f"no finished run for {name} in {run_dir} (--reuse-only)")
-                system = get_system(name)
-                has = {f.name for f in fields(system.Settings)}
-                overrides = {"epochs": args.epochs, "device": args.device,
-                             **{k: v for k, v in extra.items() if k in has}}
-                run = system.new_run(run_dir, ds, machines, resume=True, **overrides)
-                t0 = time.perf_counter()
-                system.train(run, ds, resume=True, progress=not args.quiet)
-                run = Run.open(run_dir)
-                timings.append(f"{frontend}: trained+scored in {time.perf_counter() - t0:.0f} s "
-                               f"(training {run.config.train_seconds} s, {run.config.settings.get('epochs')} epochs)")
-            trained[frontend] = run_dir
+            _finished_run(p, args, name, out / frontend, ds, machines, extra, timings)
+            trained[frontend] = out / frontend
         run = Run.open(trained[frontend])
         scored = run.path if name == run.config.system else out / name
         if scored != run.path and (args.retrain or not (scored / "metrics.csv").exists()):

@@ -1,6 +1,6 @@
 """A deliberately simple anomaly detector, used to check that a data set is not trivially easy.
 
-    python bench/simple_detector.py DATA_ROOT [--machines fan valve] [--compact]
+    python -m bench.simple_detector DATA_ROOT [--machines fan valve] [--compact]
 
 Per machine type: every clip becomes its clip-mean log-mel vector (torchaudio MelSpectrogram, 128 mels,
 n_fft 1024, hop 512, power 2, 10*log10); a Gaussian (mean + Ledoit-Wolf shrunk covariance) is fitted to the
@@ -30,7 +30,6 @@ import torchaudio
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 NAME_RE = re.compile(r"^section_(\d{2})_(source|target)_(train|test)_(normal|anomaly)_\d{4}_.*\.wav$")
 EPS = float(np.finfo(np.float32).eps)

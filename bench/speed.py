@@ -1,6 +1,6 @@
 """Speed and memory benchmark: training and scoring clips per second, peak RSS while training.
 
-    python bench/speed.py DATA [--system three-subnet-kmeans] [--epochs 1] [--device cpu] [--out DIR]
+    python -m bench.speed DATA [--system three-subnet-kmeans] [--epochs 1] [--device cpu] [--out DIR]
 
 Trains the system on every machine type of DATA for ``--epochs`` (default 1: throughput does
 not change with the epoch count), then scores DATA, and prints:
@@ -21,11 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from asdcore.data import discover  # noqa: E402
-from asdcore.runs import Run  # noqa: E402
-from asdcore.systems import get_system  # noqa: E402
+from asdcore.data import discover
+from asdcore.runs import Run
+from asdcore.systems import get_system
 
 
 def _mib(kib: int) -> float:

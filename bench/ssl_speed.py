@@ -1,6 +1,6 @@
 """Time per clip of the pre-trained SSL frontends: forward (embedding) and one fine-tuning step.
 
-    python bench/ssl_speed.py [--models hubert,wav2vec2,wavlm,unispeech-sat,beats] [--sizes tiny,base]
+    python -m bench.ssl_speed [--models hubert,wav2vec2,wavlm,unispeech-sat,beats] [--sizes tiny,base]
                               [--seconds 10] [--batch 2] [--reps 3] [--device cpu] [--threads N]
 
 For every model and size the backbone is built randomly initialised (no weights are needed: the
@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _time(fn, reps: int) -> float:

@@ -12,8 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from asdcore.app import jobs, ui
-from asdcore.cli import parse_settings
 from asdcore.runs import format_setting, list_runs
+from asdcore.settings import parse_settings
 from asdcore.systems import SYSTEM_INFO, compatible, get_system, system_names
 from asdcore.app.workspace import BUNDLED, remove_folder
 

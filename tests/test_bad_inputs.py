@@ -216,10 +216,10 @@ def test_ctrl_c_in_a_real_process(tiny_data, tmp_path):
     import signal
     import time
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "asdcore", "train", str(tiny_data), "--system", "ae-mse", "--out",
                              str(tmp_path / "r"), "--epochs", "1000", "--machines", "fan", "--quiet"],
-                            env=env, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "r" / "checkpoint" / "ae_fan.pt").exists():
         time.sleep(0.1)
@@ -376,12 +376,7 @@ def test_check_audio_opens_every_clip(tiny_data, tmp_path, capsys):
 
 def test_bad_inputs_bench_lists_every_case():
     """The bench runs the issue's whole list; its case names stay in step with it."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bad_inputs", ROOT / "bench" / "bad_inputs.py")
-    bad_inputs = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bad_inputs  # its dataclasses look their module up while being made
-    spec.loader.exec_module(bad_inputs)
+    from bench import bad_inputs
 
     names = " ".join(c.name for c in bad_inputs.cases())
     for words in ("bundle RUN RUN", "synth --out over a real data folder", "train --resume with another DATA",

@@ -141,7 +141,7 @@ def test_weighted_kernel_equals_scikit_learn_on_the_expanded_lists(seed):
     """Ties, FPR landing exactly on 0.1 (10 or 20 normals) and zero weights included."""
     from sklearn.metrics import roc_auc_score
 
-    from asdcore.metrics import RocInput, weighted_roc_auc
+    from asdcore.resampled_auc import RocInput, weighted_roc_auc
 
     rng = np.random.default_rng(seed)
     n_normal, n_anomaly = (10, 4) if seed % 2 else (20, 9)

@@ -9,13 +9,13 @@ installs chromium) turns the skip into a failure, so CI can never pass without r
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from asdcore import env
 from e2e_support import browser_page, chromium_path, streamlit_server, wait_for_app
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def app_url(tiny_workspace, tmp_path_factory):
     if chromium_path() is None:
-        if os.environ.get("ASD_REQUIRE_BROWSER"):
+        if env.require_browser():
             pytest.fail("ASD_REQUIRE_BROWSER is set but chromium is not installed (apt-get install -y chromium)")
         pytest.skip("chromium is not installed (apt-get install -y chromium); .ci/run installs it")
     try:

@@ -21,10 +21,10 @@ from asdcore.metrics import (
     DECISION_COLUMNS,
     evaluator_means,
     format_evaluation,
-    jackknife_ci95,
     metrics_table,
     official_score,
 )
+from asdcore.resampled_auc import jackknife_ci95
 
 EPS = sys.float_info.epsilon
 MAX_FPR = 0.1

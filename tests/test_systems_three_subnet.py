@@ -95,13 +95,8 @@ def test_resume_is_exact(tiny_data, tmp_path, extra):
 
 def test_fault_kinds_bench_splits_scores_by_fault(trained, tmp_path):
     """bench/fault_kinds.py: one row per machine, domain and fault kind present; counts add up."""
-    import importlib.util
-
     from asdcore.synth import MODELS
-
-    spec = importlib.util.spec_from_file_location("fault_kinds", ROOT / "bench" / "fault_kinds.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench import fault_kinds as bench
     rows = bench.fault_table({"ts": trained}, seed=0)
     scores = read_scores(Run.open(trained).scores_dir)
     for m in MACHINES:
@@ -119,13 +114,8 @@ def test_fault_kinds_bench_splits_scores_by_fault(trained, tmp_path):
 
 def test_branches_bench_reproduces_the_system_score(trained, tmp_path):
     """bench/branches.py: the all-branches slice gives the run's own official score; one row per slice."""
-    import importlib.util
-
     from asdcore.metrics import read_metrics_csv
-
-    spec = importlib.util.spec_from_file_location("branches", ROOT / "bench" / "branches.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench import branches as bench
     run = Run.open(trained)
     table = bench.branch_scores(trained, clusters=run.config.settings["kmeans_clusters"], seed=run.config.seed)
     assert list(table["slice"]) == list(bench.SLICES) and list(table["dims"]) == [128, 128, 256, 256, 512]
@@ -210,7 +200,7 @@ def test_pseudo_attributes_cluster_source_clips_without_attributes(tiny_data):
 
 def test_ddp_two_gloo_processes(tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "asdcore", "train", str(tiny_data), "--system", "three-subnet-kmeans", "--out", str(out),
            "--epochs", "2", "--machines", "fan"] + FAST

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from asdcore import env
 from asdcore.atomic import atomic_write_text
 
 JOBS_DIR = ".jobs"
@@ -111,10 +112,9 @@ def start(kind: str, args: list[str], out: str | Path, runs_root: str | Path) ->
     progress = jobs_dir / f"{job_id}.progress.json"
     command = [sys.executable, "-m", "asdcore", kind, *map(str, args), "--progress-file", str(progress)]
     ProgressFile(progress).write("starting", 0.0, "starting")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "2")}
-    repo = Path(__file__).resolve().parents[2]
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": env.tqdm_mininterval("2")}
     with open(jobs_dir / f"{job_id}.log", "wb") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=repo, env=env,
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=env.REPO_ROOT, env=child_env,
                                  start_new_session=True)
     _CHILDREN[child.pid] = child
     job = Job(job_id, kind, command, str(out), child.pid, time.time(), str(jobs_dir))

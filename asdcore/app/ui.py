@@ -11,13 +11,13 @@ the user has selected; all by default).
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import streamlit as st
 
+from asdcore import env
 from asdcore.scored import ScoredFolder, find_scored
 from asdcore.app.workspace import (
     DEMO_MARKER,
@@ -129,7 +129,7 @@ def page(title: str, icon: str = "🔊", progressive: bool = False) -> Workspace
     data_root, runs_root = Path(data_text).expanduser(), Path(runs_text).expanduser()
     is_demo = _same(data_root, demo_data) and _same(runs_root, demo_runs_root())
     pending: list[str] = []
-    if is_demo and not os.environ.get("ASD_NO_DEMO"):
+    if is_demo and not env.no_demo():
         with guard("could not prepare the demo workspace"):
             _ensure_demo(data_root, default_runs_root(), limit=1 if progressive else None)
             pending = demo_pending(data_root, default_runs_root())

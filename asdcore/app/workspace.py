@@ -8,21 +8,21 @@ detected and finished on the next one instead of being trusted half-written.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from asdcore import env
 from asdcore.atomic import atomic_write_text
+from asdcore.env import REPO_ROOT
 from asdcore.scored import SCORED_META, ScoredFolder, describe_scored, read_json
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_MARKER = ".asd_synth.json"
 
 
 def default_demo_root() -> Path:
     """``$ASD_DEMO_DATA`` or ``<repo>/demo_data``."""
-    return Path(os.environ.get("ASD_DEMO_DATA", REPO_ROOT / "demo_data")).expanduser()
+    return env.demo_data_dir()
 
 
 def demo_is_complete(root: Path, scale: str, seed: int) -> bool:
@@ -74,7 +74,7 @@ CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
 
 def default_runs_root() -> Path:
     """``$ASD_RUNS`` or ``<repo>/runs``: where the app keeps run and scored folders."""
-    return Path(os.environ.get("ASD_RUNS", REPO_ROOT / "runs")).expanduser()
+    return env.runs_dir()
 
 
 @dataclass(frozen=True)

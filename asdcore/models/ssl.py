@@ -55,6 +55,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from asdcore import env
+
 SAMPLE_RATE = 16000
 SSL_MODELS = ("hubert", "wav2vec2", "wavlm", "unispeech-sat", "beats")
 POOLINGS = ("mean", "meanstd")
@@ -107,8 +109,7 @@ def spec(model: str) -> ModelSpec:
 
 def weights_root() -> Path:
     """Folder holding one sub-folder of weights per model: ``$ASD_WEIGHTS_DIR``, else ``<repo>/weights``."""
-    env = os.environ.get("ASD_WEIGHTS_DIR")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "weights"
+    return env.weights_dir()
 
 
 def default_location(model: str) -> Path:
@@ -119,7 +120,7 @@ def default_location(model: str) -> Path:
 
 def _hf_cache_dir() -> str | None:
     """The Hugging Face cache to search: ``HF_HUB_CACHE`` read now (None: the library default)."""
-    return os.environ.get("HF_HUB_CACHE") or None
+    return env.hf_hub_cache()
 
 
 @dataclass(frozen=True)
