@@ -1,6 +1,6 @@
 """How fast the ensemble weight search ranks its candidates (the tuner's and ``ensemble --search``'s work).
 
-    python bench/ensemble_search.py [--members 5] [--step 0.1] [--sections 7] [--repeats 3] [--seed 0]
+    python -m bench.ensemble_search [--members 5] [--step 0.1] [--sections 7] [--repeats 3] [--seed 0]
 
 Stand-in scores of the DCASE 2024 development test set's shape: per section 200 clips (50 normal
 and 50 anomalous per domain), ``--members`` members (label + seeded noise, then rounded to a tenth so
