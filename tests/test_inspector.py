@@ -84,7 +84,7 @@ def test_size_limit_checked_before_decoding(monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded a file over the limit")
 
-    monkeypatch.setattr("asdcore.app.inspector.decode_audio", no_decoding)
+    monkeypatch.setattr("asdcore.app.inspector.uploads.decode_audio", no_decoding)
     small = _wav_bytes(np.zeros(16000, np.float32), 16000)
     with pytest.raises(AudioError, match="the limit is 0.01 MB"):
         decode_upload(small, "clip.wav", limit_mb=0.01)
