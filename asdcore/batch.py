@@ -303,7 +303,8 @@ def score_clips(inputs: Sequence[ClipInput], systems: BatchSystems, machine: str
 
 
 def _groups(inputs: Sequence[ClipInput], sections: Mapping[str, Sequence[str]], machine: str | None,
-            section: str | None, dataset: Any, problems: list[tuple[str, str]]) -> dict[tuple[str, str], list[ClipInput]]:
+            section: str | None, dataset: Any,
+            problems: list[tuple[str, str]]) -> dict[tuple[str, str], list[ClipInput]]:
     """The usable inputs by (machine type, section); the others are added to ``problems``."""
     groups: dict[tuple[str, str], list[ClipInput]] = {}
     for item in inputs:
@@ -347,7 +348,8 @@ def _score_chunk(systems: BatchSystems, waves: list[np.ndarray], kept: list[Clip
         elif r is not None:
             notes[f"{name} cannot score {mc} section {sec}: {r.error}"] = None
         values = raw.get(name, np.full(len(waves), np.nan))
-        _put(frame, name, values, systems.members[name].train_scores(mc, sec), systems.thresholds.get(name, {}).get(key))
+        _put(frame, name, values, systems.members[name].train_scores(mc, sec),
+             systems.thresholds.get(name, {}).get(key))
     if systems.ensemble is not None:
         _ensemble_column(frame, systems, raw, mc, sec, notes, references)
     return frame

@@ -28,8 +28,8 @@ def class_key(clip: ClipRecord, domain_classes: bool = False, pseudo: dict[str, 
     ``domain_classes`` (without ``all_domains``): only clips without attribute information
     (``noAttribute``) are split by domain. Every DCASE file name carries the domain, so this is label
     information the first-shot setting still has.
-    ``pseudo``: pseudo-attribute of a ``noAttribute`` clip (by path, see :func:`asdcore.systems.three_subnet.pseudo_attributes`),
-    appended as ``/p<k>``.
+    ``pseudo``: pseudo-attribute of a ``noAttribute`` clip (by path, see
+    :func:`asdcore.systems.three_subnet.pseudo_attributes`), appended as ``/p<k>``.
     """
     key = f"{clip.machine}/{clip.section}/{clip.attribute_string}"
     if all_domains:

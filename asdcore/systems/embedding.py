@@ -239,7 +239,11 @@ class EmbeddingScoring:
 
     def score(self, frontend: EmbeddingFrontend, run: Run, ds: Dataset, out_dir: Path, progress: bool = True,
               reuse_embeddings_from: Path | None = None) -> pd.DataFrame:
-        """Score ``ds`` into ``out_dir``; ``reuse_embeddings_from``: a folder this run scored ``ds`` into (any backend)."""
+        """Score ``ds`` into ``out_dir``.
+
+        ``reuse_embeddings_from``: a folder this run scored ``ds`` into (any backend), whose saved
+        embeddings are used instead of running the network again (:func:`reusable_embeddings`).
+        """
         frontend.prepare()  # an unusable model is reported before anything else
         reuse = reusable_embeddings(run, ds, reuse_embeddings_from)
         rows, embeddings, thresholds = [], {}, {}
@@ -265,7 +269,9 @@ class EmbeddingScoring:
 
         def embedded(clips: list[ClipRecord], split: str) -> np.ndarray:
             saved = saved_embeddings(reuse, clips, machine, section, split)
-            return saved if saved is not None else frontend.embed_clips(clips, progress, f"{machine} {section}: {split}")
+            if saved is not None:
+                return saved
+            return frontend.embed_clips(clips, progress, f"{machine} {section}: {split}")
 
         train_emb, test_emb = embedded(train, "train"), embedded(test, "test")
         is_target = np.array([c.domain == "target" for c in train])

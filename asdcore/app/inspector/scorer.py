@@ -19,7 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from asdcore.app.inspector.attribution import AEAttribution, Occlusion, mel_band_centres, occlusion_plan, occlusion_result
+from asdcore.app.inspector.attribution import (
+    AEAttribution,
+    Occlusion,
+    mel_band_centres,
+    occlusion_plan,
+    occlusion_result,
+)
 from asdcore.data import SAMPLE_RATE
 from asdcore.frontends import EMBEDDINGS, FRAME_ERRORS, Frontend
 from asdcore.scored import ScoredFolder
