@@ -221,3 +221,20 @@ def test_ae_attribution_adds_up_to_the_score(scorer, waves):
         assert att.frame_scores.mean() == pytest.approx(scores[name], rel=1e-9)
     with pytest.raises(ValueError, match="not an autoencoder"):
         scorer.ae_attribution("three-subnet", wave, "valve", "00")
+
+
+def test_inspector_and_batch_use_only_the_frontend_and_backend_interfaces():
+    """No private call into a system and no switch on system classes: systems are reached through
+    ``System.frontend``, ``System.fitted_backend`` and the registry only."""
+    import re
+    from pathlib import Path
+
+    import asdcore.app.inspector as package
+    import asdcore.batch as batch
+
+    files = sorted(Path(package.__file__).parent.glob("*.py")) + [Path(batch.__file__)]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"system[s]?(\[[^\]]*\])?\._", text), path
+        for name in ("AESystem", "ThreeSubnetSystem", "SSLSystem", "asdcore.systems.three_subnet"):
+            assert name not in text, (path, name)

@@ -3,11 +3,12 @@
 Systems ``<model>-kmeans`` and ``<model>-gmm`` for each model of
 :data:`asdcore.models.ssl.SSL_MODELS`. They behave exactly like the three-subnetworks system
 (:mod:`asdcore.systems.three_subnet`; both use the frontend and folder scoring of
-:mod:`asdcore.systems.embedding` and the classes of :mod:`asdcore.systems.classifier`): one model over every machine
-type of the data set, trained to classify machine type x section x attribute combination with
-the sub-cluster AdaCos loss and waveform mixup, checkpointed every epoch by
-:func:`asdcore.training.fit` (exact resume), then K-Means or GMM backends per machine type and
-section on the normal training clips' embeddings, and the same scored-folder outputs.
+:mod:`asdcore.systems.embedding` and the classes of :mod:`asdcore.systems.classifier`, by
+composition): one model over every machine type of the data set, trained to classify machine
+type x section x attribute combination with the sub-cluster AdaCos loss and waveform mixup,
+checkpointed every epoch by :func:`asdcore.training.fit` (exact resume), then K-Means or GMM
+backends per machine type and section on the normal training clips' embeddings, and the same
+scored-folder outputs.
 
 What differs:
 
@@ -35,13 +36,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-import torch
-
-from pathlib import Path
-
 import pandas as pd
+import torch
 
 from asdcore.data import DEFAULT_SECONDS, Dataset, DataError
 from asdcore.runs import Run, RunError, save_json
