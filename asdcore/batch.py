@@ -274,11 +274,38 @@ def score_clips(inputs: Sequence[ClipInput], systems: BatchSystems, machine: str
     ``machine``/``section``: used for all clips (None: guessed per clip, see :func:`assign_clip`).
     ``on_progress(fraction, message)`` is called after each chunk.
     """
-    from asdcore.scored import section_key
-
     t0 = time.perf_counter()
-    sections = systems.sections()
     problems: list[tuple[str, str]] = []
+    groups = _groups(inputs, systems.sections(), machine, section, dataset, problems)
+    out_systems = systems.names + ([ENSEMBLE] if systems.ensemble is not None else [])
+    notes: dict[str, None] = {f"{name} cannot score clips: {why}": None for name, why in systems.skipped.items()}
+    references: dict[tuple[str, str], np.ndarray] = {}
+    rows: list[pd.DataFrame] = []
+    total = sum(len(v) for v in groups.values())
+    done = 0
+    if on_progress:
+        on_progress(0.0, f"scoring {total} clip(s) with {len(systems.names)} system(s)")
+    for (mc, sec), items in groups.items():
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            waves, kept = _read_chunk(part, problems)
+            if waves:
+                rows.append(_score_chunk(systems, waves, kept, mc, sec, notes, references))
+            done += len(part)
+            if on_progress:
+                on_progress(done / max(total, 1), f"scored {done}/{total} clip(s) ({mc} section {sec})")
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=table_columns(out_systems))
+    order = {item.name: i for i, item in enumerate(inputs)}
+    table = table.sort_values("clip", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    problems.sort(key=lambda p: order.get(p[0], len(order)))
+    return BatchResult(table[table_columns(out_systems)], pd.DataFrame(problems, columns=["clip", "message"]),
+                       out_systems, list(notes), time.perf_counter() - t0)
+
+
+def _groups(inputs: Sequence[ClipInput], sections: Mapping[str, Sequence[str]], machine: str | None,
+            section: str | None, dataset: Any,
+            problems: list[tuple[str, str]]) -> dict[tuple[str, str], list[ClipInput]]:
+    """The usable inputs by (machine type, section); the others are added to ``problems``."""
     groups: dict[tuple[str, str], list[ClipInput]] = {}
     for item in inputs:
         if item.error is not None:
@@ -290,66 +317,62 @@ def score_clips(inputs: Sequence[ClipInput], systems: BatchSystems, machine: str
             problems.append((item.name, str(exc)))
             continue
         groups.setdefault(key, []).append(item)
-    names = systems.names
+    return groups
+
+
+def _read_chunk(part: Sequence[ClipInput], problems: list[tuple[str, str]]) -> tuple[list[np.ndarray], list[ClipInput]]:
+    """The decoded waves of a chunk and the inputs they came from; unreadable files are added to ``problems``."""
+    waves, kept = [], []
+    for item in part:
+        try:
+            waves.append(item.wave())
+            kept.append(item)
+        except (AudioError, ValueError, OSError) as exc:
+            problems.append((item.name, _message(item.name, exc)))
+    return waves, kept
+
+
+def _score_chunk(systems: BatchSystems, waves: list[np.ndarray], kept: list[ClipInput], mc: str, sec: str,
+                 notes: dict[str, None], references: dict[tuple[str, str], np.ndarray]) -> pd.DataFrame:
+    """The table rows of one chunk of clips of one machine type and section: every member, then the ensemble."""
+    from asdcore.scored import section_key
+
+    key = section_key(mc, sec)
+    frame = pd.DataFrame({"clip": [i.name for i in kept], "machine": mc, "section": sec})
+    raw: dict[str, np.ndarray] = {}
+    results = {r.name: r for r in systems.scorer.score(waves, mc, sec)}
+    for name in systems.names:
+        r = results.get(name)
+        if r is not None and r.scores is not None:
+            raw[name] = np.asarray(r.scores, dtype=np.float64)
+        elif r is not None:
+            notes[f"{name} cannot score {mc} section {sec}: {r.error}"] = None
+        values = raw.get(name, np.full(len(waves), np.nan))
+        _put(frame, name, values, systems.members[name].train_scores(mc, sec),
+             systems.thresholds.get(name, {}).get(key))
+    if systems.ensemble is not None:
+        _ensemble_column(frame, systems, raw, mc, sec, notes, references)
+    return frame
+
+
+def _ensemble_column(frame: pd.DataFrame, systems: BatchSystems, raw: Mapping[str, np.ndarray], mc: str, sec: str,
+                     notes: dict[str, None], references: dict[tuple[str, str], np.ndarray]) -> None:
+    """The ensemble's columns of a chunk from the members' raw scores (NaN, with a note, when it cannot score)."""
+    from asdcore.app.inspector import ensemble_scores
+    from asdcore.scored import section_key
+
     ens = systems.ensemble
-    ens_names = list(ens.names) if ens is not None else []
-    out_systems = names + ([ENSEMBLE] if ens is not None else [])
-    notes: dict[str, None] = {f"{name} cannot score clips: {why}": None for name, why in systems.skipped.items()}
-    references: dict[tuple[str, str], np.ndarray] = {}
-    rows: list[pd.DataFrame] = []
-    total = sum(len(v) for v in groups.values())
-    done = 0
-    if on_progress:
-        on_progress(0.0, f"scoring {total} clip(s) with {len(names)} system(s)")
-    for (mc, sec), items in groups.items():
-        key = section_key(mc, sec)
-        for start in range(0, len(items), chunk):
-            part = items[start:start + chunk]
-            waves, kept = [], []
-            for item in part:
-                try:
-                    waves.append(item.wave())
-                    kept.append(item)
-                except (AudioError, ValueError, OSError) as exc:
-                    problems.append((item.name, _message(item.name, exc)))
-            if waves:
-                frame = pd.DataFrame({"clip": [i.name for i in kept], "machine": mc, "section": sec})
-                raw: dict[str, np.ndarray] = {}
-                results = {r.name: r for r in systems.scorer.score(waves, mc, sec)}
-                for name in names:
-                    r = results.get(name)
-                    if r is not None and r.scores is not None:
-                        raw[name] = np.asarray(r.scores, dtype=np.float64)
-                    elif r is not None:
-                        notes[f"{name} cannot score {mc} section {sec}: {r.error}"] = None
-                    values = raw.get(name, np.full(len(waves), np.nan))
-                    _put(frame, name, values, systems.members[name].train_scores(mc, sec),
-                         systems.thresholds.get(name, {}).get(key))
-                if ens is not None:
-                    values = np.full(len(waves), np.nan)
-                    threshold, reference = None, np.array([])
-                    try:
-                        missing = [n for n in ens_names if n not in raw]
-                        if missing:
-                            raise ValueError(f"member(s) {', '.join(missing)} could not score {mc} section {sec}")
-                        values, _ = ens.score_raw(raw, mc, sec)
-                        threshold = ens.thresholds.get(key)
-                        if (mc, sec) not in references:
-                            references[(mc, sec)] = _ensemble_reference(ens, systems.ensemble_members, mc, sec)
-                        reference = references[(mc, sec)]
-                    except ValueError as exc:
-                        notes[f"no ensemble score for {mc} section {sec}: {exc}"] = None
-                    _put(frame, ENSEMBLE, values, reference, threshold)
-                rows.append(frame)
-            done += len(part)
-            if on_progress:
-                on_progress(done / max(total, 1), f"scored {done}/{total} clip(s) ({mc} section {sec})")
-    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=table_columns(out_systems))
-    order = {item.name: i for i, item in enumerate(inputs)}
-    table = table.sort_values("clip", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
-    problems.sort(key=lambda p: order.get(p[0], len(order)))
-    return BatchResult(table[table_columns(out_systems)], pd.DataFrame(problems, columns=["clip", "message"]),
-                       out_systems, list(notes), time.perf_counter() - t0)
+    values = np.full(len(frame), np.nan)
+    threshold, reference = None, np.array([])
+    try:
+        values = ensemble_scores(ens, raw, mc, sec, what=f"{mc} section {sec}")
+        threshold = ens.thresholds.get(section_key(mc, sec))
+        if (mc, sec) not in references:
+            references[(mc, sec)] = _ensemble_reference(ens, systems.ensemble_members, mc, sec)
+        reference = references[(mc, sec)]
+    except ValueError as exc:
+        notes[f"no ensemble score for {mc} section {sec}: {exc}"] = None
+    _put(frame, ENSEMBLE, values, reference, threshold)
 
 
 def _ensemble_reference(ens, members, machine: str, section: str) -> np.ndarray:

@@ -7,7 +7,6 @@ with ``st.cache_resource``.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +24,22 @@ from asdcore.app.inspector import (
     check_upload_size,
     decode_upload,
     ensemble_folders,
+    ensemble_row,
     ensemble_train_scores,
     equal_ensemble,
     example_clip,
     guess_clip,
+    member_rows,
     occlusion_figures,
     rows_frame,
     saved_ensembles,
     score_histogram,
-    score_row,
     spectrogram_figure,
     spectrum_figure,
     wave_id,
     waveform_figure,
 )
-from asdcore.scored import ScoredFolder, read_thresholds, section_key, thresholds_path
+from asdcore.scored import ScoredFolder, read_thresholds, thresholds_path
 
 ws = ui.page("Clip inspector")
 st.title("Clip inspector")
@@ -254,21 +254,7 @@ with ui.guard("scoring failed"):
     with st.spinner("loading models and backends for this machine type"):
         scorer.prepare(machine, section)
     results = {r.name: r for r in scorer.score([wave], machine, section)}
-key = section_key(machine, section)
-rows, references = [], {}
-for f in ws.loaded:
-    member = members[f.name]
-    references[f.name] = member.train_scores(machine, section)
-    threshold = read_thresholds(f.path).get(key)
-    r = results.get(f.name)
-    if r is None:
-        rows.append(score_row(f.name, f.system or "?", None, references[f.name], threshold, 0.0,
-                              note=f"cannot score clips: {skipped.get(f.name, 'not a scoring system')}"))
-    elif r.scores is None:
-        rows.append(score_row(f.name, r.system, None, references[f.name], threshold, r.seconds, note=r.error or ""))
-    else:
-        rows.append(score_row(f.name, r.system, float(r.scores[0]), references[f.name], threshold, r.seconds,
-                              note="reuses the run's frontend output" if r.shared else ""))
+rows, references = member_rows(ws.loaded, members, results, skipped, machine, section)
 
 choices = [EQUAL] + [p.stem for p in saved_ensembles(ws.runs_root)]
 ens_choice = st.selectbox("Ensemble", choices, key="insp_ensemble",
@@ -277,25 +263,18 @@ ens_row = None
 try:
     if ens_choice == EQUAL:
         ens, _ = _equal_ensemble(spec)
-        raw = {n: results[n].scores for n in ens.names if n in results and results[n].scores is not None}
+        raw = {n: r.scores for n, r in results.items() if r.scores is not None}
         ident: tuple = ("equal", spec)
     else:
         path = ws.runs_root / "ensembles" / f"{ens_choice}.json"
         ens, _, ens_folder_list = _saved_ensemble(str(path), path.stat().st_mtime)
         ens_scorer, ens_skipped = _scorer(_spec(ens_folder_list))
         ens_scorer.prepare(machine, section)
-        raw = {r.name: r.scores for r in ens_scorer.score([wave], machine, section) if r.scores is not None}
+        raw = ens_scorer.raw_scores([wave], machine, section)
         ident = ("saved", (str(path), path.stat().st_mtime))
-    missing = [n for n in ens.names if n not in raw]
-    if missing:
-        raise ValueError(f"member(s) {', '.join(missing)} could not score this clip")
-    t0 = time.perf_counter()
-    value, _ = ens.score_raw(raw, machine, section)
-    ens_seconds = time.perf_counter() - t0
-    ens_reference = _ensemble_reference(ident[0], ident[1], machine, section)
-    ens_row = score_row("ensemble", ens_choice if ens_choice != EQUAL else "equal-weight z-score", float(value[0]),
-                        ens_reference, ens.thresholds.get(key), ens_seconds, note=f"{len(ens.names)} members")
-    references["ensemble"] = ens_reference
+    ens_row, references["ensemble"] = ensemble_row(
+        ens_choice if ens_choice != EQUAL else "equal-weight z-score", ens, raw, machine, section,
+        lambda: _ensemble_reference(ident[0], ident[1], machine, section))
 except (ValueError, OSError, KeyError) as exc:
     st.warning(f"No ensemble score: {exc}")
 

@@ -84,7 +84,7 @@ def test_size_limit_checked_before_decoding(monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded a file over the limit")
 
-    monkeypatch.setattr("asdcore.app.inspector.decode_audio", no_decoding)
+    monkeypatch.setattr("asdcore.app.inspector.uploads.decode_audio", no_decoding)
     small = _wav_bytes(np.zeros(16000, np.float32), 16000)
     with pytest.raises(AudioError, match="the limit is 0.01 MB"):
         decode_upload(small, "clip.wav", limit_mb=0.01)
@@ -221,3 +221,20 @@ def test_ae_attribution_adds_up_to_the_score(scorer, waves):
         assert att.frame_scores.mean() == pytest.approx(scores[name], rel=1e-9)
     with pytest.raises(ValueError, match="not an autoencoder"):
         scorer.ae_attribution("three-subnet", wave, "valve", "00")
+
+
+def test_inspector_and_batch_use_only_the_frontend_and_backend_interfaces():
+    """No private call into a system and no switch on system classes: systems are reached through
+    ``System.frontend``, ``System.fitted_backend`` and the registry only."""
+    import re
+    from pathlib import Path
+
+    import asdcore.app.inspector as package
+    import asdcore.batch as batch
+
+    files = sorted(Path(package.__file__).parent.glob("*.py")) + [Path(batch.__file__)]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"system[s]?(\[[^\]]*\])?\._", text), path
+        for name in ("AESystem", "ThreeSubnetSystem", "SSLSystem", "asdcore.systems.three_subnet"):
+            assert name not in text, (path, name)

@@ -162,7 +162,7 @@ def test_resume_of_a_run_older_than_a_setting(tiny_data, tmp_path):
 
 def test_domain_classes_split_machines_without_attributes(tiny_data, tmp_path):
     """noAttribute clips get one class per domain with ``domain_classes``; attribute classes stay as they are."""
-    from asdcore.systems.three_subnet import class_key
+    from asdcore.systems.classifier import class_key
 
     ds = discover(tiny_data)
     clips = [c for m in MACHINES for c in ds.select(machine=m, split="train")]
@@ -182,7 +182,8 @@ def test_pseudo_attributes_cluster_source_clips_without_attributes(tiny_data):
     """Source noAttribute clips get a deterministic cluster id; attribute and target clips get none."""
     from dataclasses import replace
 
-    from asdcore.systems.three_subnet import class_key, pseudo_attributes
+    from asdcore.systems.classifier import class_key
+    from asdcore.systems.three_subnet import pseudo_attributes
 
     ds = discover(tiny_data)
     fan = ds.select(machine="fan", split="train")

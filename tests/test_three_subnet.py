@@ -9,7 +9,7 @@ import torch
 from asdcore.losses import SubClusterAdaCos
 from asdcore.models.three_subnet import (ThreeSubnet, ThreeSubnetConfig, float32_megabytes, parameter_count,
                                          same_out_len, same_padding)
-from asdcore.systems.three_subnet import featex_batch, featex_draw
+from asdcore.systems.classifier import featex_batch, featex_draw
 
 SR = 16000
 
@@ -256,13 +256,13 @@ def test_kernel_parameters_split_weights_from_norms():
 
 def test_featex_loss_is_added_to_the_main_loss():
     """featex_mode "add": loss = main AdaCos loss of the clips + FeatEx loss (3C classes), weight 1 each."""
-    from asdcore.systems.three_subnet import _Classifier, featex_public, featex_public_draw
+    from asdcore.systems.classifier import Classifier, featex_public, featex_public_draw
 
     torch.manual_seed(0)
     model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0)).eval()
     head = SubClusterAdaCos(3, n_subclusters=2, embed_dim=512, seed=0).eval()
     fx_head = SubClusterAdaCos(9, n_subclusters=2, embed_dim=512, seed=1).eval()
-    net = _Classifier(model, head, fx_head).eval()
+    net = Classifier(model, head, fx_head).eval()
     waves = torch.randn(6, SR)
     y = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3).float()
     exchange = featex_public_draw(6, 3, torch.Generator().manual_seed(4))
@@ -278,7 +278,7 @@ def test_featex_loss_is_added_to_the_main_loss():
 
 def test_featex_public_labels_and_partners():
     """Kept clips: [y, 0, 0]; exchanged: [0, y/2, y_partner/2] with one branch from the mirrored clip."""
-    from asdcore.systems.three_subnet import featex_public, featex_public_draw
+    from asdcore.systems.classifier import featex_public, featex_public_draw
 
     b = 5
     parts = [torch.arange(b, dtype=torch.float32).view(-1, 1) + 10 * k for k in range(3)]

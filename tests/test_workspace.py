@@ -133,12 +133,12 @@ def test_dead_job_is_reported_stopped(tmp_path):
 
 
 def test_second_backend_reuses_embeddings_and_matches(tiny_workspace, tmp_path, monkeypatch):
-    from asdcore.systems.three_subnet import ThreeSubnetSystem
+    from asdcore.systems.embedding import EmbeddingFrontend
 
     runs = tiny_workspace["runs"]
     calls = []
-    real = ThreeSubnetSystem.embed_clips
-    monkeypatch.setattr(ThreeSubnetSystem, "embed_clips", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    real = EmbeddingFrontend.embed_clips
+    monkeypatch.setattr(EmbeddingFrontend, "embed_clips", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     out = ensure_scored(runs / "three-subnet", "three-subnet-gmm", tiny_workspace["data"], tmp_path / "g",
                         sibling=runs / "three-subnet")
     assert calls == []  # every embedding came from the sibling folder

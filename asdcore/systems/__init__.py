@@ -12,8 +12,12 @@ way, so the CLI, the ensemble and the app treat them alike:
   are known, ``metrics.csv`` (the scored folder, :mod:`asdcore.scored`).
 
 Systems that share a frontend (``ae-mse``/``ae-mahala``) can score each other's runs: the
-backend is chosen at scoring time. Frontend implementations live in submodules
-(:mod:`asdcore.systems.autoencoder`, ...), imported on first use.
+backend is chosen at scoring time. Every system gives its trained frontend through
+:meth:`System.frontend` (:mod:`asdcore.frontends`), so single clips are scored as
+``backend.score(frontend.embed(waves, machine))`` whatever the system. System implementations live
+in submodules (:mod:`asdcore.systems.autoencoder`, :mod:`asdcore.systems.three_subnet`,
+:mod:`asdcore.systems.ssl`; the last two share :mod:`asdcore.systems.embedding` by composition),
+imported on first use.
 """
 from __future__ import annotations
 
@@ -119,6 +123,24 @@ class System:
 
     def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
         raise NotImplementedError
+
+    def frontend(self, run: Run, device: str | None = None, optimize: bool = False):
+        """The run's trained frontend (:class:`asdcore.frontends.Frontend`): raw waves -> the backend's input.
+
+        ``device`` None follows the run's own setting (``auto``: CUDA when present). ``optimize``:
+        allow speed-ups that change results by float rounding only (a frozen TorchScript graph of the
+        three-subnetworks model for single clips on CPU). Models load on first use and stay loaded.
+        """
+        raise NotImplementedError
+
+    def score_waves(self, run: Run, machine: str, section: str, waves, scored_dir: Path | None = None) -> np.ndarray:
+        """Anomaly scores of raw 16 kHz clips with the backend fitted when ``scored_dir`` (default: the run) was scored.
+
+        Loads the frontend and the backend on every call: fine for a few clips and tests; the clip
+        inspector (:class:`asdcore.app.inspector.ClipScorer`) keeps them loaded instead.
+        """
+        backend = self.fitted_backend(scored_dir or run.path, machine, section)
+        return np.asarray(backend.score(self.frontend(run).embed(list(waves), machine)))
 
     def fitted_backend(self, scored_dir: Path, machine: str, section: str):
         """The backend (:mod:`asdcore.backends`) fitted when ``scored_dir`` was scored, to score single clips.

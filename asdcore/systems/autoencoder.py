@@ -1,6 +1,8 @@
 """The DCASE 2023/2024 Task 2 autoencoder baseline as a system (frontend ``ae``).
 
-Backends ``mse`` and ``mahala`` share one trained model per machine type.
+Backends ``mse`` and ``mahala`` share one trained model per machine type. The frontend
+(:class:`AEFrontend`) turns a clip into its per-frame reconstruction errors ``(T, 640)``, the
+input of both backends (``input_kind`` ``"frame errors"``, :mod:`asdcore.frontends`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pandas as pd
 import torch
 
 from asdcore.data import ClipRecord, Dataset, DataError, load_clip
+from asdcore.frontends import FRAME_ERRORS
 from asdcore.runs import Run, RunError, save_arrays
 from asdcore.systems import (
     System,
@@ -64,7 +67,7 @@ def _train_machine(info: SystemInfo, run_path: str, machine: str, clips: list[Cl
     torch.set_num_threads(1)  # several trainings share the cores; one thread each avoids oversubscription
     system = AESystem(info)
     run = Run.open(run_path)
-    system._train_machine(run, machine, clips, AESettings(**run.config.settings), resume, progress)
+    system._train_machine(run, machine, clips, system.run_settings(run), resume, progress)
 
 
 def min_samples(s: AESettings) -> int:
@@ -81,6 +84,69 @@ def check_length(n_samples: int, s: AESettings, name: str | Path) -> None:
     if n_samples < need:
         raise AudioError(name, f"too short for the AE: {n_samples} samples ({n_samples / SAMPLE_RATE:.3f} s at 16 kHz); "
                                f"it needs at least {need} ({s.n_frames} frames of hop {s.hop_length})")
+
+
+def logmel_config(s: AESettings):
+    """The :class:`~asdcore.features.LogMelConfig` of the AE's input (the settings' log-mel fields)."""
+    from asdcore.features import LogMelConfig
+
+    return LogMelConfig(n_fft=s.n_fft, hop_length=s.hop_length, n_mels=s.n_mels, n_frames=s.n_frames)
+
+
+def new_model(s: AESettings):
+    """An untrained autoencoder for the settings' input size (``n_mels * n_frames``)."""
+    from asdcore.models.autoencoder import AEConfig, AutoEncoder
+
+    return AutoEncoder(AEConfig(input_dim=s.n_mels * s.n_frames))
+
+
+class AEFrontend:
+    """A run's autoencoders as a :class:`asdcore.frontends.Frontend`: waves -> per-frame reconstruction errors.
+
+    One model per machine type, loaded on first use and kept (:meth:`prepare`); clips are used at
+    their native length (no tiling), each at least :func:`min_samples` long.
+    """
+
+    input_kind = FRAME_ERRORS
+
+    def __init__(self, run: Run, settings: AESettings, device: torch.device):
+        self.run = run
+        self.settings = settings
+        self.device = device
+        self.models: dict[str, torch.nn.Module] = {}
+
+    def prepare(self, machine: str) -> None:
+        """Load ``machine``'s model (RunError naming the run's machine types when it has none)."""
+        if machine in self.models:
+            return
+        if machine not in self.run.config.machines:
+            raise RunError(
+                f"{self.run.path} has no model for machine type {machine!r} (the AE baseline trains one model per "
+                f"machine type; this run has {', '.join(self.run.config.machines)}). Train a run on that data first."
+            )
+        model = new_model(self.settings)
+        self.run.load_into(model, f"ae_{machine}")
+        self.models[machine] = model.to(self.device).eval()
+
+    @torch.no_grad()
+    def logmel_errors(self, logmel: torch.Tensor, machine: str) -> np.ndarray:
+        """Reconstruction errors ``(T, n_mels * n_frames)`` of one clip's log-mel ``(n_mels, frames)``."""
+        from asdcore.features import frame_stack
+
+        self.prepare(machine)
+        x = frame_stack(logmel[None], self.settings.n_frames)[0].to(self.device)
+        return (x - self.models[machine](x)).cpu().numpy().astype(np.float64)
+
+    def embed(self, waves: Iterable[np.ndarray], machine: str) -> list[np.ndarray]:
+        """Per-frame reconstruction errors of raw 16 kHz waves (AudioError for a clip too short)."""
+        from asdcore.features import log_mel
+
+        self.prepare(machine)
+        waves = [np.asarray(w, dtype=np.float32) for w in waves]
+        for i, w in enumerate(waves):
+            check_length(len(w), self.settings, f"clip {i + 1}" if len(waves) > 1 else "the clip")
+        cfg = logmel_config(self.settings)
+        return [self.logmel_errors(log_mel(torch.from_numpy(w), cfg)[0].float(), machine) for w in waves]
 
 
 class _FrameBank:
@@ -127,28 +193,18 @@ class AESystem(System):
         return len(machines)  # one model per machine type, trained one after the other
 
     # ---- features
-    def _logmel_cfg(self, s: AESettings):
-        from asdcore.features import LogMelConfig
-
-        return LogMelConfig(n_fft=s.n_fft, hop_length=s.hop_length, n_mels=s.n_mels, n_frames=s.n_frames)
-
     def _logmels(self, clips: list[ClipRecord], s: AESettings, progress: bool, desc: str) -> list[torch.Tensor]:
         from tqdm.auto import tqdm
 
         from asdcore.features import log_mel
 
-        cfg = self._logmel_cfg(s)
+        cfg = logmel_config(s)
         out = []
         for c in tqdm(clips, desc=desc, disable=not progress, unit="clip", leave=False):
             wave = load_clip(c.path, seconds=None)
             check_length(len(wave), s, c.path)
             out.append(log_mel(torch.from_numpy(wave), cfg)[0].float())
         return out
-
-    def _model(self, s: AESettings):
-        from asdcore.models.autoencoder import AEConfig, AutoEncoder
-
-        return AutoEncoder(AEConfig(input_dim=s.n_mels * s.n_frames))
 
     # ---- training
     def train(self, run: Run, ds: Dataset, resume: bool = False, progress: bool = True,
@@ -159,7 +215,7 @@ class AESystem(System):
         tiny) or a multi-core CPU they can train side by side; each process writes only its own
         checkpoint and weights files.
         """
-        s = AESettings(**run.config.settings)
+        s = self.run_settings(run)
         t0 = time.perf_counter()
         run.set_status("training")
         todo = []
@@ -195,7 +251,7 @@ class AESystem(System):
         bank = _FrameBank([logmels[i] for i in sorted(train_idx)], s.n_frames).to(device)
         val_bank = _FrameBank([logmels[i] for i in sorted(val_idx)], s.n_frames).to(device) if n_val else None
         vectors_per_clip = max(len(bank) / max(len(train_idx), 1), 1.0)
-        model = self._model(s).to(device)
+        model = new_model(s).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=s.lr)
         loss_fn = torch.nn.MSELoss()
 
@@ -221,84 +277,57 @@ class AESystem(System):
         run.save_weights(f"ae_{machine}", model.state_dict())
 
     # ---- scoring
-    def _load_model(self, run: Run, machine: str, s: AESettings, device: torch.device):
-        if machine not in run.config.machines:
-            raise RunError(
-                f"{run.path} has no model for machine type {machine!r} (the AE baseline trains one model per "
-                f"machine type; this run has {', '.join(run.config.machines)}). Train a run on that data first."
-            )
-        model = self._model(s)
-        run.load_into(model, f"ae_{machine}")
-        return model.to(device).eval()
-
-    @torch.no_grad()
-    def _errors(self, model, logmel: torch.Tensor, s: AESettings, device: torch.device) -> np.ndarray:
-        from asdcore.features import frame_stack
-
-        x = frame_stack(logmel[None], s.n_frames)[0].to(device)
-        return (x - model(x)).cpu().numpy().astype(np.float64)
-
-    def clip_errors(self, run: Run, machine: str, waves: Iterable[np.ndarray]) -> list[np.ndarray]:
-        """Per-frame reconstruction errors (T, 640) of raw 16 kHz waves (used by the app inspector)."""
-        from asdcore.features import log_mel
-
-        s = AESettings(**run.config.settings)
-        device = resolve_device(s.device)
-        model = self._load_model(run, machine, s, device)
-        cfg = self._logmel_cfg(s)
-        waves = list(waves)
-        for i, w in enumerate(waves):
-            check_length(len(w), s, f"clip {i + 1}" if len(waves) > 1 else "the clip")
-        return [self._errors(model, log_mel(torch.from_numpy(w), cfg)[0].float(), s, device) for w in waves]
-
-    def score_waves(self, run: Run, machine: str, section: str, waves: Iterable[np.ndarray],
-                    scored_dir: Path | None = None) -> np.ndarray:
-        """Anomaly scores of raw 16 kHz clips, with the backend fitted when ``scored_dir`` was scored.
-
-        Used to score single clips (the app's inspector, tests) without re-scoring a folder.
-        """
-        backend = self.fitted_backend(scored_dir or run.path, machine, section)
-        return backend.score(self.clip_errors(run, machine, waves))
+    def frontend(self, run: Run, device: str | None = None, optimize: bool = False) -> AEFrontend:
+        """The run's autoencoders (:class:`AEFrontend`); ``optimize`` changes nothing (the models are tiny)."""
+        s = self.run_settings(run)
+        return AEFrontend(run, s, resolve_device(device or s.device))
 
     def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
-        from asdcore.backends import make_backend
-
-        s = AESettings(**run.config.settings)
-        device = resolve_device(s.device)
+        frontend = self.frontend(run)
         rows, embeddings, thresholds = [], {}, {}
         test_machines = sorted({c.machine for c in ds.select(split="test")}, key=str.lower)
         if not test_machines:
             raise DataError(f"{ds.root} has no test clips to score")
         for machine in test_machines:
-            model = self._load_model(run, machine, s, device)
+            frontend.prepare(machine)
             for section in sorted({c.section for c in ds.select(machine=machine, split="test")}):
-                train = backend_training_source(run, ds, machine, section)
-                test = ds.select(machine=machine, section=section, split="test")
-                train_err = [self._errors(model, m, s, device)
-                             for m in self._logmels(train, s, progress, f"{machine} {section}: train")]
-                backend = make_backend(self.backend)
-                if backend.needs_fit:
-                    is_target = [c.domain == "target" for c in train]
-                    backend.fit([e for e, t in zip(train_err, is_target) if not t],
-                                [e for e, t in zip(train_err, is_target) if t])
-                    save_arrays(backend_path(out_dir, self.backend, machine, section), **backend.state_dict())
-                train_scores = backend.score(train_err)
-                thresholds[section_key(machine, section)] = decision_threshold(train_scores)
-                for split, clips, errs in (("train", train, train_err), ("test", test, None)):
-                    names, vecs = [], []
-                    if errs is None:
-                        errs = (self._errors(model, m, s, device)
-                                for m in self._logmels(clips, s, progress, f"{machine} {section}: test"))
-                    for c, e in zip(clips, errs):
-                        score = backend.score_clip(e)
-                        rows.append({"machine": machine, "section": section, "split": split, "domain": c.domain,
-                                     "label": c.label, "file_name": c.file_name, "score": score})
-                        names.append(c.file_name)
-                        vecs.append(per_band_error(e, s.n_frames))
-                    embeddings[(machine, section, split)] = (names, np.stack(vecs))
+                rows += self._score_section(frontend, run, ds, out_dir, progress, machine, section, embeddings,
+                                            thresholds)
         clip_scores = pd.DataFrame(rows)
         write_outputs(Path(out_dir), clip_scores, embeddings, thresholds, scored_meta(self.info.name, run, ds))
         return clip_scores
+
+    def _score_section(self, frontend: AEFrontend, run: Run, ds: Dataset, out_dir: Path, progress: bool,
+                       machine: str, section: str, embeddings: dict, thresholds: dict) -> list[dict]:
+        """Fit the backend of one machine type and section, score its clips; fills ``embeddings`` and ``thresholds``."""
+        from asdcore.backends import make_backend
+
+        s = frontend.settings
+        train = backend_training_source(run, ds, machine, section)
+        test = ds.select(machine=machine, section=section, split="test")
+
+        def errors(clips: list[ClipRecord], split: str) -> Iterable[np.ndarray]:
+            return (frontend.logmel_errors(m, machine)
+                    for m in self._logmels(clips, s, progress, f"{machine} {section}: {split}"))
+
+        train_err = list(errors(train, "train"))
+        backend = make_backend(self.backend)
+        if backend.needs_fit:
+            is_target = [c.domain == "target" for c in train]
+            backend.fit([e for e, t in zip(train_err, is_target) if not t],
+                        [e for e, t in zip(train_err, is_target) if t])
+            save_arrays(backend_path(out_dir, self.backend, machine, section), **backend.state_dict())
+        thresholds[section_key(machine, section)] = decision_threshold(backend.score(train_err))
+        rows = []
+        for split, clips, errs in (("train", train, train_err), ("test", test, None)):
+            names, vecs = [], []
+            for c, e in zip(clips, errs if errs is not None else errors(clips, "test")):
+                rows.append({"machine": machine, "section": section, "split": split, "domain": c.domain,
+                             "label": c.label, "file_name": c.file_name, "score": backend.score_clip(e)})
+                names.append(c.file_name)
+                vecs.append(per_band_error(e, s.n_frames))
+            embeddings[(machine, section, split)] = (names, np.stack(vecs))
+        return rows
 
 
 def per_band_error(errors: np.ndarray, n_frames: int) -> np.ndarray:

@@ -2,11 +2,13 @@
 
 Systems ``<model>-kmeans`` and ``<model>-gmm`` for each model of
 :data:`asdcore.models.ssl.SSL_MODELS`. They behave exactly like the three-subnetworks system
-(:mod:`asdcore.systems.three_subnet`, whose class this one extends): one model over every machine
-type of the data set, trained to classify machine type x section x attribute combination with
-the sub-cluster AdaCos loss and waveform mixup, checkpointed every epoch by
-:func:`asdcore.training.fit` (exact resume), then K-Means or GMM backends per machine type and
-section on the normal training clips' embeddings, and the same scored-folder outputs.
+(:mod:`asdcore.systems.three_subnet`; both use the frontend and folder scoring of
+:mod:`asdcore.systems.embedding` and the classes of :mod:`asdcore.systems.classifier`, by
+composition): one model over every machine type of the data set, trained to classify machine
+type x section x attribute combination with the sub-cluster AdaCos loss and waveform mixup,
+checkpointed every epoch by :func:`asdcore.training.fit` (exact resume), then K-Means or GMM
+backends per machine type and section on the normal training clips' embeddings, and the same
+scored-folder outputs.
 
 What differs:
 
@@ -34,14 +36,17 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 
 from asdcore.data import DEFAULT_SECONDS, Dataset, DataError
 from asdcore.runs import Run, RunError, save_json
-from asdcore.systems import SystemInfo, training_clips
-from asdcore.systems.three_subnet import ThreeSubnetSystem, _Classifier, _loader, class_key
+from asdcore.systems import System, SystemInfo, backend_training_source, training_clips
+from asdcore.systems.classifier import Classifier, class_key
+from asdcore.systems.embedding import EmbeddingFrontend, EmbeddingScoring, clip_loader
 from asdcore.training import epoch_generator, fit, resolve_device, seed_everything
 
 BACKBONE_FILE = "backbone.json"
@@ -111,7 +116,7 @@ class SSLSettings:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
 
 
-class SSLSystem(ThreeSubnetSystem):
+class SSLSystem(System):
     """One pre-trained SSL frontend (the model is the registry's frontend name) + K-Means/GMM."""
 
     Settings = SSLSettings
@@ -120,7 +125,9 @@ class SSLSystem(ThreeSubnetSystem):
     def __init__(self, info: SystemInfo):
         from asdcore.models.ssl import spec
 
-        super().__init__(info)
+        self.info = info
+        self.backend = info.backend
+        self.scoring = EmbeddingScoring(info.name, info.backend, backend_training_source)
         self.model_name = spec(info.frontend).name
 
     # ------------------------------------------------------------------ model
@@ -181,7 +188,7 @@ class SSLSystem(ThreeSubnetSystem):
             # measured on the three-subnet model only
             head = SubClusterAdaCos(len(classes), n_subclusters=s.n_subclusters, embed_dim=model.embed_dim, seed=s.seed,
                                     rule="textbook")
-            net = _Classifier(model, head).to(device)
+            net = Classifier(model, head).to(device)
             opt = torch.optim.Adam(self.param_groups(model, head, s))
             n_classes = len(classes)
 
@@ -193,7 +200,7 @@ class SSLSystem(ThreeSubnetSystem):
                 plan = [order[i:i + s.batch_size] for i in range(0, len(order), s.batch_size)]
                 plan = [p for p in plan if len(p) > 1]  # a lone clip has no mixup partner
                 mix_gen = epoch_generator(s.seed + 7919, epoch)
-                for waves, idx in _loader(clips, s.clip_seconds, plan, s.num_workers):
+                for waves, idx in clip_loader(clips, s.clip_seconds, plan, s.num_workers):
                     onehot = torch.nn.functional.one_hot(labels[idx], n_classes).float()
                     waves, targets = mixup(waves, onehot, mix_gen, prob=s.mixup_prob)
                     yield len(idx), net(waves.to(device, non_blocking=True), targets.to(device))
@@ -221,10 +228,16 @@ class SSLSystem(ThreeSubnetSystem):
                              "use frozen=true for embeddings only")
         return groups
 
-    # ------------------------------------------------------------------ embeddings
-    def _forward_batch(self, model, batch: torch.Tensor, s: SSLSettings) -> torch.Tensor:
-        # at most embed_batch_size windows per forward, whatever the clip length (bounded memory)
-        return model(batch, max_chunks=s.embed_batch_size)
+    # ------------------------------------------------------------------ frontend and scoring
+    def frontend(self, run: Run, device: str | None = None, optimize: bool = False) -> EmbeddingFrontend:
+        """The run's embedder as an :class:`~asdcore.systems.embedding.EmbeddingFrontend` (never traced:
+        the transformers run eager); at most ``embed_batch_size`` windows per forward, whatever the
+        clip length (bounded memory)."""
+        s = self.run_settings(run)
+        return EmbeddingFrontend(lambda dev: self.load_model(run, dev), s, resolve_device(device or s.device),
+                                 forward=lambda model, batch: model(batch, max_chunks=s.embed_batch_size))
 
-    def _embedding_dim(self, model) -> int:
-        return model.embed_dim
+    def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True,
+              reuse_embeddings_from: Path | None = None) -> pd.DataFrame:
+        """Score ``ds`` as the three-subnetworks system does (:class:`~asdcore.systems.embedding.EmbeddingScoring`)."""
+        return self.scoring.score(self.frontend(run), run, ds, out_dir, progress, reuse_embeddings_from)
