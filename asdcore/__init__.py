@@ -2,22 +2,29 @@
 
 Module map, in pipeline order (ARCHITECTURE.md draws the picture):
 
-1. Data: ``data`` (clip records, DCASE layouts, ground truth, audio), ``synth`` (the synthetic demo set).
+1. Data: ``data`` (clip records, DCASE layouts, ground truth), ``audio`` (decoding, checking and loading
+   clips), ``synth`` (the synthetic demo set).
 2. Frontends, trained into run folders: ``features`` (log-mel, raw inputs), ``models`` (networks),
-   ``losses``, ``training`` (the shared loop), ``runs`` (run folders), ``settings`` (typed settings).
+   ``losses``, ``training`` (the shared loop), ``runs`` (run folders), ``settings`` (typed settings, ``--set``);
+   ``frontends`` (the ``Frontend`` interface: a trained model turning raw waves into a backend's input).
 3. Systems, a frontend plus a backend by name: ``systems`` (registry; ``systems.autoencoder``,
-   ``systems.three_subnet``, ``systems.ssl``).
+   ``systems.three_subnet`` with ``systems.classifier`` (classes, FeatEx), ``systems.ssl``, and
+   ``systems.embedding``, the embedding frontend and folder scoring both embedding systems compose).
 4. Backends, fitted per machine type and section: ``backends`` (the ``Backend`` interface and its registry).
-5. Scored folders: ``scored`` (the one owner of their layout), ``decisions`` (thresholds, re-deciding, export
-   of decisions), ``export`` (official submission files).
-6. Evaluation and combination: ``metrics`` (the official evaluator), ``bootstrap`` (intervals),
-   ``ensemble`` (normalised, weighted ensembles).
-7. Entry points: ``cli`` (``python -m asdcore`` / ``asdcore``).
+5. Scored folders: ``scored`` (the one owner of their layout and of the scores read into memory),
+   ``decisions`` (thresholds, re-deciding), ``export`` (official submission files).
+6. Evaluation and combination: ``metrics`` (the official evaluator), ``resampled_auc`` (jackknife, weighted
+   ROC), ``bootstrap`` (intervals), ``ensemble`` (package: members, normalization, alignment, presets,
+   search, saved, run).
+7. Entry points: ``cli`` (``python -m asdcore`` / ``asdcore``; its options per command in ``cli_args``),
+   ``batch`` (scoring clips by the hundred with saved systems, for the CLI and the app).
 
 App support, the subpackage ``app`` (the Streamlit pages call these): ``app.workspace`` (default folders,
-demo data, bundled models), ``app.jobs`` (background CLI jobs), ``app.ui`` (page glue), ``app.results``,
-``app.embeddings``, ``app.inspector`` (one clip); ``batch`` scores clips by the hundred (CLI and app).
-``atomic`` writes files atomically; ``scoring`` is the former name of ``backends`` kept for old imports.
+demo data, bundled models), ``app.jobs`` (background CLI jobs), ``app.ui`` (page glue), ``app.results``
+(tables, figures), ``app.intervals`` (bootstrap intervals, re-made decisions), ``app.tuner`` (the ensemble
+tuner), ``app.embeddings`` (maps), ``app.inspector`` (package: one clip's scores, attribution, figures).
+Cross-cutting: ``env`` reads every environment variable, ``atomic`` writes files atomically; ``scoring`` is
+the former name of ``backends`` kept for old imports.
 """
 
 __version__ = "0.1.0"
