@@ -217,14 +217,20 @@ def test_ctrl_c_in_a_real_process(tiny_data, tmp_path):
     import time
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "asdcore", "train", str(tiny_data), "--system", "ae-mse", "--out",
-                             str(tmp_path / "r"), "--epochs", "1000", "--machines", "fan", "--quiet"],
+    # -X faulthandler: should the process not stop, SIGABRT makes it print where it hangs
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "asdcore", "train", str(tiny_data), "--system",
+                             "ae-mse", "--out", str(tmp_path / "r"), "--epochs", "1000", "--machines", "fan", "--quiet"],
                             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "r" / "checkpoint" / "ae_fan.pt").exists():
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=60)
+        pytest.fail(f"still running 120 s after Ctrl-C; its stacks:\n{err[-4000:]}")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().startswith("interrupted") and "--resume" in err
 
