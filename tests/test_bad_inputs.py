@@ -220,7 +220,10 @@ def test_ctrl_c_in_a_real_process(tiny_data, tmp_path):
     # -X faulthandler: should the process not stop, SIGABRT makes it print where it hangs
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "asdcore", "train", str(tiny_data), "--system",
                              "ae-mse", "--out", str(tmp_path / "r"), "--epochs", "1000", "--machines", "fan", "--quiet"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a test run started in the background (`pytest &`) has SIGINT
+                            # ignored, the child would inherit that and Python would never raise KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "r" / "checkpoint" / "ae_fan.pt").exists():
         time.sleep(0.1)
