@@ -72,20 +72,45 @@ def _load(folder: Path) -> dict[tuple[str, str], tuple]:
     return data
 
 
-def rescored_clips(folder: Path, cols: slice = slice(None), clusters: int = 16, seed: int = 0,
-                   renorm: bool = False, data: dict | None = None) -> pd.DataFrame:
+def stacked(folders: list[Path]) -> dict[tuple[str, str], tuple]:
+    """The saved embeddings of several runs side by side, as one ``n_models`` run saves its models'.
+
+    Every folder must hold the same machine types, sections and clips in the same order (runs of one
+    data set scored by one version of this project do).
+    """
+    loaded = [_load(f) for f in folders]
+    first = loaded[0]
+    for folder, other in zip(folders[1:], loaded[1:]):
+        if set(other) != set(first):
+            raise ValueError(f"{folder} holds other machine types/sections than {folders[0]}")
+    data = {}
+    for key, (train, train_recs, test, test_recs) in first.items():
+        arrays = []
+        for split, ref in (("train", train), ("test", test)):
+            parts = [d[key][0 if split == "train" else 2] for d in loaded]
+            if any(list(p["names"]) != list(ref["names"]) for p in parts):
+                raise ValueError(f"{key[0]} section {key[1]}: the {split} clips differ between the folders")
+            arrays.append({"names": ref["names"],
+                           "embeddings": np.concatenate([p["embeddings"] for p in parts], axis=1)})
+        data[key] = (arrays[0], train_recs, arrays[1], test_recs)
+    return data
+
+
+def rescored_clips(folder: Path | None, cols: slice = slice(None), clusters: int = 16, seed: int = 0,
+                   renorm: bool = False, data: dict | None = None, n_blocks: int = 1) -> pd.DataFrame:
     """Test-clip scores of ``folder``'s saved embeddings (columns ``cols``) re-scored by K-Means.
 
     One row per clip: machine, section, file_name, domain, label, score. ``renorm``: the earlier
     re-normalised K-Means backend instead of the public one. ``data``: the result of :func:`_load`
-    when the caller already has it.
+    (or :func:`stacked`, with ``n_blocks`` models side by side) when the caller already has it.
     """
     data = _load(folder) if data is None else data
     clips = []
     for (machine, section), (train, train_recs, test, test_recs) in data.items():
         target = np.array([r.domain == "target" for r in train_recs])
         emb = train["embeddings"][:, cols]
-        backend = KMeansBackend(n_clusters=clusters, seed=seed, renorm=renorm).fit(emb[~target], emb[target])
+        backend = KMeansBackend(n_clusters=clusters, seed=seed, renorm=renorm,
+                                n_blocks=n_blocks).fit(emb[~target], emb[target])
         scores = backend.score(test["embeddings"][:, cols])
         clips += [{"machine": machine, "section": section, "file_name": n, "domain": r.domain, "label": r.label,
                    "score": s} for n, r, s in zip(test["names"], test_recs, scores)]

@@ -1,6 +1,9 @@
 """The ablation bench's seed plan: which variants get a second seed, in what order."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from bench.ablation import CLOSE, Result, second_seeds
 
 
@@ -29,3 +32,35 @@ def test_second_seed_for_close_and_for_better_variants_best_first():
 def test_no_second_seeds_before_the_default_has_two():
     assert second_seeds({"default": _Fixed(53.0), "x": _Fixed(60.0)}, ["x"]) == []
     assert second_seeds({"x": _Fixed(60.0)}, ["x"]) == []
+
+
+def _folder(root, emb_train, emb_test, train_names, test_names):
+    from asdcore.runs import save_arrays
+    from asdcore.scored import embedding_path
+
+    (root / "embeddings").mkdir(parents=True)
+    save_arrays(embedding_path(root, "fan", "00", "train"), names=np.array(train_names), embeddings=emb_train)
+    save_arrays(embedding_path(root, "fan", "00", "test"), names=np.array(test_names), embeddings=emb_test)
+    return root
+
+
+def test_two_runs_stacked_score_as_one_n_models_run(tmp_path):
+    """bench.branches.stacked + n_blocks=2 gives the n_models scores: per-domain distances summed."""
+    from asdcore.backends import KMeansBackend
+    from bench.branches import rescored_clips, stacked
+
+    rng = np.random.default_rng(0)
+    train_names = [f"section_00_source_train_normal_{i:04d}_a_1.wav" for i in range(20)] + \
+                  [f"section_00_target_train_normal_{i:04d}_a_1.wav" for i in range(3)]
+    test_names = [f"section_00_{d}_test_{l}_{i:04d}_a_1.wav" for d in ("source", "target")
+                  for l in ("normal", "anomaly") for i in range(4)]
+    runs = [(rng.normal(size=(23, 8)).astype("float32"), rng.normal(size=(16, 8)).astype("float32"))
+            for _ in range(2)]
+    folders = [_folder(tmp_path / f"r{i}", tr, te, train_names, test_names) for i, (tr, te) in enumerate(runs)]
+    got = rescored_clips(None, clusters=4, data=stacked(folders), n_blocks=2)["score"].to_numpy()
+    d = [KMeansBackend(n_clusters=4).fit(tr[:20], tr[20:]).domain_distances(te) for tr, te in runs]
+    np.testing.assert_allclose(got, np.minimum(d[0][0] + d[1][0], d[0][1] + d[1][1]), rtol=1e-5)
+    # clips that differ between the runs are refused, not silently mis-paired
+    other = _folder(tmp_path / "r2", *runs[0], train_names[::-1], test_names)
+    with pytest.raises(ValueError, match="differ"):
+        stacked([folders[0], other])

@@ -243,6 +243,13 @@ def test_n_models_trains_resumes_and_scores(tiny_data, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
     a, b = full.load_weights("three_subnet"), full.load_weights("three_subnet_1")
     assert not all(torch.equal(a[k], b[k]) for k in a)         # different seeds, different models
+    # model i is the single run with seed 0 + i (bench/ablation.py builds its n_models=2 row on this)
+    for seed, name in ((0, "three_subnet"), (1, "three_subnet_1")):
+        single = system.new_run(tmp_path / f"single{seed}", ds, ["valve"], resume=False,
+                                **{**settings, "n_models": 1, "seed": seed})
+        system.train(single, ds, progress=False)
+        a, b = full.load_weights(name), single.load_weights("three_subnet")
+        assert all(torch.equal(a[k], b[k]) for k in a), name
     run = Run.open(tmp_path / "full")
     scales = run.config.extra["adacos_scale"]
     assert set(scales) == {"three_subnet", "three_subnet_1"} and all(len(v) == 2 for v in scales.values())
