@@ -1,7 +1,11 @@
 """Ablation of the three-subnet recipe: the default, and one earlier choice at a time, next to ae-mahala.
 
     python -m bench.ablation DATA [--out runs/ablation] [--variants all|NAME,...] [--jobs 2]
-                              [--ae-seeds 0] [--print-only]
+                              [--ae-seeds 0] [--n-models 2] [--device cpu] [--print-only]
+
+The final default on ``full`` (issue 13: 2 seeds and an ``n_models=3`` run, next to ae-mahala)::
+
+    python -m bench.ablation FULL --variants default --n-models 3 --ae-seeds 0,1 [--device cuda --jobs 5]
 
 Each variant is the default three-subnet system (:class:`asdcore.systems.three_subnet.ThreeSubnetSettings`,
 which follows Wilkinghoff's public code where the report is silent) with one item switched back to this
@@ -9,7 +13,7 @@ project's earlier choice (:data:`VARIANTS`). Items that belong together switch a
 network; bias and weight decay). ``kmeans-renorm`` changes only the backend, so it re-scores the default
 runs' saved embeddings instead of training (:func:`bench.branches.rescored_table`).
 
-Seeds: the default and ae-mahala train with two seeds (0 and 1; ``--ae-seeds``); each variant first with
+Seeds: the default trains with seeds 0 .. max(2, K) - 1, ae-mahala with ``--ae-seeds`` (0 and 1); each variant first with
 seed 0, then with seed 1 when its seed-0 hmean lies within 2 points of the default's mean, or above it by
 any margin. A variant far below the default is not close to a decision, one more seed would not change
 it; one far above is the decision (would the default change?), and one seed never settles that: single
@@ -22,9 +26,11 @@ Prints, all from the runs (nothing is hard-coded):
    domain x fault-kind cells (``bench/fault_kinds.py``: does the embedding see the faults at all?);
 2. per machine: the hmean of AUC(source), AUC(target), pAUC of each variant (seed means).
 
-Beside the variants, the row ``default n_models=2`` scores the default's two seed runs as one
-``n_models=2`` run would (:data:`TWO_MODELS`): several models combined, as the public systems do, at no
-extra training.
+Beside the variants, the row ``default n_models=K`` (``--n-models K``, default 2) scores the default's seed
+runs 0 .. K-1 stacked, as one ``n_models=K`` run with seed 0 scores: several models combined, as the public
+systems do. Model i of such a run *is* the single run with seed i (``tests/test_systems_three_subnet.py``
+checks the weights are equal), so the combination costs no training beyond the default's seeds (K > 2
+trains the default with K seeds). One value: there is no second set of runs.
 
 Training runs as ``python -m asdcore train ... --resume`` child processes, ``--jobs`` at a time, each with
 one intra-op thread (two 1-thread runs side by side beat one 2-thread run on two cores). A run folder that
@@ -64,10 +70,6 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 #: variants that change only how the default's embeddings are scored (no training)
 SCORING_ONLY = {"kmeans-renorm"}
-#: the default's two seed runs scored as one ``n_models=2`` run: model i of such a run with seed 0 is the
-#: single run with seed i (``tests/test_systems_three_subnet.py`` checks the weights are equal), so the
-#: combination costs no training; one value, there is no second pair of runs
-TWO_MODELS = "default n_models=2"
 #: a variant whose seed-0 hmean is this close (points) to the default's mean, or above it, gets a second seed
 CLOSE = 2.0
 
@@ -95,9 +97,27 @@ def finished(folder: Path) -> bool:
         return False
 
 
-def train_command(data: Path, folder: Path, system: str, settings: dict[str, object], seed: int) -> list[str]:
+@dataclass(frozen=True)
+class Plan:
+    """What one sitting of the bench covers (from the command line)."""
+
+    data: Path
+    out: Path
+    variants: list[str]
+    ae_seeds: list[int]
+    extra: dict[str, object] = field(default_factory=dict)   # --set, for every system that has the key
+    device: str = "cpu"
+    n_models: int = 2          # the default trains seeds 0 .. n_models-1; they are also scored stacked
+
+    @property
+    def default_seeds(self) -> range:
+        return range(max(2, self.n_models))
+
+
+def train_command(data: Path, folder: Path, system: str, settings: dict[str, object], seed: int,
+                  device: str = "cpu") -> list[str]:
     cmd = [sys.executable, "-m", "asdcore", "train", str(data), "--system", system, "--out", str(folder),
-           "--resume", "--device", "cpu", "--quiet", "--set", f"seed={seed}"]
+           "--resume", "--device", device, "--quiet", "--set", f"seed={seed}"]
     for key, value in settings.items():
         cmd += ["--set", format_setting(key, value)]
     return cmd
@@ -124,12 +144,8 @@ def run_jobs(jobs: list[tuple[str, list[str], Path]], parallel: int) -> None:
                       flush=True)
 
 
-def plan(data: Path, out: Path, variants: list[str], ae_seeds: list[int], results: dict[str, Result],
-         extra: dict[str, object] | None = None) -> list:
-    """The training jobs still to do, in priority order: default seeds, AE, variants' seed 0, close seeds.
-
-    ``extra``: settings given to every system that has them (``--set``; e.g. a shorter smoke test).
-    """
+def plan(bench: Plan, results: dict[str, Result]) -> list:
+    """The training jobs still to do, in priority order: default seeds, AE, variants' seed 0, second seeds."""
     from dataclasses import fields
 
     from asdcore.systems import get_system
@@ -137,18 +153,19 @@ def plan(data: Path, out: Path, variants: list[str], ae_seeds: list[int], result
     jobs = []
 
     def add(variant: str, seed: int, system: str = "three-subnet-kmeans", settings: dict | None = None) -> None:
-        folder = run_dir(out, variant, seed)
+        folder = run_dir(bench.out, variant, seed)
         has = {f.name for f in fields(get_system(system).Settings)}
-        given = {**{k: v for k, v in (extra or {}).items() if k in has}, **(settings or {})}
+        given = {**{k: v for k, v in bench.extra.items() if k in has}, **(settings or {})}
         if not finished(folder):
-            jobs.append((f"{variant} seed {seed}", train_command(data, folder, system, given, seed),
-                         out / "logs" / f"{variant}_seed{seed}.log"))
+            jobs.append((f"{variant} seed {seed}",
+                         train_command(bench.data, folder, system, given, seed, bench.device),
+                         bench.out / "logs" / f"{variant}_seed{seed}.log"))
 
-    for seed in (0, 1):
+    for seed in bench.default_seeds:
         add("default", seed)
-    for seed in ae_seeds:
+    for seed in bench.ae_seeds:
         add("ae", seed, system="ae-mse")
-    trainable = [v for v in variants if v != "default" and v not in SCORING_ONLY]
+    trainable = [v for v in bench.variants if v != "default" and v not in SCORING_ONLY]
     for v in trainable:
         add(v, 0, settings=VARIANTS[v])
     for v in second_seeds(results, trainable):
@@ -159,7 +176,7 @@ def plan(data: Path, out: Path, variants: list[str], ae_seeds: list[int], result
 def second_seeds(results: dict[str, Result], trainable: list[str]) -> list[str]:
     """Variants that get seed 1: seed 0 within CLOSE points of the default's mean or above it, best first."""
     default = results.get("default")
-    if default is None or len(default.tables) != 2:
+    if default is None or len(default.tables) < 2:
         return []
     ref = float(np.mean(default.hmeans()))
     gains = {v: results[v].hmeans()[0] - ref for v in trainable
@@ -167,17 +184,18 @@ def second_seeds(results: dict[str, Result], trainable: list[str]) -> list[str]:
     return sorted((v for v, gain in gains.items() if gain >= -CLOSE), key=lambda v: -gains[v])
 
 
-def collect(data: Path, out: Path, variants: list[str], ae_seeds: list[int]) -> dict[str, Result]:
+def collect(bench: Plan) -> dict[str, Result]:
     """Metrics tables of every finished run (and the scoring-only variants, computed from the default's)."""
     from asdcore.export import read_scores
     from asdcore.metrics import metrics_table
     from asdcore.systems import get_system
     from bench.branches import rescored_clips, stacked
 
+    out = bench.out
     results: dict[str, Result] = {}
-    for variant in variants:
+    for variant in bench.variants:
         r = Result(variant)
-        for seed in (0, 1):
+        for seed in bench.default_seeds if variant == "default" or variant in SCORING_ONLY else (0, 1):
             folder = run_dir(out, "default" if variant in SCORING_ONLY else variant, seed)
             if not finished(folder):
                 continue
@@ -189,20 +207,20 @@ def collect(data: Path, out: Path, variants: list[str], ae_seeds: list[int]) -> 
                 r.tables[seed] = read_metrics_csv(folder / "metrics.csv")
                 r.clips[seed] = read_scores(folder / "scores")
         results[variant] = r
-    pair = [run_dir(out, "default", seed) for seed in (0, 1)]
-    if all(finished(f) for f in pair):
-        r = Result(TWO_MODELS)
-        r.clips[0] = rescored_clips(None, data=stacked(pair), n_blocks=2)
+    members = [run_dir(out, "default", seed) for seed in range(bench.n_models)]
+    if bench.n_models > 1 and all(finished(f) for f in members):
+        r = Result(f"default n_models={bench.n_models}")
+        r.clips[0] = rescored_clips(None, data=stacked(members), n_blocks=bench.n_models)
         r.tables[0] = metrics_table(r.clips[0][["machine", "section", "domain", "label", "score"]])
-        results[TWO_MODELS] = r
+        results[r.name] = r
     ae = Result("ae-mahala")
-    for seed in ae_seeds:
+    for seed in bench.ae_seeds:
         folder = run_dir(out, "ae", seed)
         if not finished(folder):
             continue
         scored = run_dir(out, "ae-mahala", seed)
         if not (scored / "metrics.csv").exists():
-            get_system("ae-mahala").score(Run.open(folder), discover(data), scored, progress=False)
+            get_system("ae-mahala").score(Run.open(folder), discover(bench.data), scored, progress=False)
         ae.tables[seed] = read_metrics_csv(scored / "metrics.csv")
         ae.clips[seed] = read_scores(scored / "scores")
     results["ae-mahala"] = ae
@@ -269,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="all", help=f"comma-separated subset of {', '.join(VARIANTS)}")
     p.add_argument("--jobs", type=int, default=2, help="trainings side by side (one thread each)")
     p.add_argument("--ae-seeds", default="0,1")
+    p.add_argument("--n-models", type=int, default=2,
+                   help="the default trains seeds 0..K-1 (K >= 2), also scored as one n_models=K run")
+    p.add_argument("--device", default="cpu", help="for every training (cpu, cuda, cuda:1, ...)")
     p.add_argument("--data-seed", type=int, default=0, help="seed the synthetic DATA was generated with")
     p.add_argument("--print-only", action="store_true", help="train nothing; print the tables of what exists")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -284,27 +305,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from asdcore.settings import parse_settings
 
-        extra = parse_settings(args.set)
-        ae_seeds = [int(x) for x in args.ae_seeds.split(",") if x.strip()]
+        bench = Plan(args.data, args.out, variants, [int(x) for x in args.ae_seeds.split(",") if x.strip()],
+                     parse_settings(args.set), args.device, args.n_models)
         discover(args.data)
     except (ValueError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.jobs < 1:
-        print("error: --jobs must be >= 1", file=sys.stderr)
+    if args.jobs < 1 or args.n_models < 1:
+        print("error: --jobs and --n-models must be >= 1", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     while not args.print_only:
-        jobs = plan(args.data, args.out, variants, ae_seeds, collect(args.data, args.out, variants, ae_seeds), extra)
+        jobs = plan(bench, collect(bench))
         if not jobs:
             break
         run_jobs(jobs, args.jobs)
         # a failed job stays unfinished: do not loop on it forever
-        still = plan(args.data, args.out, variants, ae_seeds, collect(args.data, args.out, variants, ae_seeds), extra)
+        still = plan(bench, collect(bench))
         if [j[0] for j in still] == [j[0] for j in jobs]:
             print("error: these runs did not finish: " + ", ".join(j[0] for j in still), file=sys.stderr)
             break
-    results = collect(args.data, args.out, variants, ae_seeds)
+    results = collect(bench)
     print(f"\nAblation on {args.data} (official hmean in %, runs in {args.out}, "
           f"{time.perf_counter() - t0:.0f} s this sitting)\n")
     print(report(results, args.data_seed))

@@ -64,3 +64,15 @@ def test_two_runs_stacked_score_as_one_n_models_run(tmp_path):
     other = _folder(tmp_path / "r2", *runs[0], train_names[::-1], test_names)
     with pytest.raises(ValueError, match="differ"):
         stacked([folders[0], other])
+
+
+def test_plan_for_the_full_runs(tmp_path):
+    """--n-models 3 trains the default with seeds 0, 1, 2 (also its n_models=3 members), on the given device."""
+    from bench.ablation import Plan, plan
+
+    bench = Plan(tmp_path / "data", tmp_path / "runs", ["default"], [0, 1], {"num_workers": 4}, "cuda", 3)
+    jobs = plan(bench, {})
+    assert [j[0] for j in jobs] == ["default seed 0", "default seed 1", "default seed 2", "ae seed 0", "ae seed 1"]
+    for _, cmd, _ in jobs:
+        assert cmd[cmd.index("--device") + 1] == "cuda"
+    assert "num_workers=4" in jobs[0][1] and "num_workers=4" not in jobs[3][1]   # the AE has no such setting
