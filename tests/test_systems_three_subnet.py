@@ -43,6 +43,12 @@ def test_run_outputs_and_loss_falls(trained):
         assert emb["embeddings"].shape == (len(emb["names"]), 512)
     scores = read_scores(run.scores_dir)
     assert np.isfinite(scores["score"]).all() and (run.path / "metrics.csv").exists()
+    # default classes: machine type x section x attributes, no domain (class_domains off)
+    import json
+
+    classes = json.loads((run.path / "classes.json").read_text())
+    assert classes and not any(c.endswith(("/source", "/target")) for c in classes)
+    assert run.config.settings["class_domains"] is False
 
 
 def test_gmm_backend_scores_same_run(trained, tiny_data, tmp_path):
@@ -290,7 +296,8 @@ def test_source_only_training_uses_weighted_source_classes(tiny_data, tmp_path):
     system = get_system("three-subnet-kmeans")
     ds = discover(tiny_data, machines=["valve"])
     run = system.new_run(tmp_path / "src", ds, ["valve"], resume=False, epochs=1, batch_size=4, device="cpu",
-                         clip_seconds=1.0, num_workers=0, kmeans_clusters=2, train_domains="source")
+                         clip_seconds=1.0, num_workers=0, kmeans_clusters=2, train_domains="source",
+                         class_domains=True)
     system.train(run, ds, progress=False)
     classes = json.loads((run.path / "classes.json").read_text())
     assert classes and all(c.endswith("/source") for c in classes)
