@@ -8,8 +8,10 @@ The final default on ``full`` (issue 13: 2 seeds and an ``n_models=3`` run, next
     python -m bench.ablation FULL --variants default --n-models 3 --ae-seeds 0,1 [--device cuda --jobs 5]
 
 Each variant is the default three-subnet system (:class:`asdcore.systems.three_subnet.ThreeSubnetSettings`,
-which follows Wilkinghoff's public code where the report is silent) with one item switched back to this
-project's earlier choice (:data:`VARIANTS`). Items that belong together switch as one (the STFT input and
+which follows Wilkinghoff's public code where the report is silent) with one item switched to its other
+choice (:data:`VARIANTS`): this project's earlier one, or for the classes the ``ssl4asd`` one (the default
+left it after this bench measured it). A run folder remembers the settings it was trained with, so a folder
+of another default (an ``--out`` of an older sitting) is refused rather than mislabelled. Items that belong together switch as one (the STFT input and
 network; bias and weight decay). ``kmeans-renorm`` changes only the backend, so it re-scores the default
 runs' saved embeddings instead of training (:func:`bench.branches.rescored_table`).
 
@@ -55,13 +57,13 @@ from asdcore.data import DataError, discover
 from asdcore.metrics import machine_sort_key, official_score, read_metrics_csv
 from asdcore.runs import Run, RunError, format_setting
 
-#: variant name -> settings that switch one item of the public recipe back to the earlier choice
+#: variant name -> settings that switch one item of the default recipe to its other choice
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "adacos-textbook": {"adacos_rule": "textbook"},
     "stft-basic": {"stft_net": "basic", "stft_time_pool": "mean"},
     "bias-no-decay": {"use_bias": True, "weight_decay": 0.0},
-    "classes-no-domain": {"class_domains": False},
+    "classes-with-domain": {"class_domains": True},
     "mixup-per-batch": {"mixup_mode": "batch"},
     "featex-replace": {"featex_mode": "replace"},
     "no-featex": {"featex": False},
@@ -88,6 +90,36 @@ class Result:
 
 def run_dir(out: Path, variant: str, seed: int) -> Path:
     return out / variant / f"seed{seed}"
+
+
+def check_settings(folder: Path, variant: str, extra: dict[str, object]) -> None:
+    """Refuse a run folder whose recorded recipe is not ``variant``'s under today's default.
+
+    Only the settings that some variant switches are compared. Raises ``ValueError`` naming the first
+    difference; a folder without a run in it passes (it is trained from scratch).
+    """
+    from dataclasses import asdict
+
+    from asdcore.systems import get_system
+
+    try:
+        recorded = Run.open(folder).config.settings
+    except RunError:
+        return
+    expected = {**asdict(get_system("three-subnet-kmeans").Settings()), **extra, **VARIANTS[variant]}
+    for key in sorted({k for v in VARIANTS.values() for k in v}):
+        if key in recorded and recorded[key] != expected[key]:
+            raise ValueError(f"{folder} was trained with {key}={recorded[key]}, but {variant} now means "
+                             f"{key}={expected[key]} (another default); give the bench a new --out")
+
+
+def check_out(bench: "Plan") -> None:
+    """:func:`check_settings` for every three-subnet folder the sitting could reuse, before it trains."""
+    for variant in bench.variants:
+        if variant in SCORING_ONLY:
+            continue
+        for seed in range(max(bench.default_seeds.stop, 2)):
+            check_settings(run_dir(bench.out, variant, seed), variant, bench.extra)
 
 
 def finished(folder: Path) -> bool:
@@ -308,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Plan(args.data, args.out, variants, [int(x) for x in args.ae_seeds.split(",") if x.strip()],
                      parse_settings(args.set), args.device, args.n_models)
         discover(args.data)
+        check_out(bench)
     except (ValueError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

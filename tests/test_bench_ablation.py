@@ -76,3 +76,20 @@ def test_plan_for_the_full_runs(tmp_path):
     for _, cmd, _ in jobs:
         assert cmd[cmd.index("--device") + 1] == "cuda"
     assert "num_workers=4" in jobs[0][1] and "num_workers=4" not in jobs[3][1]   # the AE has no such setting
+
+
+def test_a_folder_of_another_default_is_refused(tiny_data, tmp_path, capsys):
+    """A run folder trained under another default is not reused under a variant name it no longer has."""
+    from asdcore.data import discover
+    from asdcore.systems import get_system
+    from bench.ablation import main
+
+    ds = discover(tiny_data, machines=["valve"])
+    out = tmp_path / "abl"
+    get_system("three-subnet-kmeans").new_run(out / "default" / "seed0", ds, ["valve"], resume=False,
+                                              clip_seconds=1.0, class_domains=True)
+    before = sorted(p.name for p in (out / "default" / "seed0").iterdir())
+    assert main([str(tiny_data), "--out", str(out), "--variants", "default", "--ae-seeds", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "class_domains=True" in err and "--out" in err
+    assert sorted(p.name for p in (out / "default" / "seed0").iterdir()) == before     # nothing written
