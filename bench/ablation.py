@@ -10,14 +10,15 @@ The final default on ``full`` (issue 13: 2 seeds and an ``n_models=3`` run, next
 Each variant is the default three-subnet system (:class:`asdcore.systems.three_subnet.ThreeSubnetSettings`,
 which follows Wilkinghoff's public code where the report is silent) with one item switched to its other
 choice (:data:`VARIANTS`): this project's earlier one, or for the classes the ``ssl4asd`` one (the default
-left it after this bench measured it). A run folder remembers the settings it was trained with, so a folder
-of another default (an ``--out`` of an older sitting) is refused rather than mislabelled. Items that belong together switch as one (the STFT input and
+left it after this bench measured it). Items that belong together switch as one (the STFT input and
 network; bias and weight decay). ``kmeans-renorm`` changes only the backend, so it re-scores the default
-runs' saved embeddings instead of training (:func:`bench.branches.rescored_table`).
+runs' saved embeddings instead of training (:func:`bench.branches.rescored_table`). A run folder remembers
+the settings it was trained with, so a folder of another default (an ``--out`` of an older sitting) is
+refused rather than mislabelled (:func:`check_settings`).
 
-Seeds: the default trains with seeds 0 .. max(2, K) - 1, ae-mahala with ``--ae-seeds`` (0 and 1); each variant first with
-seed 0, then with seed 1 when its seed-0 hmean lies within 2 points of the default's mean, or above it by
-any margin. A variant far below the default is not close to a decision, one more seed would not change
+Seeds: the default trains with seeds 0 .. max(2, K) - 1, ae-mahala with ``--ae-seeds`` (0 and 1); each
+variant first with seed 0, then with seed 1 when its seed-0 hmean lies within 2 points of the default's
+mean, or above it by any margin. A variant far below the default is not close to a decision, one more seed would not change
 it; one far above is the decision (would the default change?), and one seed never settles that: single
 runs swing by several points. Second seeds run best-first.
 
@@ -118,7 +119,7 @@ def check_out(bench: "Plan") -> None:
     for variant in bench.variants:
         if variant in SCORING_ONLY:
             continue
-        for seed in range(max(bench.default_seeds.stop, 2)):
+        for seed in bench.default_seeds:
             check_settings(run_dir(bench.out, variant, seed), variant, bench.extra)
 
 
