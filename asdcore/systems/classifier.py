@@ -22,9 +22,10 @@ def class_key(clip: ClipRecord, domain_classes: bool = False, pseudo: dict[str, 
               all_domains: bool = False) -> str:
     """The classification target of a clip: machine, section and attribute combination (and domain).
 
-    ``all_domains``: every clip's domain is part of its class, as in the public code (classes =
+    ``all_domains``: every clip's domain is part of its class, as in ``ssl4asd`` (classes =
     machine type x section x attributes x domain), so a machine type without attributes still has a
-    source and a target class.
+    source and a target class (the three-subnet setting ``class_domains``; off by default, measured
+    in :class:`asdcore.systems.three_subnet.ThreeSubnetSettings`).
     ``domain_classes`` (without ``all_domains``): only clips without attribute information
     (``noAttribute``) are split by domain. Every DCASE file name carries the domain, so this is label
     information the first-shot setting still has.
