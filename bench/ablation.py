@@ -114,8 +114,18 @@ def check_settings(folder: Path, variant: str, extra: dict[str, object]) -> None
                              f"{key}={expected[key]} (another default); give the bench a new --out")
 
 
+#: the entries the bench makes in ``--out`` (with ``classes-no-domain``, a variant of earlier versions, so an
+#: old folder gets the settings message): a folder holding anything else is not its own
+OUT_ENTRIES = {*VARIANTS, "classes-no-domain", "ae", "ae-mahala", "logs"}
+
+
 def check_out(bench: "Plan") -> None:
-    """:func:`check_settings` for every three-subnet folder the sitting could reuse, before it trains."""
+    """Refuse an ``--out`` the bench did not make, or whose runs are of another default, before it trains."""
+    if bench.out.is_dir():
+        strange = sorted(p.name for p in bench.out.iterdir() if p.name not in OUT_ENTRIES)
+        if strange:
+            raise ValueError(f"{bench.out} is not an ablation folder (it holds {', '.join(strange[:3])}); "
+                             "give the bench a new or its own --out")
     for variant in bench.variants:
         if variant in SCORING_ONLY:
             continue
@@ -338,8 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from asdcore.settings import parse_settings
 
+        from asdcore.settings import coerce
+        from asdcore.systems.three_subnet import ThreeSubnetSettings
+
         bench = Plan(args.data, args.out, variants, [int(x) for x in args.ae_seeds.split(",") if x.strip()],
-                     parse_settings(args.set), args.device, args.n_models)
+                     parse_settings(args.set), coerce(ThreeSubnetSettings, "device", args.device), args.n_models)
         discover(args.data)
         check_out(bench)
     except (ValueError, DataError) as exc:

@@ -84,13 +84,13 @@ def stacked(folders: list[Path]) -> dict[tuple[str, str], tuple]:
         if set(other) != set(first):
             raise ValueError(f"{folder} holds other machine types/sections than {folders[0]}")
     data = {}
-    for key, (train, train_recs, test, test_recs) in first.items():
+    for key, (_, train_recs, _, test_recs) in first.items():
         arrays = []
-        for split, ref in (("train", train), ("test", test)):
-            parts = [d[key][0 if split == "train" else 2] for d in loaded]
-            if any(list(p["names"]) != list(ref["names"]) for p in parts):
+        for index, split in ((0, "train"), (2, "test")):
+            parts = [d[key][index] for d in loaded]
+            if any(list(p["names"]) != list(parts[0]["names"]) for p in parts):
                 raise ValueError(f"{key[0]} section {key[1]}: the {split} clips differ between the folders")
-            arrays.append({"names": ref["names"],
+            arrays.append({"names": parts[0]["names"],
                            "embeddings": np.concatenate([p["embeddings"] for p in parts], axis=1)})
         data[key] = (arrays[0], train_recs, arrays[1], test_recs)
     return data

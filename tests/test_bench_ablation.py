@@ -93,3 +93,18 @@ def test_a_folder_of_another_default_is_refused(tiny_data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "class_domains=True" in err and "--out" in err
     assert sorted(p.name for p in (out / "default" / "seed0").iterdir()) == before     # nothing written
+
+
+def test_bad_out_and_device_are_refused_before_anything_is_written(tiny_data, tmp_path, capsys):
+    """An --out the bench did not make, or a device name that is none, gets one error line; nothing is written."""
+    from bench.ablation import main
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    assert main([str(tiny_data), "--out", str(user), "--variants", "default", "--ae-seeds", ""]) == 2
+    assert "not an ablation folder" in capsys.readouterr().err
+    assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "keep me"
+    fresh = tmp_path / "fresh"
+    assert main([str(tiny_data), "--out", str(fresh), "--device", "gpu0", "--ae-seeds", ""]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and not fresh.exists()
