@@ -233,6 +233,44 @@ def test_public_stft_branch_shapes_and_parts():
         assert short(torch.randn(3, SR)).shape == (3, 512)
 
 
+@pytest.mark.parametrize("stft_net", ["public", "basic"])
+def test_channels_last_stft_branch_computes_what_the_default_order_does(stft_net, monkeypatch):
+    """The STFT branches run channels-last for speed only: embeddings and gradients equal the default order's,
+    and a model keeps that order through a state-dict round trip from a default-order copy."""
+    from asdcore.models import three_subnet as ts
+
+    def first_conv(model):                # past the stem: one input channel is contiguous in both orders
+        return next(m for m in model.stft.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+
+    cfg = ThreeSubnetConfig(clip_seconds=1.0, stft_net=stft_net)
+    torch.manual_seed(0)
+    fast = ThreeSubnet(cfg)
+    conv = first_conv(fast)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    plain = ThreeSubnet(cfg)
+    plain.load_state_dict(fast.state_dict())
+    plain.stft.to(memory_format=torch.contiguous_format)
+    assert first_conv(plain).weight.is_contiguous()
+    x = torch.randn(4, cfg.n_samples) * 0.1
+    fast(x).square().sum().backward()
+    with monkeypatch.context() as patch:
+        patch.setattr(ts, "stft_image", lambda spec: spec.unsqueeze(1))
+        plain(x).square().sum().backward()
+        with torch.no_grad():
+            expected = plain.eval()(x)
+    with torch.no_grad():
+        got = fast.eval()(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):   # summation order only: ~3e-5 of the largest
+        scale = float(b.grad.abs().max())
+        assert float((a.grad - b.grad).abs().max()) <= 1e-4 * scale + 1e-5, name
+    reloaded = ThreeSubnet(cfg)
+    reloaded.load_state_dict(plain.state_dict())
+    conv = first_conv(reloaded)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_no_bias_where_the_recipe_has_none():
     """Default (public): no conv or dense layer has a bias; BatchNorm keeps its shift. use_bias=True adds them."""
     model = ThreeSubnet(ThreeSubnetConfig(clip_seconds=1.0))
