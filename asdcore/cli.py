@@ -429,20 +429,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if progress is not None:
             progress.write("done", 1.0, f"{args.command} finished", out=str(getattr(args, "out", "") or ""))
         return code
+    # The message goes to the log before the progress file says "failed": the app shows the log's tail as soon
+    # as it reads that state.
     except (DataError, AudioError, RunError, ValueError, FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        if not env.debug():
+            print(f"error: {exc}", file=sys.stderr, flush=True)
         if progress is not None:
             progress.write("failed", None, str(exc))
         if env.debug():
             raise
-        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if not env.debug():
+            hint = "; the run folder keeps its last finished epoch: continue with --resume" if args.command == "train" else ""
+            print(f"interrupted (Ctrl-C){hint}", file=sys.stderr, flush=True)
         if progress is not None:
             progress.write("failed", None, "interrupted")
         if env.debug():
             raise
-        hint = "; the run folder keeps its last finished epoch: continue with --resume" if args.command == "train" else ""
-        print(f"interrupted (Ctrl-C){hint}", file=sys.stderr)
         return 130
     except BaseException as exc:
         if progress is not None:

@@ -33,8 +33,8 @@ def app_url(tiny_workspace, tmp_path_factory):
         pytest.fail("the playwright package is missing (it is in requirements.txt)")
     base = tmp_path_factory.mktemp("e2e")
     shutil.copytree(tiny_workspace["runs"], base / "runs" / "demo")
-    env = {"ASD_DEMO_DATA": str(tiny_workspace["data"]), "ASD_RUNS": str(base / "runs"), "ASD_NO_DEMO": "1"}
-    with streamlit_server(env, base / "streamlit.log") as (url, _):
+    app_env = {"ASD_DEMO_DATA": str(tiny_workspace["data"]), "ASD_RUNS": str(base / "runs"), "ASD_NO_DEMO": "1"}
+    with streamlit_server(app_env, base / "streamlit.log") as (url, _):
         yield url
 
 
