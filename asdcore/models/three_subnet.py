@@ -54,7 +54,9 @@ much faster on CPU that way (the public branch's forward + backward of a batch o
 8.3 s with one thread in the default order, 5.3 s channels-last; whole system, ``bench/speed.py`` on
 ``small`` with one thread: training 6.1 -> 7.3 clips/s, scoring 16.2 -> 22.9 clips/s). Embeddings and
 gradients differ from the default order's by summation order only (embeddings at most ~2e-7 apart,
-``tests/test_three_subnet.py``), so models trained either way load and score alike.
+``tests/test_three_subnet.py``), so models trained either way load and score alike. Over a whole
+training that order moves a run as much as another seed does; side by side on ``medium`` (2 seeds
+each, one sitting) the two orders score alike (README, the final default on ``medium``).
 
 Flatten sizes depend on the clip length, which is fixed at construction (``clip_seconds``);
 :meth:`ThreeSubnet.forward` refuses clips of another length instead of silently mis-shaping.
