@@ -216,6 +216,17 @@ def _progress(args: argparse.Namespace):
     return ProgressFile(path) if path else None
 
 
+def _fail(progress, state_message: str, line: str | None) -> None:
+    """Print ``line`` (if any) to stderr, then mark the job failed in its progress file.
+
+    In that order: the app shows the log's tail as soon as it reads "failed", so the message must be there.
+    """
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
+    if progress is not None:
+        progress.write("failed", None, state_message)
+
+
 def _epoch_reporter(args: argparse.Namespace, units: int, epochs: int | None):
     """An ``on_epoch_end`` hook writing the fraction of epochs done (training is 95 %, scoring the rest)."""
     progress = _progress(args)
@@ -429,26 +440,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if progress is not None:
             progress.write("done", 1.0, f"{args.command} finished", out=str(getattr(args, "out", "") or ""))
         return code
-    # The message goes to the log before the progress file says "failed": the app shows the log's tail as soon
-    # as it reads that state.
     except (DataError, AudioError, RunError, ValueError, FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        if not env.debug():
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-        if progress is not None:
-            progress.write("failed", None, str(exc))
+        _fail(progress, str(exc), None if env.debug() else f"error: {exc}")
         if env.debug():
             raise
         return 2
     except KeyboardInterrupt:
-        if not env.debug():
-            hint = "; the run folder keeps its last finished epoch: continue with --resume" if args.command == "train" else ""
-            print(f"interrupted (Ctrl-C){hint}", file=sys.stderr, flush=True)
-        if progress is not None:
-            progress.write("failed", None, "interrupted")
+        hint = "; the run folder keeps its last finished epoch: continue with --resume" if args.command == "train" else ""
+        _fail(progress, "interrupted", None if env.debug() else f"interrupted (Ctrl-C){hint}")
         if env.debug():
             raise
         return 130
     except BaseException as exc:
-        if progress is not None:
-            progress.write("failed", None, f"{type(exc).__name__}: {exc}")
+        _fail(progress, f"{type(exc).__name__}: {exc}", None)
         raise
