@@ -7,6 +7,7 @@ traceback instead, for developers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from asdcore import env
 from asdcore.data import AudioError, DataError
+from asdcore.outputs import describe_os_error
 from asdcore.runs import RunError
 
 if TYPE_CHECKING:
@@ -70,18 +72,31 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdcore.data import discover
     from asdcore.export import read_scores, scores_for_evaluation
     from asdcore.metrics import format_evaluation, format_table, metrics_table, official_score, write_metrics_csv
+    from asdcore.outputs import claim_file
     from asdcore.resampled_auc import jackknife_ci95
 
     if args.ci and args.resamples < 1:
         raise ValueError(f"--resamples must be at least 1, got {args.resamples}")
-    if args.out and Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a folder; give the CSV file to write, e.g. {Path(args.out) / 'metrics.csv'}")
+    # the output is checked before anything is read: never the user's file, never inside the inputs
+    out = claim_file(args.out, "metrics-csv", protect=[args.scores]) if args.out else None
     ds = discover(args.data, ground_truth=args.ground_truth)
     scores = read_scores(args.scores)
-    joined = scores_for_evaluation(scores, _labelled_test_clips(ds, scores, args.scores))
+    clips = _labelled_test_clips(ds, scores, args.scores)
+    missing = _missing_from(clips, scores)
+    if missing and not args.allow_partial:
+        raise DataError(f"{args.scores} is incomplete: {missing[0]}" + (f" (and {len(missing) - 1} more gap(s))" if len(missing) > 1
+                        else "") + "; the official score needs every test clip: score them all, or add --allow-partial "
+                        "to evaluate what is there")
+    n_clips = len(clips)
+    if missing:
+        clips = _scored_only(clips, scores)
+    joined = scores_for_evaluation(scores, clips)
     table = metrics_table(joined)
     print(format_table(table))
     print(format_evaluation(table, jackknife_ci95(joined["label"], joined["score"])))
+    if missing:
+        print(f"PARTIAL (--allow-partial): {len(joined)} of {n_clips} test clips; "
+              f"not comparable with a full evaluation. Missing: " + "; ".join(missing))
     if joined["decision"].isna().any():
         print("no decision_result files for every section: precision, recall and F1 are left out")
     if args.ci:
@@ -94,17 +109,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"{time.perf_counter() - t0:.2f} s): 95 % percentile intervals")
         print(format_intervals(iv))
         print(f"official score: {100 * official_score(table):.2f} % [{100 * low:.2f}, {100 * high:.2f}]")
-    out = Path(args.out) if args.out else Path(args.scores) / "metrics.csv"
-    write_metrics_csv(table, out)
-    print(f"\nwrote {out}")
+    if out is not None:
+        write_metrics_csv(table, out)
+        print(f"\nwrote {out}")
     return 0
 
 
 def _labelled_test_clips(ds: Dataset, scores: pd.DataFrame, scores_dir: str) -> pd.DataFrame:
-    """The labelled test clips of ``ds`` for the machine types ``scores`` (read from ``scores_dir``) holds."""
+    """Every labelled test clip of ``ds`` (refused when none of ``scores``' machine types has test clips there)."""
     clips = ds.to_frame()
-    clips = clips[(clips["split"] == "test") & clips["machine"].isin(sorted(set(scores["machine"])))]
-    if clips.empty:
+    clips = clips[clips["split"] == "test"]
+    if not clips["machine"].isin(sorted(set(scores["machine"]))).any():
         raise DataError(
             f"none of the machine types in {scores_dir} ({', '.join(sorted(set(scores['machine'])))}) "
             f"has test clips in {ds.root} ({', '.join(ds.machines())})"
@@ -116,6 +131,43 @@ def _labelled_test_clips(ds: Dataset, scores: pd.DataFrame, scores_dir: str) -> 
             "give the official ground-truth folder with --ground-truth DIR"
         )
     return clips
+
+
+def _missing_from(clips: pd.DataFrame, scores: pd.DataFrame) -> list[str]:
+    """What the data's test clips have that the scores lack: whole machine types, sections, then clips."""
+    from asdcore.metrics import normalize_section
+
+    have_machines = set(scores["machine"])
+    have_sections = {(m, normalize_section(s)) for m, s in zip(scores["machine"], scores["section"])}
+    have_clips = {(m, normalize_section(s), Path(str(n)).name)
+                  for m, s, n in zip(scores["machine"], scores["section"], scores["file_name"])}
+    gaps: list[str] = []
+    for machine in sorted(set(clips["machine"]) - have_machines, key=str.casefold):
+        gaps.append(f"machine type {machine} has no scores ({int((clips['machine'] == machine).sum())} test clips)")
+    present = clips[clips["machine"].isin(have_machines)]
+    sections = sorted({(m, normalize_section(s)) for m, s in zip(present["machine"], present["section"])})
+    for machine, section in sections:
+        if (machine, section) not in have_sections:
+            n = int(((present["machine"] == machine) & (present["section"].map(normalize_section) == section)).sum())
+            gaps.append(f"{machine} section {section} has no scores ({n} test clips)")
+    unscored = [(m, normalize_section(s), Path(str(n)).name) for m, s, n in
+                zip(present["machine"], present["section"], present["file_name"])
+                if (m, normalize_section(s)) in have_sections
+                and (m, normalize_section(s), Path(str(n)).name) not in have_clips]
+    if unscored:
+        gaps.append(f"{len(unscored)} test clip(s) have no score (e.g. {unscored[0][0]}/{unscored[0][2]})")
+    return gaps
+
+
+def _scored_only(clips: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """The test clips that have a score (``--allow-partial``)."""
+    from asdcore.metrics import normalize_section
+
+    have = {(m, normalize_section(s), Path(str(n)).name)
+            for m, s, n in zip(scores["machine"], scores["section"], scores["file_name"])}
+    keep = [(m, normalize_section(s), Path(str(n)).name) in have
+            for m, s, n in zip(clips["machine"], clips["section"], clips["file_name"])]
+    return clips[keep]
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -141,6 +193,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from asdcore.runs import Run, official_score_of
     from asdcore.settings import parse_settings
     from asdcore.systems import get_system
+    from asdcore.outputs import OWN_PREFIX, FolderLock, check_writable
     from asdcore.training import barrier, distributed_env, init_distributed
 
     system = get_system(args.system)
@@ -150,29 +203,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "device": args.device}
     overrides.update(parse_settings(args.set or []))
-    system.settings(**overrides)  # a bad setting fails here, before any folder exists
+    settings = system.settings(**overrides)  # a bad setting fails here, before any folder exists
+    out = Path(args.out)
+    check_writable(out)  # a read-only or non-folder location is refused before anything is computed
     if args.resume:
-        _check_checkpoints(Path(args.out))
+        _check_checkpoints(out, args.epochs)
     rank, world = distributed_env()
     if world > 1 and not system.supports_distributed:
         raise ValueError(f"{args.system} trains in one process; run it without torchrun")
-    out = Path(args.out)
-    fresh = not out.exists()
-    if world > 1:  # under torchrun: rank 0 makes the run folder, the others open it
-        init_distributed(overrides.get("device") or "auto")
-        run = system.new_run(out, ds, machines, resume=args.resume, **overrides) if rank == 0 else None
-        barrier()
-        run = run or Run.open(args.out)
-    else:
-        run = system.new_run(out, ds, machines, resume=args.resume, **overrides)
-    t0 = time.perf_counter()
-    try:
-        system.train(run, ds, resume=args.resume, progress=not args.quiet,
-                     on_epoch_end=_epoch_reporter(args, system.epoch_units(machines), run.config.settings.get("epochs")))
-    except (DataError, AudioError, RunError, ValueError, FloatingPointError) as exc:
-        if fresh and rank == 0:
-            _remove_failed_start(out)
-        raise exc
+    fresh = not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith(OWN_PREFIX))
+    # one writer per run folder: a second `train --out` of the same folder is refused at once with the PID
+    with FolderLock(out) if rank == 0 else contextlib.nullcontext():
+        if world > 1:  # under torchrun: rank 0 makes the run folder, the others open it
+            init_distributed(overrides.get("device") or "auto")
+            run = system.new_run(out, ds, machines, resume=args.resume, **overrides) if rank == 0 else None
+            barrier()
+            run = run or Run.open(args.out)
+        else:
+            run = system.new_run(out, ds, machines, resume=args.resume, **overrides)
+        t0 = time.perf_counter()
+        try:
+            system.train(run, ds, resume=args.resume, progress=not args.quiet,
+                         on_epoch_end=_epoch_reporter(args, system.epoch_units(machines),
+                                                      run.config.settings.get("epochs", getattr(settings, "epochs", None))))
+        except (DataError, AudioError, RunError, ValueError, FloatingPointError, OSError) as exc:
+            if fresh and rank == 0:
+                _remove_failed_start(out)
+            raise exc
     if rank != 0:
         return 0
     print(f"trained {args.system} on {len(machines)} machine type(s) in {time.perf_counter() - t0:.1f} s -> {run.path}")
@@ -183,13 +240,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_checkpoints(out: Path) -> None:
+def _check_checkpoints(out: Path, epochs: int | None) -> None:
     """Read every checkpoint of a run to be resumed (weights only) before its config is touched, so a
-    damaged or untrusted one is refused with the folder exactly as it was."""
+    damaged or untrusted one is refused with the folder exactly as it was; ``--epochs`` below what a
+    checkpoint has already trained is refused too (nothing can be untrained, and the config would lie)."""
     from asdcore.training import load_checkpoint
 
     for path in sorted((out / "checkpoint").glob("*.pt")) if (out / "checkpoint").is_dir() else []:
-        load_checkpoint(path)
+        done = int(load_checkpoint(path).get("epoch", 0))
+        if epochs is not None and epochs < done:
+            raise RunError(f"{out}: {path.stem} has already trained {done} epoch(s); --epochs {epochs} cannot undo "
+                           f"that: give --epochs {done} or more to continue it, or train a new run (--out)")
 
 
 def _remove_failed_start(out: Path) -> None:
@@ -203,9 +264,15 @@ def _remove_failed_start(out: Path) -> None:
 
     from asdcore.runs import CONFIG_NAME
 
-    files = [p for p in out.rglob("*") if p.is_file()]
+    from asdcore.outputs import OWN_PREFIX
+
+    files = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(OWN_PREFIX)]
     if all(p == out / CONFIG_NAME for p in files):
         shutil.rmtree(out, ignore_errors=True)
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 def _progress(args: argparse.Namespace):
@@ -264,8 +331,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run.path / "scored" / Path(args.data).resolve().name
     if name != run.config.system and not args.out:
         out = out.with_name(f"{out.name}-{name}")
-    prepare_scored_folder(out, run, name, ds.root)
-    get_system(name).score(run, ds, out, progress=not args.quiet)
+    prepare_scored_folder(out, run, name, ds.root)  # checked before anything is computed
+    get_system(name).score_into(run, ds, out, progress=not args.quiet, on_note=_note)
     print(f"scores and submission files written to {out / 'scores'}")
     if (out / "metrics.csv").exists():
         _print_metrics(out)
@@ -379,9 +446,16 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 
 def _cmd_ssl_tiny(args: argparse.Namespace) -> int:
     from asdcore.models.ssl import SSL_MODELS, count_parameters, write_tiny_weights
+    from asdcore.outputs import OutputError, check_writable, claim_folder
 
     models = list(SSL_MODELS) if args.model == "all" else [args.model]
     out = Path(args.out)
+    if args.model == "beats" and out.suffix == ".pt":  # one checkpoint file: a new one, or tiny weights again
+        if out.exists() and out.name != "beats-tiny.pt":
+            raise OutputError(f"--out {out} exists; ssl-tiny writes a new file (nothing was written)")
+        check_writable(out)
+    else:
+        claim_folder(out, "tiny-weights")  # never into a folder of the user's (or of real weights)
     for model in models:
         # with --model all each model gets its own sub-folder: the layout of the default weights folder
         target = out / model if args.model == "all" else out
@@ -440,8 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if progress is not None:
             progress.write("done", 1.0, f"{args.command} finished", out=str(getattr(args, "out", "") or ""))
         return code
-    except (DataError, AudioError, RunError, ValueError, FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        _fail(progress, str(exc), None if env.debug() else f"error: {exc}")
+    except (DataError, AudioError, RunError, ValueError, FloatingPointError, OSError) as exc:
+        # an OSError anywhere (read-only file system, full disk, permissions, a file where a folder should be)
+        # is one line naming the path and the cause; the staged and atomic writes left nothing half-written
+        text = describe_os_error(exc) if isinstance(exc, OSError) and not isinstance(exc, AudioError) else str(exc)
+        _fail(progress, text, None if env.debug() else f"error: {text}")
         if env.debug():
             raise
         return 2

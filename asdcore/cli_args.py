@@ -65,11 +65,15 @@ def _add_evaluate(sub: Subparsers) -> argparse.ArgumentParser:
                        description="Read official anomaly_score_*.csv (and decision_result_*.csv) files and print what "
                                    "the official DCASE 2024 evaluator reports: per section AUC(all), AUC(source), "
                                    "AUC(target), pAUC, precision/recall/F1 per domain, arithmetic and harmonic means, "
-                                   "the official score and its jackknife 95 %% interval; write metrics.csv. --ci adds "
+                                   "the official score and its jackknife 95 %% interval; --out writes the metrics CSV. --ci adds "
                                    "stratified bootstrap intervals of every value.")
     p.add_argument("data", help="data root with labelled test clips (or give --ground-truth)")
     p.add_argument("scores", metavar="SCORES_DIR", help="folder holding anomaly_score_<machine>_section_<ss>_test.csv files")
-    p.add_argument("--out", default=None, help="CSV to write (default: SCORES_DIR/metrics.csv)")
+    p.add_argument("--out", default=None, help="metrics CSV to write (a new file, or one evaluate wrote; default: "
+                   "none, the table is printed)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="evaluate scores that lack machine types, sections or clips of the data (what is missing is "
+                        "printed next to the figure); without it such a folder is refused")
     _ground_truth(p)
     p.add_argument("--ci", action="store_true",
                    help="also a stratified bootstrap 95 %% interval of every value and of the official score")

@@ -183,22 +183,10 @@ def check_export_folder(out: str | Path, scored_folder: str | Path | None = None
     New, empty, or made by an earlier export (its ``decisions.json`` marker); never the scored
     folder itself or its ``scores/`` folder.
     """
-    out = Path(out).expanduser()
-    if scored_folder is not None:
-        scored = Path(scored_folder).expanduser().resolve()
-        if out.resolve() in (scored, scored / "scores"):
-            raise ValueError(f"{out} is the scored folder's own; export into a new folder")
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"{out} exists and is not a folder")
-        if any(out.iterdir()):
-            try:
-                meta = json.loads((out / MARKER).read_text())
-            except (OSError, ValueError):
-                meta = None
-            if not isinstance(meta, dict) or meta.get("made_by") != MADE_BY:
-                raise ValueError(f"{out} already exists and was not made by a decisions export; choose a new folder")
-    return out
+    from asdcore.outputs import claim_folder
+
+    return claim_folder(out, "decisions", what="export folder",
+                        protect=[scored_folder] if scored_folder is not None else [])
 
 
 def export_decisions(out: str | Path, test: pd.DataFrame, thresholds: Mapping[Section, float], rule: ThresholdRule,

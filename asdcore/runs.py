@@ -28,6 +28,7 @@ import numpy as np
 
 from asdcore import __version__
 from asdcore.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from asdcore.outputs import OWN_PREFIX
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -82,7 +83,26 @@ class RunConfig:
         missing = [k for k in ("system", "settings", "data_root", "machines") if k not in data]
         if missing:
             raise RunError(f"{where} lacks {', '.join(missing)}")
+        _check_types(data, where)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_types(data: dict[str, Any], where: Path) -> None:
+    """Refuse a hand-edited config whose fields have the wrong type, with the field named: ``"machines": "fan"``
+    would otherwise be read as the machine types f, a and n."""
+    expected = {"system": (str,), "settings": (dict,), "data_root": (str,), "machines": (list,), "seed": (int,),
+                "status": (str,), "extra": (dict,), "versions": (dict,), "created_at": (str,),
+                "train_seconds": (int, float, type(None))}
+    for key, types in expected.items():
+        if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool) and bool not in types):
+            want = " or ".join("null" if t is type(None) else {"str": "a string", "dict": "an object", "list": "a list",
+                                                               "int": "an integer", "float": "a number"}[t.__name__]
+                               for t in types)
+            raise RunError(f"{where}: \"{key}\" must be {want}, not {json.dumps(data[key])[:60]}; the file was edited "
+                           "or damaged")
+    if not data["machines"] or not all(isinstance(m, str) and m for m in data["machines"]):
+        raise RunError(f"{where}: \"machines\" must be a non-empty list of machine type names, not "
+                       f"{json.dumps(data['machines'])[:60]}")
 
 
 #: Settings that may change on ``--resume``: a longer training, and how the work is executed (device, process and
@@ -147,7 +167,7 @@ class Run:
                 existing.config.settings = config.settings
                 existing.save_config()
             return existing
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and any(not p.name.startswith(OWN_PREFIX) for p in path.iterdir()):
             raise RunError(f"{path} exists and is not a run folder; choose an empty or new folder")
         run = cls(path, config)
         run.save_config()

@@ -226,49 +226,43 @@ def find_scored(folder: str | Path, depth: int = 3) -> list[ScoredFolder]:
 
 
 def prepare_scored_folder(out: Path, run: "Run", system: str, data_root: Path, replace_other: bool = False) -> None:
-    """Make ``out`` ready for ``system``'s scores of ``data_root`` made with ``run``, or refuse.
+    """Check that ``out`` may receive ``system``'s scores of ``data_root`` made with ``run``, or refuse (one line).
 
-    A new or empty folder is used as it is. A scored folder (``scored.json``) of the same run, system and
-    data folder is being re-scored: its previous outputs (:data:`SCORED_OUTPUTS`) are removed first, so
-    the folder never mixes files of two scorings (clips that have gone would otherwise keep their old
-    score files). A scored folder of another data folder, run or system is refused (its scores are the
-    user's results), unless ``replace_other`` (folders the app's workspace owns). Any other non-empty
-    folder is refused: it is not ours. The run folder itself may only be re-scored on its own data by its
-    own system (what ``train`` does). Files in ``out`` that the tool did not write are never touched.
+    Nothing is written or removed here: the scoring writes through :func:`asdcore.outputs.staged`
+    (:meth:`asdcore.systems.System.score_into`), which swaps the new outputs in when they are complete and
+    only then drops the previous ones (:data:`SCORED_OUTPUTS`), so a kill keeps the old results whole.
+
+    Allowed: a new or empty folder, one holding only a killed run's leftovers, or a scored folder
+    (``scored.json``) of the same run, system and data folder (a re-scoring). A scored folder of another data
+    folder, run or system is refused (its scores are the user's results) unless ``replace_other`` (folders the
+    app's workspace owns). Any other folder is refused: it is not ours. The run folder itself may only be
+    re-scored on its own data by its own system (what ``train`` does); another run's folder, the data folder
+    (or one inside it or holding it) and a folder holding the run are never an output.
     """
-    import shutil
-
+    from asdcore.outputs import OutputError, check_writable, claim_folder, folder_kind
     from asdcore.runs import RunError
 
     out = Path(out)
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the scores")
-    if not any(out.iterdir()):
-        return
     given = str(Path(data_root).resolve())
-    if out.resolve() == Path(run.path).resolve():
+    run_path = Path(run.path).resolve()
+    if out.exists() and out.resolve() == run_path:
         if str(Path(run.config.data_root).resolve()) != given or system != run.config.system:
             raise RunError(f"--out {out} is the run folder, whose scores are {run.config.system}'s of its own data "
                            f"{run.config.data_root}; write {system}'s scores of {data_root} to another folder")
-    else:
-        meta = read_json(out / SCORED_META)
-        if meta is None:
-            raise ValueError(f"--out {out} exists and is not a scored folder (no readable {SCORED_META}); choose a "
-                             "new or empty folder (nothing was written)")
-        same = (meta.get("data_root") == given and meta.get("run") == str(Path(run.path).resolve())
-                and meta.get("system") == system)
+        check_writable(out)
+        return
+    if out.resolve() in run_path.parents:
+        raise OutputError(f"--out {out} holds the run folder {run.path}; choose a new folder (nothing was written)")
+    claim_folder(out, "scored", protect=[data_root])
+    if folder_kind(out) == "run":
+        raise OutputError(f"--out {out} is another run's folder; choose a new folder (nothing was written)")
+    meta = read_json(out / SCORED_META) if out.is_dir() else None
+    if meta is not None:
+        same = (meta.get("data_root") == given and meta.get("run") == str(run_path) and meta.get("system") == system)
         if not same and not replace_other:
             raise ValueError(f"--out {out} holds {meta.get('system')} scores of {meta.get('data_root')} (run "
                              f"{meta.get('run')}); {system}'s scores of {data_root} would mix with them: choose another "
                              "--out folder (nothing was written)")
-    for name in SCORED_OUTPUTS:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
 
 
 def write_train_scores(scores_dir: str | Path, machine: str, section: str, train: pd.DataFrame) -> Path:

@@ -1304,13 +1304,9 @@ def claim_output_folder(root: Path) -> None:
     Generating over a folder removes clips of the generator's naming scheme that the new plan lacks and
     rewrites ``attributes_00.csv``; over a folder of real DCASE clips that would destroy the user's data.
     """
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"--out {root} is a file; give a folder")
-    if root.is_dir() and any(root.iterdir()):
-        if not ((root / SYNTH_MARKER).is_file() or (root / _DEMO_MARKER).is_file()):
-            raise ValueError(f"--out {root} is not empty and was not written by the synthetic generator (no "
-                             f"{SYNTH_MARKER}); choose a new or empty folder (nothing was changed)")
+    from asdcore.outputs import claim_folder
+
+    root = claim_folder(root, "synth")  # the marker (SYNTH_MARKER or _DEMO_MARKER) says it is the generator's
     root.mkdir(parents=True, exist_ok=True)
     if not (root / SYNTH_MARKER).is_file():
         atomic_write_text(root / SYNTH_MARKER, json.dumps({"written_by": "asdcore synth",

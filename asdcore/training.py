@@ -8,6 +8,7 @@ weights (bit for bit on the same machine and device).
 """
 from __future__ import annotations
 
+import io
 import math
 import random
 import time
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from asdcore.atomic import atomic_path
+from asdcore.atomic import atomic_write_bytes
 
 
 def seed_everything(seed: int) -> None:
@@ -64,8 +65,11 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         "val_history": list(val_history),
         "extra": extra or {},
     }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    # serialised in memory first: a full disk is then an OSError (ENOSPC) from the plain write, which the CLI
+    # reports as one line, not torch's "[enforce fail at inline_container.cc]" from inside its zip writer
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -276,6 +276,37 @@ def first_line(proc: subprocess.CompletedProcess) -> str:
     return line if len(line) <= 170 else line[:167] + "..."
 
 
+#: modules adding their own fixtures and cases (issue 22): each has ``make_fixtures(root)`` and ``cases()``
+EXTRA_CASE_MODULES = ("bench.bad_inputs_batch", "bench.bad_inputs_data", "bench.bad_inputs_writes")
+
+
+def _extra_modules() -> list:
+    import importlib
+
+    found = []
+    for name in EXTRA_CASE_MODULES:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return found
+
+
+def all_cases() -> list[Case]:
+    """The cases of this module and of every :data:`EXTRA_CASE_MODULES` module, in that order."""
+    out = cases()
+    for module in _extra_modules():
+        out += module.cases()
+    return out
+
+
+def make_all_fixtures(root: Path) -> None:
+    make_fixtures(root)
+    for module in _extra_modules():
+        module.make_fixtures(root)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", default=None, help="work in this (new) folder and keep it")
@@ -284,13 +315,13 @@ def main() -> int:
     work, snapshot = root / "work", root / "snapshot"
     work.mkdir(parents=True)
     t0 = time.perf_counter()
-    make_fixtures(work)
+    make_all_fixtures(work)
     shutil.copytree(work, snapshot, symlinks=True)  # restored after a case that changed something
     print(f"fixtures in {time.perf_counter() - t0:.0f} s ({work})", file=sys.stderr)
     failures = 0
     rows = []
     clean = tree_state(work)
-    for case in cases():
+    for case in all_cases():
         t = time.perf_counter()
         proc = case.args(work) if callable(case.args) else cli(*case.args, cwd=work)
         after = tree_state(work)

@@ -60,8 +60,8 @@ def test_bundle_refuses_foreign_folders_and_the_run(ae_run, tmp_path, capsys, mo
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")
     before = tree(tmp_path)
-    refused(["bundle", str(ae_run), str(notes)], capsys, "not a bundle this tool wrote")
-    refused(["bundle", str(ae_run), str(notes), "--overwrite"], capsys, "not a bundle this tool wrote")
+    refused(["bundle", str(ae_run), str(notes)], capsys, "this tool did not write", "todo.txt")
+    refused(["bundle", str(ae_run), str(notes), "--overwrite"], capsys, "this tool did not write")
     run_before = tree(ae_run)
     refused(["bundle", str(ae_run), str(ae_run)], capsys, "is the run folder or holds it")
     refused(["bundle", str(ae_run), str(ae_run.parent)], capsys, "is the run folder or holds it")
@@ -97,7 +97,7 @@ def test_synth_only_rewrites_its_own_folders(tiny_data, tmp_path, capsys):
     (real / "attributes_00.csv").write_text("file_name,d1p,d1v\n")
     before = tree(tmp_path)
     err = refused(["synth", "--out", str(tmp_path / "real"), "--scale", "tiny", "--workers", "1"], capsys,
-                  "not written by the synthetic generator")
+                  "this tool did not write")
     assert str(tmp_path / "real") in err and tree(tmp_path) == before
     # a folder the generator wrote (marker) is regenerated; a new or empty one is fine
     mine = tmp_path / "mine"
@@ -110,7 +110,7 @@ def test_synth_only_rewrites_its_own_folders(tiny_data, tmp_path, capsys):
     demo = tmp_path / "demo"
     demo.mkdir()
     (demo / "x.txt").write_text("x")
-    with pytest.raises(ValueError, match="not written by the synthetic generator"):
+    with pytest.raises(ValueError, match="this tool did not write"):
         claim_output_folder(demo)
     (demo / ".asd_synth.json").write_text("{}")
     claim_output_folder(demo)
@@ -142,7 +142,7 @@ def test_score_out_never_mixes_two_scorings(ae_run, other_data, tiny_data, tmp_p
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "a.txt").write_text("x")
-    refused(["score", str(ae_run), str(tiny_data), "--out", str(notes), "--quiet"], capsys, "not a scored folder")
+    refused(["score", str(ae_run), str(tiny_data), "--out", str(notes), "--quiet"], capsys, "this tool did not write")
     # the run folder itself only takes its own system's scores of its own data
     run = tmp_path / "run"
     shutil.copytree(ae_run, run)

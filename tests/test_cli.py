@@ -51,7 +51,9 @@ def test_synth_info_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(data), str(scores_dir)]) == 0
     printed = capsys.readouterr().out
     assert "hmean" in printed and "100.00" in printed
-    table = pd.read_csv(scores_dir / "metrics.csv", dtype={"section": str}, keep_default_na=False)
+    assert not (scores_dir / "metrics.csv").exists()  # without --out nothing is written into the given folder
+    assert main(["evaluate", str(data), str(scores_dir), "--out", str(tmp_path / "metrics.csv")]) == 0
+    table = pd.read_csv(tmp_path / "metrics.csv", dtype={"section": str}, keep_default_na=False)
     assert list(table.columns) == ["machine", "section", "auc_source", "auc_target", "pauc", "auc_all",
                                    "precision_source", "precision_target", "recall_source", "recall_target",
                                    "f1_source", "f1_target"]

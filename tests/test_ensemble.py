@@ -386,7 +386,10 @@ def test_bad_input_is_a_clear_error(trio, tmp_path):
     with pytest.raises(ValueError, match="not both"):
         E.run_ensemble([str(p) for p in trio], tmp_path / "o", weights=[1, 1, 1], preset="ensemble-1")
     with pytest.raises(ValueError, match="not a scored folder"):
-        E.run_ensemble([str(tmp_path)], tmp_path / "o")
+        (tmp_path / "plain").mkdir()
+        E.run_ensemble([str(tmp_path / "plain")], tmp_path / "o")
+    with pytest.raises(ValueError, match="which is an input of this command"):  # an output around a member
+        E.run_ensemble([str(trio[0])], tmp_path)
     with pytest.raises(ValueError, match="given twice"):
         E.load_members([f"x={trio[0]}", f"x={trio[1]}"])
     # default names that repeat are made unique

@@ -151,8 +151,9 @@ def test_eval_style_folder_gets_submission_files(trained_run, tiny_data, tmp_pat
         "".join(f"section_00_{i:04d}.wav,{int('anomaly' in p.name)}\n" for i, p in enumerate(tests)))
     (gt / "ground_truth_domain" / "ground_truth_fan_section_00_test.csv").write_text(
         "".join(f"section_00_{i:04d}.wav,{int('target' in p.name)}\n" for i, p in enumerate(tests)))
-    assert main(["evaluate", str(tmp_path / "eval"), str(out / "scores"), "--ground-truth", str(gt)]) == 0
-    assert (out / "scores" / "metrics.csv").exists()
+    assert main(["evaluate", str(tmp_path / "eval"), str(out / "scores"), "--ground-truth", str(gt), "--out",
+                 str(tmp_path / "metrics.csv")]) == 0
+    assert (tmp_path / "metrics.csv").exists() and not (out / "scores" / "metrics.csv").exists()
 
 
 def test_bad_inputs_get_clear_errors(trained_run, tiny_data, tmp_path, capsys):

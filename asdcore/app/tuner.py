@@ -134,7 +134,10 @@ def save_ensemble(members: Sequence[Member], weights: Sequence[float], normaliza
     An existing file is replaced only with ``overwrite`` (a searched ensemble is work one does
     not want to lose to a typo). ``search`` is recorded in the file when these weights came from it.
     """
+    from asdcore.outputs import claim_file
+
     path = ensemble_path(runs_root, name)
+    claim_file(path, "ensemble-json", what="ensemble file")  # never a file the tool did not write
     if path.exists() and not overwrite:
         raise ValueError(f"{path} already exists; choose another name or allow replacing it")
     props = weight_proportions([m.name for m in members], weights)

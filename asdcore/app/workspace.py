@@ -128,7 +128,7 @@ def ensure_scored(run: str | Path, system: str, data_root: str | Path, out: str 
         prepare_scored_folder(out, Run.open(run), system, Path(data_root), replace_other=True)
         extra = {"reuse_embeddings_from": sibling} if sibling is not None and \
             "reuse_embeddings_from" in inspect.signature(impl.score).parameters else {}
-        impl.score(Run.open(run), discover(data_root), out, progress=progress, **extra)
+        impl.score_into(Run.open(run), discover(data_root), out, progress=progress, **extra)
     found = describe_scored(out, name=system)
     assert found is not None, f"scoring {out} wrote no score files"
     return found
@@ -236,9 +236,12 @@ def bundle_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Pat
     previous bundle and ``overwrite`` is given; ``out`` may never be the run or a folder holding it
     (replacing it would delete the run). Nothing the tool did not write is ever removed.
     """
+    import os
     import shutil
     import tempfile
 
+    from asdcore.atomic import current_umask
+    from asdcore.outputs import claim_folder
     from asdcore.runs import Run
 
     src = Run.open(run)
@@ -249,17 +252,13 @@ def bundle_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Pat
     if target == run_path or target in run_path.parents:
         raise ValueError(f"bundle OUT {out} is the run folder or holds it; replacing it would delete the run: "
                          "choose a new folder, e.g. checkpoints/NAME")
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"bundle OUT {out} is a file; choose a new folder")
-        if any(out.iterdir()):
-            if not is_bundle(out):
-                raise ValueError(f"bundle OUT {out} exists and is not a bundle this tool wrote; choose a new or empty "
-                                 "folder (nothing was changed)")
-            if not overwrite:
-                raise ValueError(f"bundle OUT {out} holds a previous bundle; add --overwrite to replace it")
+    size = sum(p.stat().st_size for p in src.model_dir.rglob("*") if p.is_file())
+    claim_folder(out, "bundle", what="bundle OUT", need_bytes=2 * size)  # refused before anything is copied
+    if out.is_dir() and is_bundle(out) and not overwrite:
+        raise ValueError(f"bundle OUT {out} holds a previous bundle; add --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would make the bundle private to this user
     old = None
     try:
         shutil.copytree(src.model_dir, tmp / "model")

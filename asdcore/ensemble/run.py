@@ -17,6 +17,7 @@ from asdcore.ensemble.normalization import check_normalization, normalize_weight
 from asdcore.ensemble.presets import Selection, select_preset
 from asdcore.ensemble.saved import Ensemble
 from asdcore.ensemble.search import SearchResult, search_weights
+from asdcore.outputs import staged
 
 
 @dataclass
@@ -121,6 +122,30 @@ def _from_members(members: Sequence[str], weights: list[float] | None, preset: s
     return _Choice(ens, used, explanation, selection, result)
 
 
+#: What an ensemble's scoring writes into its ``--out`` folder: re-scoring replaces these as a whole.
+ENSEMBLE_OUTPUTS = ("scores", "metrics.csv", "ensemble.json", "embeddings", "umap", "scored.json")
+
+
+def _claim_outputs(out: Path, save: Path | None, members: Sequence[str], load: Path | None,
+                   data: Path | None) -> None:
+    """Refuse (one line) an ``--out`` or ``--save`` the tool may not write: a user's folder or file, a member
+    folder, the data folder or anything inside or around them (:mod:`asdcore.outputs`)."""
+    from asdcore.ensemble.members import parse_member_spec
+    from asdcore.outputs import claim_file, claim_folder
+
+    inputs: list[Path] = [parse_member_spec(m)[1] for m in members]
+    if load is not None and not members:
+        try:
+            inputs += [Path(f) for f in Ensemble.load(load).folders]
+        except (ValueError, OSError):
+            pass  # the loading below reports what is wrong with the file
+    if data is not None:
+        inputs.append(Path(data))
+    claim_folder(out, "ensemble", protect=inputs)
+    if save is not None:
+        claim_file(save, "ensemble-json", protect=inputs + [out], what="--save")
+
+
 def run_ensemble(members: list[str], out: Path, weights: list[float] | None = None, preset: str | None = None,
                  normalization: str | None = None, data: Path | None = None, search: bool = False,
                  save: Path | None = None, *, load: Path | None = None, ground_truth: Path | None = None,
@@ -146,16 +171,18 @@ def run_ensemble(members: list[str], out: Path, weights: list[float] | None = No
     from asdcore.metrics import format_tables
 
     out = Path(out)
+    if load is not None and (weights is not None or preset is not None or search):
+        raise ValueError("a saved ensemble (--load) fixes its members and weights; do not give weights, a preset "
+                         "or --search with it")
+    _claim_outputs(out, save, members, load, data)  # before anything is read or computed
     clips = clips_from_data(data, ground_truth) if data is not None else None
     if load is not None:
-        if weights is not None or preset is not None or search:
-            raise ValueError("a saved ensemble (--load) fixes its members and weights; do not give weights, a preset "
-                             "or --search with it")
         choice = _from_saved(load, members, normalization)
     else:
         choice = _from_members(members, weights, preset, normalization, clips, search, step, samples, seed,
                                quality_cut)
-    scored = choice.ensemble.score_folder(out, choice.used, clips=clips)
+    with staged(out, replaces=ENSEMBLE_OUTPUTS) as staging:  # the previous results stay whole until replaced
+        scored = choice.ensemble.score_folder(staging, choice.used, clips=clips)
     saved = choice.ensemble.save(save) if save is not None else None
     table_text = None
     if scored.metrics is not None:

@@ -124,6 +124,21 @@ class System:
     def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
         raise NotImplementedError
 
+    def score_into(self, run: Run, ds: Dataset, out: Path, progress: bool = True,
+                   on_note: Callable[[str], None] | None = None, **extra: Any) -> pd.DataFrame | None:
+        """:meth:`score` into ``out`` through a staging folder, swapped in when complete (every caller uses this).
+
+        ``out`` is locked for the time (one writer per folder), leftovers of a killed scoring are finished or
+        cleared first (``on_note`` hears which), and only the previous scored outputs
+        (:data:`asdcore.scored.SCORED_OUTPUTS`) are replaced, after the new ones are whole: a kill at any
+        moment leaves the previous results as they were. ``extra`` goes to :meth:`score`.
+        """
+        from asdcore.outputs import staged
+        from asdcore.scored import SCORED_OUTPUTS
+
+        with staged(Path(out), replaces=SCORED_OUTPUTS, on_note=on_note) as staging:
+            return self.score(run, ds, staging, progress=progress, **extra)
+
     def frontend(self, run: Run, device: str | None = None, optimize: bool = False):
         """The run's trained frontend (:class:`asdcore.frontends.Frontend`): raw waves -> the backend's input.
 
