@@ -23,7 +23,8 @@ App support, the subpackage ``app`` (the Streamlit pages call these): ``app.work
 demo data, bundled models), ``app.jobs`` (background CLI jobs), ``app.ui`` (page glue), ``app.results``
 (tables, figures), ``app.intervals`` (bootstrap intervals, re-made decisions), ``app.tuner`` (the ensemble
 tuner), ``app.embeddings`` (maps), ``app.inspector`` (package: one clip's scores, attribution, figures).
-Cross-cutting: ``env`` reads every environment variable, ``atomic`` writes files atomically; ``scoring`` is
+Cross-cutting: ``env`` reads every environment variable, ``atomic`` writes files atomically, ``outputs`` decides
+whether a path may be written (markers, protected inputs, preflight, staged results, folder locks); ``scoring`` is
 the former name of ``backends`` kept for old imports.
 """
 

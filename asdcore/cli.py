@@ -193,7 +193,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from asdcore.runs import Run, official_score_of
     from asdcore.settings import parse_settings
     from asdcore.systems import get_system
-    from asdcore.outputs import OWN_PREFIX, FolderLock, check_writable
+    from asdcore.outputs import OWN_PREFIX, FolderLock, claim_folder
     from asdcore.training import barrier, distributed_env, init_distributed
 
     system = get_system(args.system)
@@ -205,7 +205,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides.update(parse_settings(args.set or []))
     settings = system.settings(**overrides)  # a bad setting fails here, before any folder exists
     out = Path(args.out)
-    check_writable(out)  # a read-only or non-folder location is refused before anything is computed
+    # a new folder, an empty one or a run folder (resumed, or a start that learned nothing); never the data folder
+    # or around it; a read-only or non-folder location is refused before anything is computed
+    claim_folder(out, "run", protect=[ds.root])
     if args.resume:
         _check_checkpoints(out, args.epochs)
     rank, world = distributed_env()
@@ -346,9 +348,12 @@ def _cmd_score_clips(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from asdcore.batch import batch_systems, check_out, format_table, inputs_from_paths, score_clips, write_csv
+    from asdcore.outputs import claim_file
 
     folders, clips = _scored_then_clips(args.paths)
-    out = check_out(args.out) if args.out else None  # refused before anything is scored
+    if args.out:  # refused before anything is scored; never inside a scored folder it reads
+        claim_file(args.out, "clip-scores-csv", protect=[f.path for f in folders])
+    out = check_out(args.out) if args.out else None
     inputs = inputs_from_paths(clips)
     systems = batch_systems(folders, device=args.device)
     known = systems.sections()
