@@ -370,14 +370,15 @@ def _cmd_score_clips(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"\nscored {result.n_scored} of {len(inputs)} clip(s) with {', '.join(result.systems)} "
           f"in {result.seconds:.1f} s ('!' = anomalous by the system's threshold)")
-    if out is not None and result.n_scored:
+    if out is not None and len(result.table):  # every row that has a score, the partly scored ones too
         write_csv(result.table, out)
         print(f"wrote {out}")
     if len(result.problems):
         for clip, message in result.problems.itertuples(index=False):
             print(f"{clip}: {message}", file=sys.stderr)
-        raise ValueError(f"{len(result.problems)} of {len(inputs)} file(s) could not be scored (listed above)"
-                         + (f"; the other {result.n_scored} were scored" if result.n_scored else ""))
+        others = f"; the other {result.n_scored} {'was' if result.n_scored == 1 else 'were'} scored" \
+            if result.n_scored else ""
+        raise ValueError(f"{len(result.problems)} of {len(inputs)} file(s) could not be scored (listed above){others}")
     return 0
 
 

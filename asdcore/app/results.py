@@ -218,8 +218,14 @@ def keep_selection(current: Sequence[str] | None, options: Sequence[str], offere
 
 
 def table_csv(frame: pd.DataFrame) -> bytes:
-    """A results table as UTF-8 CSV bytes (for a download button); missing cells stay empty."""
-    return frame.to_csv(index=False, float_format="%.2f").encode("utf-8")
+    """A results table as UTF-8 CSV bytes (for a download button); missing cells stay empty.
+
+    Spreadsheet-safe (:func:`asdcore.csvsafe.spreadsheet_safe`): a system named ``=HYPERLINK(...)`` is a
+    text header, not a formula; the values stay numbers.
+    """
+    from asdcore.csvsafe import spreadsheet_safe
+
+    return spreadsheet_safe(frame).to_csv(index=False, float_format="%.2f").encode("utf-8")
 
 
 # =========================================================================== labels and score distributions

@@ -148,8 +148,10 @@ class ClipScorer:
               names: Sequence[str] | None = None) -> list[MemberScore]:
         """Scores of ``waves`` (16 kHz mono float32) by every member (or ``names``), in member order.
 
-        A member that cannot score this machine type/section (no model, no fitted backend) gets
-        ``error`` set instead of raising, so the others are still shown.
+        A member that cannot score this machine type/section (no model, no fitted backend), or these
+        waves (a clip too short for the AE; torch refusing an input, or running out of memory: a
+        RuntimeError), gets ``error`` set instead of raising, so the others are still shown and a batch
+        can retry that member clip by clip (:mod:`asdcore.batch`).
         """
         waves = [np.asarray(w, dtype=np.float32) for w in waves]
         if not waves:
@@ -166,8 +168,9 @@ class ClipScorer:
                         cache[key] = self._frontends[key].embed(waves, machine)
                     scores = np.asarray(self._backend(m, machine, section).score(cache[key]), dtype=np.float64)
                     out.append(MemberScore(m.name, m.system, scores, None, time.perf_counter() - t0, shared))
-                except (ValueError, OSError, KeyError) as exc:
-                    out.append(MemberScore(m.name, m.system, None, str(exc), time.perf_counter() - t0, shared))
+                except (ValueError, OSError, KeyError, RuntimeError) as exc:
+                    out.append(MemberScore(m.name, m.system, None, str(exc) or type(exc).__name__,
+                                           time.perf_counter() - t0, shared))
         return out
 
     def raw_scores(self, waves: Sequence[np.ndarray], machine: str, section: str) -> dict[str, np.ndarray]:

@@ -19,7 +19,9 @@ import numpy as np
 from asdcore.data import AudioError, ClipRecord, Dataset, DataError, decode_audio
 
 #: Largest upload decoded. A 10 s DCASE clip is 320 kB as 16-bit 16 kHz WAV; 50 MB still takes
-#: ten minutes of 44.1 kHz stereo 16-bit audio, far beyond any machine clip.
+#: ten minutes of 44.1 kHz stereo 16-bit audio, far beyond any machine clip. The same limit caps every
+#: file and zip member a batch reads (:mod:`asdcore.batch`), and Streamlit's ``server.maxUploadSize`` in
+#: ``.streamlit/config.toml`` must equal it (a test checks), so the uploader refuses what the app would.
 MAX_UPLOAD_MB = 50
 UPLOAD_TYPES = ("wav", "flac", "ogg")
 
