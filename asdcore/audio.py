@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -25,12 +26,79 @@ MAX_SAMPLES = 32_000_000
 
 
 class AudioError(ValueError):
-    """A clip that cannot be used (unreadable, not audio, empty, too long ...)."""
+    """A clip that cannot be used (unreadable, not audio, empty, too long ...).
 
-    def __init__(self, path: str | Path, reason: str):
+    The message is one printable line, ``<shown>: <reason>``; ``shown`` defaults to the file name (escaped by
+    :func:`display_name`). It pickles with its fields (:meth:`__reduce__`), so it can cross a process boundary
+    as data and be raised again unchanged.
+    """
+
+    def __init__(self, path: str | Path, reason: str, shown: str | None = None):
         self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path.name}: {reason}")
+        self.reason = display_name(reason)
+        self.shown = display_name(shown) if shown is not None else display_name(self.path.name)
+        super().__init__(f"{self.shown}: {self.reason}")
+
+    def __reduce__(self):
+        return (type(self), (str(self.path), self.reason, self.shown))
+
+
+def display_name(text: str) -> str:
+    """``text`` as one printable line: bytes of a file name that are not UTF-8 as ``\\xNN``, control characters escaped.
+
+    Why: on Linux such a name reaches Python as lone surrogates (``os.fsdecode``), and printing or writing
+    it as UTF-8 raises UnicodeEncodeError, long after the clip was found. Valid names come back unchanged.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        raw = text.encode("utf-8", "backslashreplace")
+    shown = raw.decode("utf-8", "backslashreplace")
+    if shown.isprintable():
+        return shown
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+
+
+def is_utf8_name(text: str) -> bool:
+    """Whether a file name decoded from disk is valid UTF-8 (no surrogate escapes), so it can be written to a CSV."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def distinct_seconds(value: float, limit: float, digits: int = 0) -> tuple[str, str]:
+    """``value`` and ``limit`` (seconds) with the fewest decimals (at least ``digits``) that tell them apart.
+
+    Why: rounding both to whole seconds turns a 600.1 s clip into "600 s long; the limit is 600 s", which
+    hides why it was refused. The limit is shown as short as it is exact (``600``, ``0.128``).
+    """
+    for n in range(digits, 10):
+        shown, bound = f"{value:.{n}f}", f"{limit:.{n}f}"
+        if shown != bound:
+            break
+    short = f"{limit:g}"
+    return shown, short if float(short) == limit else bound
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header of a usable clip says (after :func:`probe_audio` checked it)."""
+
+    frames: int
+    samplerate: int
+    channels: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.samplerate
+
+    def samples_at(self, rate: int = SAMPLE_RATE) -> int:
+        """Its length in samples once resampled to ``rate`` (torchaudio's rule: ``ceil(frames * rate / own rate)``)."""
+        if rate == self.samplerate:
+            return self.frames
+        return -(-self.frames * int(rate) // self.samplerate)
 
 
 @functools.lru_cache(maxsize=16)
@@ -61,7 +129,28 @@ def check_readable(path: str | Path) -> None:
 
     Unlike :func:`load_audio` a missing file is "cannot be read" too: the data check lists what it found.
     """
-    _read_file(Path(path), 0, MAX_SECONDS, MAX_SAMPLES)
+    probe_audio(path, decode=True)
+
+
+def probe_audio(path: str | Path, decode: bool = True, max_seconds: float = MAX_SECONDS,
+                max_samples: int = MAX_SAMPLES) -> AudioInfo:
+    """Every check :func:`load_audio` makes, without keeping the samples: the header (readable, not empty,
+    not a truncated WAV, within the length and sample limits) and, with ``decode``, the samples themselves
+    (decodable to the end, no NaN or infinity), at the clip's own rate (no resampling).
+
+    What training and scoring run over their clips before any work (:func:`asdcore.data.check_clips`): the
+    decode is bounded by the same limits, and costs about what reading the clip costs in the first epoch.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            info = _header(fh, path, path.stat().st_size, max_seconds, max_samples)
+            if decode:
+                fh.seek(0)
+                _samples(fh, path, info)
+    except OSError as exc:
+        raise AudioError(path, f"cannot be read ({_short(exc)})") from None
+    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
 
 
 def _read_file(path: Path, sample_rate: int, max_seconds: float, max_samples: int) -> np.ndarray:
@@ -85,6 +174,14 @@ def decode_audio(data: bytes, name: str = "upload", sample_rate: int = SAMPLE_RA
 
 def _decode(fh, name: str | Path, size: int, sample_rate: int, max_seconds: float, max_samples: int) -> np.ndarray:
     """The one decoder behind :func:`load_audio` and :func:`decode_audio`: every check before any sample is read."""
+    info = _header(fh, name, size, max_seconds, max_samples)
+    fh.seek(0)
+    data, sr = _samples(fh, name, info)
+    return _to_mono_rate(data, sr, sample_rate)
+
+
+def _header(fh, name: str | Path, size: int, max_seconds: float, max_samples: int):
+    """The checks of the header (and of the file size a WAV declares): soundfile's info of a usable clip."""
     try:
         info = sf.info(fh)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -101,12 +198,17 @@ def _decode(fh, name: str | Path, size: int, sample_rate: int, max_seconds: floa
         )
     seconds = info.frames / info.samplerate
     if seconds > max_seconds:
-        raise AudioError(name, f"clip is {seconds:.0f} s long; the limit is {max_seconds:.0f} s")
+        shown, limit = distinct_seconds(seconds, max_seconds)
+        raise AudioError(name, f"clip is {shown} s long; the limit is {limit} s")
     samples = int(info.frames) * max(int(info.channels), 1)
     if samples > max_samples:
         raise AudioError(name, f"clip would decode to {samples:,} samples ({info.samplerate} Hz x {info.channels} "
                                f"channel(s) x {seconds:.0f} s); the limit is {max_samples:,}")
-    fh.seek(0)
+    return info
+
+
+def _samples(fh, name: str | Path, info) -> tuple[np.ndarray, int]:
+    """All samples ``(frames, channels)`` float32 and the rate; fewer than the header says, or not finite: refused."""
     try:
         data, sr = sf.read(fh, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
@@ -117,7 +219,7 @@ def _decode(fh, name: str | Path, size: int, sample_rate: int, max_seconds: floa
         raise AudioError(name, f"truncated: header declares {info.frames} samples but only {data.shape[0]} decode")
     if not np.isfinite(data).all():
         raise AudioError(name, "contains NaN or infinite samples")
-    return _to_mono_rate(data, sr, sample_rate)
+    return data, sr
 
 
 def _wav_declared_data_bytes(fh, size: int) -> tuple[int, int] | None:
@@ -149,8 +251,9 @@ def _wav_declared_data_bytes(fh, size: int) -> tuple[int, int] | None:
 
 
 def _short(exc: BaseException) -> str:
+    """The first line of an exception's text, at most 200 characters, printable (an OS error names the path)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+    return display_name(text[:200])
 
 
 def _to_mono_rate(data: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:

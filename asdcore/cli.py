@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from asdcore import env
+from asdcore.audio import display_name
 from asdcore.data import AudioError, DataError
 from asdcore.outputs import describe_os_error
 from asdcore.runs import RunError
@@ -41,7 +42,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from asdcore.data import discover
 
     ds = discover(args.data, ground_truth=args.ground_truth)
-    print(f"data folder: {ds.root}")
+    print(f"data folder: {display_name(str(ds.root))}")
     print(f"layout:      {ds.layout}")
     print(f"clips:       {len(ds.clips)} in {len(ds.machines())} machine type(s): {', '.join(ds.machines())}")
     summary = ds.summary()
@@ -58,7 +59,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             "submission files can be made, metrics need the ground-truth CSVs: --ground-truth DIR)"
         )
     if ds.problems:
-        print(f"\n{len(ds.problems)} problem(s); skipped:")
+        print(f"\n{len(ds.problems)} problem(s) (skipped, or refused by the systems named):")
         for p in ds.problems[: args.max_problems]:
             print(f"  {p}")
         if len(ds.problems) > args.max_problems:
@@ -199,6 +200,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     system = get_system(args.system)
     machines = args.machines.split(",") if args.machines else None
     ds = discover(args.data, machines=machines)
+    _note_skipped(ds, args)
     machines = machines or ds.machines()
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "device": args.device}
@@ -273,6 +275,13 @@ def _remove_failed_start(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _note_skipped(ds: Dataset, args: argparse.Namespace) -> None:
+    """Say that discovery skipped files (bad names, stray files), so a training never leaves them out silently."""
+    if ds.problems and not args.quiet:
+        _note(f"{len(ds.problems)} file(s) skipped, e.g. {ds.problems[0]} (python -m asdcore info {args.data} "
+              "lists them)")
+
+
 def _note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr, flush=True)
 
@@ -330,6 +339,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if not compatible(run.config.system, name):
         raise ValueError(f"{name} cannot score a {run.config.system} run (different frontend)")
     ds = discover(args.data, ground_truth=args.ground_truth)
+    _note_skipped(ds, args)
     out = Path(args.out) if args.out else run.path / "scored" / Path(args.data).resolve().name
     if name != run.config.system and not args.out:
         out = out.with_name(f"{out.name}-{name}")

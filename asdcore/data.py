@@ -18,16 +18,17 @@ first bad file because a real download often contains stray files (``.DS_Store``
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 # the audio names callers have always imported from here (they live in asdcore.audio)
 from asdcore.audio import (  # noqa: F401
-    DEFAULT_SECONDS, MAX_SAMPLES, MAX_SECONDS, SAMPLE_RATE, AudioError, check_readable, decode_audio, fix_length,
-    load_audio, load_clip, load_clips,
+    DEFAULT_SECONDS, MAX_SAMPLES, MAX_SECONDS, SAMPLE_RATE, AudioError, AudioInfo, check_readable, decode_audio,
+    display_name, distinct_seconds, fix_length, is_utf8_name, load_audio, load_clip, load_clips, probe_audio,
 )
 
 DOMAINS = ("source", "target")
@@ -47,7 +48,14 @@ GroundTruth = dict[tuple[str, str], dict[str, tuple[str | None, int | None]]]
 
 
 class DataError(ValueError):
-    """A data folder that cannot be used; the message says what was expected and found."""
+    """A data folder that cannot be used; the message says what was expected and found.
+
+    The message is made printable (:func:`asdcore.audio.display_name`): a folder or file name that is not
+    UTF-8 in it would otherwise make printing the error itself fail.
+    """
+
+    def __init__(self, message: str = ""):
+        super().__init__(display_name(str(message)))
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,20 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"[{self.kind}] {self.path}: {self.message}"
+        return display_name(f"[{self.kind}] {self.path}: {self.message}")
+
+
+def _problem(kind: str, path: Path | str, message: str) -> Problem:
+    """A :class:`Problem` whose path is printable (:func:`display_name`): bytes that are not UTF-8 as ``\\xNN``."""
+    return Problem(kind, display_name(str(path)), message)
+
+
+def clip_label(path: Path | str) -> str:
+    """``<machine>/<split>/<file>`` of a clip, printable: how errors name a clip of a data folder.
+
+    The file name alone is ambiguous: every machine type has a ``section_00_source_train_normal_0000...``.
+    """
+    return display_name("/".join(Path(path).parts[-3:]))
 
 
 def parse_attributes(text: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -274,7 +295,7 @@ def _describe_folder(root: Path, limit: int = 12) -> str:
         return f"(cannot list: {exc})"
     if not entries:
         return "an empty folder"
-    shown = [p.name + ("/" if p.is_dir() else "") for p in entries[:limit]]
+    shown = [display_name(p.name) + ("/" if p.is_dir() else "") for p in entries[:limit]]
     more = f" and {len(entries) - limit} more" if len(entries) > limit else ""
     return ", ".join(shown) + more
 
@@ -374,10 +395,14 @@ def discover(
     clips: list[ClipRecord] = []
     problems: list[Problem] = []
     for mdir in machine_dirs:
+        if not is_utf8_name(mdir.name):
+            problems.append(_problem("bad name", mdir, "machine folder name is not valid UTF-8; rename it to use it"))
+            continue
         _scan_machine(mdir, gt, clips, problems)
     if not clips:
         raise DataError(
-            f"{root} has machine folders ({', '.join(d.name for d in machine_dirs)}) but no usable clips; "
+            f"{display_name(str(root))} has machine folders ({', '.join(display_name(d.name) for d in machine_dirs)}) "
+            "but no usable clips; "
             f"{len(problems)} file(s) were skipped"
             + (f", e.g. {problems[0]}" if problems else "")
         )
@@ -420,7 +445,7 @@ def _scan_machine(mdir: Path, gt: GroundTruth, clips: list[ClipRecord], problems
         try:
             attr_maps.update(read_attribute_csv(attr_csv))
         except (DataError, OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem("attributes", str(attr_csv), str(exc)))
+            problems.append(_problem("attributes", attr_csv, str(exc)))
     for split in SPLITS:
         sdir = mdir / split
         if not sdir.is_dir():
@@ -440,13 +465,17 @@ def _clip_of(
 ) -> ClipRecord | Problem:
     """One file of a split folder: its clip record, or why it is skipped."""
     if path.suffix.lower() not in AUDIO_SUFFIXES:
-        return Problem("not audio", str(path), "skipped: not a .wav/.flac/.ogg file")
+        return _problem("not audio", path, "skipped: not a .wav/.flac/.ogg file")
+    if not is_utf8_name(path.name):
+        # the name goes into score CSVs and submission files as UTF-8 text: refuse it now, not after training
+        return _problem("bad name", path, "file name is not valid UTF-8 (shown with \\x escapes); rename the file "
+                                          "to use it")
     try:
         clip = parse_name(path, machine, split)
     except DataError as exc:
-        return Problem("bad name", str(path), str(exc))
+        return _problem("bad name", path, str(exc))
     if clip.split != split:
-        return Problem("misplaced", str(path), f"name says split '{clip.split}' but it is in '{split}/'")
+        return _problem("misplaced", path, f"name says split '{clip.split}' but it is in '{split}/'")
     if path.name in attr_maps and (not clip.attributes or clip.attributes[0][0] == "attributes"):
         # the CSV is authoritative where the name could not be split into pairs
         if attr_maps[path.name]:
@@ -455,25 +484,123 @@ def _clip_of(
 
 
 def check_audio(ds: Dataset, progress: bool = True, on_progress=None) -> list[Problem]:
-    """Open every clip of ``ds`` with :func:`load_audio` and return one :class:`Problem` per unusable clip.
+    """Check every clip of ``ds`` as training and scoring would and return one :class:`Problem` per clip a system
+    would refuse.
 
     Discovery only reads names; this finds what training would trip over later (truncated or corrupt
-    files, silence-only zero-length clips, NaN samples, clips too long), before a job is started. Shows
-    a tqdm bar (``progress``) and calls ``on_progress(fraction, message)`` every few clips (the app's
-    progress bar). The clips are decoded at their own rate (no resampling: only readability is checked).
+    files, silence-only zero-length clips, NaN samples, clips too long, clips too short for the AE's frame
+    window), before a job is started. Shows a tqdm bar (``progress``) and calls ``on_progress(fraction,
+    message)`` every few clips (the app's progress bar). The clips are decoded at their own rate (no
+    resampling: only usability is checked).
     """
     from tqdm.auto import tqdm
 
     problems: list[Problem] = []
     clips = list(ds.clips)
     step = max(len(clips) // 100, 1)
+    short = _shortest_clips()
     for i, clip in enumerate(tqdm(clips, desc="checking audio", unit="clip", disable=not progress)):
         try:
-            check_readable(clip.path)
+            info = probe_audio(clip.path)
         except AudioError as exc:
-            problems.append(Problem("bad audio", str(clip.path), exc.reason))
+            problems.append(_problem("bad audio", clip.path, exc.reason))
+        else:
+            reasons = (rule(info) for rule in short)
+            problems += [_problem("bad audio", clip.path, reason) for reason in reasons if reason]
         if on_progress is not None and (i % step == 0 or i == len(clips) - 1):
             on_progress((i + 1) / len(clips), f"checked {i + 1}/{len(clips)} clips")
     return problems
 
 
+def _shortest_clips() -> list[Callable[[AudioInfo], str]]:
+    """One rule per frontend with a minimum clip length: the reason it refuses a clip, or "" when it takes it.
+
+    Only the AE has one (its frame window, :func:`asdcore.systems.autoencoder.min_samples`); the embedding
+    systems tile short clips. The systems named are those of the registry that use the AE frontend.
+    """
+    from asdcore.systems import SYSTEM_INFO
+    from asdcore.systems.autoencoder import min_samples
+
+    need = min_samples()
+    names = "/".join(name for name, info in SYSTEM_INFO.items() if info.frontend == "ae")
+
+    def too_short(info: AudioInfo) -> str:
+        n = info.samples_at(SAMPLE_RATE)
+        if n >= need:
+            return ""
+        shown, limit = distinct_seconds(n / SAMPLE_RATE, need / SAMPLE_RATE, digits=3)
+        return f"too short for {names} ({shown} s; needs at least {limit} s)"
+
+    return [too_short]
+
+
+# --------------------------------------------------------------------------- checking before training or scoring
+
+#: str(path) -> (file identity, AudioInfo, decoded) of clips that passed :func:`check_clips`: ``train`` scores its
+#: own data right after training, and those clips need not be read a second time while unchanged
+_CHECKED: dict[str, tuple[tuple[int, ...], AudioInfo, bool]] = {}
+_CHECKED_MAX = 500_000
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or rewritten (inode, size, modification and change times); None if gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _probe_cached(path: Path, decode: bool) -> AudioInfo:
+    """:func:`probe_audio` of ``path``, or what an earlier check found while the file is unchanged."""
+    key, identity = str(path), _identity(path)
+    hit = _CHECKED.get(key)
+    if identity is not None and hit is not None and hit[0] == identity and (hit[2] or not decode):
+        return hit[1]
+    info = probe_audio(path, decode=decode)
+    if identity is not None:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = (identity, info, decode)
+    return info
+
+
+def check_workers() -> int:
+    """Threads for :func:`check_clips`: decoding waits in libsndfile (the GIL is released), so it spreads over cores."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def check_clips(clips: Iterable[ClipRecord], decode: bool = True,
+                length_check: Callable[[int, Path], None] | None = None, progress: bool = False,
+                desc: str = "checking audio") -> None:
+    """Refuse, before any work, the first clip of ``clips`` that training or scoring would trip over.
+
+    Why: a bad clip found by a loader worker in epoch 5 (or only when the last section is scored) used to
+    stop the job after the time was spent, with a traceback and a half-written folder. Every clip gets the
+    checks of :func:`probe_audio` (header, length and sample limits, and with ``decode`` the samples: no NaN
+    or infinity, decodable to the end), then ``length_check(samples at 16 kHz, path)`` when given (the AE's
+    frame window). Raises the clip's :class:`AudioError`, naming it as ``machine/split/file``
+    (:func:`clip_label`), the same line a loader worker gives. Clips are checked on a few threads, and each
+    only once while unchanged (a ``train`` that scores its data next does not read them twice).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    paths = list(dict.fromkeys(Path(c.path) for c in clips))
+    bar = tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress, leave=False)
+    pool = ThreadPoolExecutor(check_workers()) if len(paths) > 1 and check_workers() > 1 else None
+    try:
+        found = [pool.submit(_probe_cached, p, decode) for p in paths] if pool is not None else None
+        for i, path in enumerate(paths):
+            try:
+                info = found[i].result() if found is not None else _probe_cached(path, decode)
+                if length_check is not None:
+                    length_check(info.samples_at(SAMPLE_RATE), path)
+            except AudioError as exc:
+                raise AudioError(path, exc.reason, clip_label(path)) from None
+            bar.update()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

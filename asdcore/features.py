@@ -56,6 +56,22 @@ class LogMelConfig:
         """Length of one stacked vector, ``n_mels * n_frames`` (640 by default)."""
         return self.n_mels * self.n_frames
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest wave that gives one stacked vector (:func:`min_wave_samples`; 2048 by default)."""
+        return min_wave_samples(self.n_fft, self.hop_length, self.n_frames)
+
+
+def min_wave_samples(n_fft: int, hop_length: int, n_frames: int) -> int:
+    """The shortest wave (samples) whose centred log-mel gives ``n_frames`` frames to stack.
+
+    Two limits, the larger wins: ``N // hop + 1 >= n_frames`` frames (:func:`mel_transform`'s framing), and
+    more samples than the ``n_fft // 2`` the centred STFT pads by reflection (torch refuses a reflection
+    longer than the signal). The one place this is computed: the AE refuses shorter clips
+    (:func:`asdcore.systems.autoencoder.min_samples`) and the data check flags them.
+    """
+    return max(hop_length * (n_frames - 1), n_fft // 2 + 1)
+
 
 # --------------------------------------------------------------------------- input handling
 

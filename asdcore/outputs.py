@@ -427,7 +427,9 @@ def staged(out: str | os.PathLike, replaces: Sequence[str] = (), on_note: Callab
     and ``out`` is exactly as before. With ``lock``, ``out`` is locked for the whole time (:class:`FolderLock`).
     """
     out = Path(out)
+    created = not out.exists()
     holder = FolderLock(out).acquire() if lock else None
+    failed = True
     try:
         note = recover(out)
         if note and on_note:
@@ -447,6 +449,9 @@ def staged(out: str | os.PathLike, replaces: Sequence[str] = (), on_note: Callab
                 os.replace(out / name, previous / name)
         (staging / COMPLETE).touch()
         _swap_in(out)
+        failed = False
     finally:
         if holder is not None:
             holder.release()
+        if failed and created and out.is_dir() and not _foreign_entries(out):
+            shutil.rmtree(out, ignore_errors=True)  # a refused first scoring leaves no folder behind

@@ -113,18 +113,35 @@ def normalization_stats(member: Member, method: str, keys: Iterable[Key] | None 
 
 
 def normalize_weights(weights: Sequence[float] | np.ndarray, n: int | None = None) -> np.ndarray:
-    """Non-negative proportions scaled to sum to 1; all-zero, negative or non-finite -> ValueError."""
+    """Non-negative proportions scaled to sum to 1; all-zero, negative or non-finite -> ValueError (one line).
+
+    Weights are proportions, so only their ratios count: ``1e308 1e308`` is ``1 1``. Their sum can overflow
+    (to infinity, and every weight divided by it to 0) or lose precision (tiny or subnormal weights), so then
+    the weights are first divided by the largest; otherwise they are divided by their sum directly, which
+    keeps every ensemble built with ordinary weights bit for bit as it was.
+    """
     w = np.asarray(list(weights) if not isinstance(weights, np.ndarray) else weights, dtype=np.float64).ravel()
     if w.size == 0:
         raise ValueError("no weights given")
     if n is not None and w.size != n:
         raise ValueError(f"{w.size} weight(s) for {n} member(s); give one weight per member")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError(f"weights must be finite and non-negative, got {w.tolist()}")
-    total = float(w.sum())
-    if total <= 0:
+    if not np.isfinite(w).all():
+        raise ValueError(f"weights must be finite numbers (proportions), got {_shown(w)}")
+    if (w < 0).any():
+        raise ValueError(f"weights must be non-negative proportions, got {_shown(w)}")
+    if not (w > 0).any():
         raise ValueError("all weights are zero; at least one member needs a positive weight")
+    with np.errstate(over="ignore"):
+        total = float(w.sum())
+    if not np.isfinite(total) or total < np.finfo(np.float64).tiny:
+        w = w / w.max()
+        total = float(w.sum())
     return w / total
+
+
+def _shown(w: np.ndarray) -> str:
+    """The weights as the user typed them (``inf``, ``nan``, ``1e+308``), for a one-line message."""
+    return "[" + ", ".join(f"{v:g}" for v in w) + "]"
 
 
 def weighted_sum(z: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -71,6 +71,10 @@ def _saved_ensemble_problem(data: Mapping[str, Any]) -> str | None:
     if (not isinstance(weights, list) or len(weights) != len(members)
             or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
         return f"\"weights\" must be a list of {len(members)} numbers (one per member), got {weights!r}"
+    try:
+        normalize_weights(weights, len(members))
+    except ValueError as exc:  # inf, NaN (json reads Infinity and NaN), negative, all zero
+        return f"\"weights\": {exc}"
     if not isinstance(data.get("normalization"), str):
         return "\"normalization\" must be zscore, minmax or rank"
     stats = data.get("stats")
@@ -86,6 +90,19 @@ def _saved_ensemble_problem(data: Mapping[str, Any]) -> str | None:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.get("thresholds", {}).values()):
         return "\"thresholds\" must map sections to numbers"
     return None
+
+
+def _saved_weights(weights: Sequence[float]) -> list[float]:
+    """The weights of a checked ensemble file as proportions that sum to 1.
+
+    Weights this tool saved already do (kept exactly as saved, so a loaded ensemble scores to the same
+    floats); weights edited by hand (``[1e308, 1e308]``, ``[2, 1]``) are normalised as when building one,
+    instead of overflowing in the weighted sum.
+    """
+    saved = [float(v) for v in weights]
+    if abs(sum(saved) - 1.0) <= 1e-9:
+        return saved
+    return [float(v) for v in normalize_weights(saved, len(saved))]
 
 
 @dataclass
@@ -208,12 +225,11 @@ class Ensemble:
         problem = _saved_ensemble_problem(data)
         if problem:
             raise ValueError(f"{path} is not a usable ensemble file: {problem}")
-        ens = cls(members=data["members"], weights=[float(v) for v in data["weights"]],
+        ens = cls(members=data["members"], weights=_saved_weights(data["weights"]),
                   normalization=check_normalization(data["normalization"]), stats=data["stats"],
                   thresholds={k: float(v) for k, v in data.get("thresholds", {}).items()},
                   threshold_methods=dict(data.get("threshold_methods", {})), description=data.get("description", ""),
                   search=data.get("search"), created_at=data.get("created_at", ""))
-        normalize_weights(ens.weights, len(ens.members))
         return ens
 
     # ------------------------------------------------------------------ scoring

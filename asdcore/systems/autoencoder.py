@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asdcore.data import ClipRecord, Dataset, DataError, load_clip
+from asdcore.data import AudioError, ClipRecord, Dataset, DataError, check_clips, clip_label, load_clip
 from asdcore.frontends import FRAME_ERRORS
 from asdcore.runs import Run, RunError, save_arrays
 from asdcore.systems import (
@@ -26,6 +26,7 @@ from asdcore.systems import (
     training_clips,
 )
 from asdcore.scored import backend_path, scored_meta, section_key, write_outputs
+from asdcore.systems.embedding import SectionClips, clips_to_check, score_plan
 from asdcore.training import fit, iterate_minibatches, recalibrate_batchnorm, resolve_device, seed_everything
 
 # --------------------------------------------------------------------------- AE baseline
@@ -61,6 +62,23 @@ class AESettings:
     parallel_machines: int = 1
 
 
+def _finished(run: Run, machine: str, epochs: int) -> bool:
+    """Whether ``machine``'s AE has its weights and its checkpoint has trained ``epochs`` epochs already.
+
+    A resume with more ``--epochs`` continues a finished model from its checkpoint (the run's config then
+    records what was really trained); weights without a checkpoint cannot be continued and are refused.
+    """
+    from asdcore.training import load_checkpoint
+
+    if not (run.model_dir / f"ae_{machine}.safetensors").exists():
+        return False
+    checkpoint = run.checkpoint_dir / f"ae_{machine}.pt"
+    if not checkpoint.exists():
+        raise RunError(f"{run.path} has weights for {machine} but no checkpoint to continue training from; "
+                       "train a new run (--out) for more epochs")
+    return int(load_checkpoint(checkpoint).get("epoch", 0)) >= epochs
+
+
 def _train_machine(info: SystemInfo, run_path: str, machine: str, clips: list[ClipRecord], resume: bool,
                    progress: bool) -> None:
     """Process-pool entry point: train one machine type's AE in a fresh process."""
@@ -70,10 +88,15 @@ def _train_machine(info: SystemInfo, run_path: str, machine: str, clips: list[Cl
     system._train_machine(run, machine, clips, system.run_settings(run), resume, progress)
 
 
-def min_samples(s: AESettings) -> int:
-    """The shortest clip (16 kHz samples) the AE can use: ``n_frames`` log-mel frames, and more samples than
-    the half window the centred STFT pads by reflection."""
-    return max(s.hop_length * (s.n_frames - 1), s.n_fft // 2 + 1)
+def min_samples(s: AESettings | None = None) -> int:
+    """The shortest clip (16 kHz samples) the AE can use with settings ``s`` (default: the recipe's): ``n_frames``
+    log-mel frames, and more samples than the half window the centred STFT pads by reflection
+    (:func:`asdcore.features.min_wave_samples`). The data check (:func:`asdcore.data.check_audio`) flags
+    shorter clips with it."""
+    from asdcore.features import min_wave_samples
+
+    s = s if s is not None else AESettings()
+    return min_wave_samples(s.n_fft, s.hop_length, s.n_frames)
 
 
 def check_length(n_samples: int, s: AESettings, name: str | Path) -> None:
@@ -201,8 +224,11 @@ class AESystem(System):
         cfg = logmel_config(s)
         out = []
         for c in tqdm(clips, desc=desc, disable=not progress, unit="clip", leave=False):
-            wave = load_clip(c.path, seconds=None)
-            check_length(len(wave), s, c.path)
+            try:
+                wave = load_clip(c.path, seconds=None)
+                check_length(len(wave), s, c.path)
+            except AudioError as exc:  # named as the check before training names it (machine/split/file)
+                raise AudioError(c.path, exc.reason, clip_label(c.path)) from None
             out.append(log_mel(torch.from_numpy(wave), cfg)[0].float())
         return out
 
@@ -220,12 +246,16 @@ class AESystem(System):
         run.set_status("training")
         todo = []
         for machine in run.config.machines:
-            if resume and (run.model_dir / f"ae_{machine}.safetensors").exists():
+            if resume and _finished(run, machine, s.epochs):
                 continue
             clips = training_clips(ds, machine)
             if not clips:
                 raise DataError(f"no normal training clips for {machine} in {ds.root}")
             todo.append((machine, clips))
+        # every clip training and scoring will read (decoded: no NaN), before the first machine type trains;
+        # a bad clip of the last machine type would otherwise stop the run after the others were trained
+        check_clips(clips_to_check(run, ds, [c for _, clips in todo for c in clips], backend_training_source),
+                    length_check=lambda n, path: check_length(n, s, path), progress=progress)
         if s.parallel_machines > 1 and len(todo) > 1:
             import multiprocessing as mp
 
@@ -236,7 +266,7 @@ class AESystem(System):
             for machine, clips in todo:
                 self._train_machine(run, machine, clips, s, resume, progress, on_epoch_end)
         run.set_status("trained", train_seconds=round(time.perf_counter() - t0, 2))
-        self.score(run, ds, run.path, progress=progress)
+        self.score_into(run, ds, run.path, progress=progress)
         run.set_status("scored")
 
     def _train_machine(self, run: Run, machine: str, clips: list[ClipRecord], s: AESettings, resume: bool,
@@ -283,28 +313,34 @@ class AESystem(System):
         return AEFrontend(run, s, resolve_device(device or s.device))
 
     def score(self, run: Run, ds: Dataset, out_dir: Path, progress: bool = True) -> pd.DataFrame | None:
+        """Score ``ds`` into ``out_dir``: every model and every clip's header and length are checked first.
+
+        Only headers (:func:`asdcore.data.check_clips` without ``decode``): the AE reads each clip itself, in
+        this process, right after, and refuses a bad one with the same line; decoding twice would cost about
+        a fifth of the scoring time.
+        """
         frontend = self.frontend(run)
         rows, embeddings, thresholds = [], {}, {}
-        test_machines = sorted({c.machine for c in ds.select(split="test")}, key=str.lower)
-        if not test_machines:
-            raise DataError(f"{ds.root} has no test clips to score")
-        for machine in test_machines:
-            frontend.prepare(machine)
-            for section in sorted({c.section for c in ds.select(machine=machine, split="test")}):
-                rows += self._score_section(frontend, run, ds, out_dir, progress, machine, section, embeddings,
-                                            thresholds)
+        for machine in sorted({c.machine for c in ds.select(split="test")}, key=str.lower):
+            frontend.prepare(machine)  # a machine type the run has no model for is named before anything else
+        plan = score_plan(run, ds, backend_training_source)
+        s = frontend.settings
+        check_clips([c for p in plan for _, clips in p.splits() for c in clips], decode=False,
+                    length_check=lambda n, path: check_length(n, s, path), progress=progress)
+        for part in plan:
+            rows += self._score_section(frontend, out_dir, progress, part, embeddings, thresholds)
         clip_scores = pd.DataFrame(rows)
         write_outputs(Path(out_dir), clip_scores, embeddings, thresholds, scored_meta(self.info.name, run, ds))
         return clip_scores
 
-    def _score_section(self, frontend: AEFrontend, run: Run, ds: Dataset, out_dir: Path, progress: bool,
-                       machine: str, section: str, embeddings: dict, thresholds: dict) -> list[dict]:
-        """Fit the backend of one machine type and section, score its clips; fills ``embeddings`` and ``thresholds``."""
+    def _score_section(self, frontend: AEFrontend, out_dir: Path, progress: bool, part: SectionClips,
+                       embeddings: dict, thresholds: dict) -> list[dict]:
+        """Fit the backend of one machine type and section (the clips of ``part``), score its clips; fills
+        ``embeddings`` and ``thresholds``."""
         from asdcore.backends import make_backend
 
         s = frontend.settings
-        train = backend_training_source(run, ds, machine, section)
-        test = ds.select(machine=machine, section=section, split="test")
+        machine, section, train, test = part.machine, part.section, part.train, part.test
 
         def errors(clips: list[ClipRecord], split: str) -> Iterable[np.ndarray]:
             return (frontend.logmel_errors(m, machine)

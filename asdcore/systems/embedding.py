@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asdcore.data import SAMPLE_RATE, ClipRecord, Dataset, DataError, load_clip
+from asdcore.data import SAMPLE_RATE, AudioError, ClipRecord, Dataset, DataError, check_clips, clip_label, load_clip
 from asdcore.frontends import EMBEDDINGS
 from asdcore.runs import Run, save_arrays
 from asdcore.scored import SCORED_META, backend_path, embedding_path, read_json, scored_meta, section_key, write_outputs
@@ -32,8 +32,21 @@ from asdcore.scored import SCORED_META, backend_path, embedding_path, read_json,
 # --------------------------------------------------------------------------- reading clips
 
 
+@dataclass(frozen=True)
+class ClipFailure:
+    """A clip a loader worker could not read, carried to the main process as data.
+
+    Why not the exception itself: torch re-raises an exception from a worker as a RuntimeError whose text
+    is the worker's traceback (an :class:`AudioError` cannot be rebuilt from that text), so the user saw a
+    traceback instead of the clip's one-line error.
+    """
+
+    path: str
+    reason: str
+
+
 class ClipFolder(torch.utils.data.Dataset):
-    """Clips read from disk on demand: (wave float32 (N,), index)."""
+    """Clips read from disk on demand: (wave float32 (N,), index), or a :class:`ClipFailure`."""
 
     def __init__(self, clips: list[ClipRecord], seconds: float):
         self.paths = [str(c.path) for c in clips]
@@ -43,13 +56,32 @@ class ClipFolder(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return torch.from_numpy(load_clip(self.paths[i], SAMPLE_RATE, self.seconds)), i
+        try:
+            return torch.from_numpy(load_clip(self.paths[i], SAMPLE_RATE, self.seconds)), i
+        except AudioError as exc:
+            return ClipFailure(self.paths[i], exc.reason)
+
+
+def collate_clips(items: list) -> Any:
+    """torch's default collation of a batch, or its first :class:`ClipFailure` (checked in the main process)."""
+    for item in items:
+        if isinstance(item, ClipFailure):
+            return item
+    return torch.utils.data.default_collate(items)
 
 
 def clip_loader(clips: list[ClipRecord], seconds: float, batches: list[list[int]], workers: int):
-    """Batches ``(waves (B, N), indices)`` of ``clips`` in the order of ``batches`` (lists of clip indices)."""
-    return torch.utils.data.DataLoader(ClipFolder(clips, seconds), batch_sampler=batches, num_workers=workers,
-                                       persistent_workers=False)
+    """Batches ``(waves (B, N), indices)`` of ``clips`` in the order of ``batches`` (lists of clip indices).
+
+    A clip that cannot be read raises its :class:`AudioError` here, in the main process, named as
+    :func:`asdcore.data.check_clips` names it, whether it was read in a worker or not.
+    """
+    loader = torch.utils.data.DataLoader(ClipFolder(clips, seconds), batch_sampler=batches, num_workers=workers,
+                                         persistent_workers=False, collate_fn=collate_clips)
+    for batch in loader:
+        if isinstance(batch, ClipFailure):
+            raise AudioError(batch.path, batch.reason, clip_label(batch.path))
+        yield batch
 
 
 # --------------------------------------------------------------------------- the frontend
@@ -225,6 +257,50 @@ def saved_embeddings(folder: Path | None, clips: list[ClipRecord], machine: str,
     return saved["embeddings"].astype(np.float32)
 
 
+@dataclass(frozen=True)
+class SectionClips:
+    """The clips scoring reads for one machine type and section: the backend's training clips and the test clips."""
+
+    machine: str
+    section: str
+    train: list[ClipRecord]
+    test: list[ClipRecord]
+
+    def splits(self) -> tuple[tuple[str, list[ClipRecord]], tuple[str, list[ClipRecord]]]:
+        return ("train", self.train), ("test", self.test)
+
+
+def score_plan(run: Run, ds: Dataset,
+               training_source: Callable[[Run, Dataset, str, str], list[ClipRecord]]) -> list[SectionClips]:
+    """Every machine type and section of ``ds``'s test clips with the clips scoring them reads, in scoring order.
+
+    Known before any clip is read, so the clips can be checked first and a section without training clips
+    is refused before the first one is embedded.
+    """
+    test_machines = sorted({c.machine for c in ds.select(split="test")}, key=str.lower)
+    if not test_machines:
+        raise DataError(f"{ds.root} has no test clips to score")
+    return [SectionClips(machine, section, training_source(run, ds, machine, section),
+                         ds.select(machine=machine, section=section, split="test"))
+            for machine in test_machines
+            for section in sorted({c.section for c in ds.select(machine=machine, split="test")})]
+
+
+def clips_to_check(run: Run, ds: Dataset, training: list[ClipRecord],
+                   training_source: Callable[[Run, Dataset, str, str], list[ClipRecord]]) -> list[ClipRecord]:
+    """Every clip a ``train`` reads: its ``training`` clips, then those that scoring its own data reads.
+
+    Checked before the first epoch (:func:`asdcore.data.check_clips`): a bad test clip found only when the
+    trained run is scored would fail the command after the training time was spent. A data folder that
+    cannot be scored (no test clips) is still refused where it was, after training.
+    """
+    try:
+        plan = score_plan(run, ds, training_source)
+    except DataError:
+        return list(training)
+    return list(training) + [c for p in plan for _, clips in p.splits() for c in clips]
+
+
 @dataclass
 class EmbeddingScoring:
     """Scores a data folder with an embedding frontend and a backend per machine type and section.
@@ -242,35 +318,36 @@ class EmbeddingScoring:
         """Score ``ds`` into ``out_dir``.
 
         ``reuse_embeddings_from``: a folder this run scored ``ds`` into (any backend), whose saved
-        embeddings are used instead of running the network again (:func:`reusable_embeddings`).
+        embeddings are used instead of running the network again (:func:`reusable_embeddings`). Every
+        clip the network will read is checked first (:func:`asdcore.data.check_clips`), so a bad one is
+        one line before any section is embedded.
         """
         frontend.prepare()  # an unusable model is reported before anything else
         reuse = reusable_embeddings(run, ds, reuse_embeddings_from)
+        plan = score_plan(run, ds, self.training_source)
+        saved = {(p.machine, p.section, split): saved_embeddings(reuse, clips, p.machine, p.section, split)
+                 for p in plan for split, clips in p.splits()}
+        check_clips([c for p in plan for split, clips in p.splits() if saved[(p.machine, p.section, split)] is None
+                     for c in clips], progress=progress)
         rows, embeddings, thresholds = [], {}, {}
-        test_machines = sorted({c.machine for c in ds.select(split="test")}, key=str.lower)
-        if not test_machines:
-            raise DataError(f"{ds.root} has no test clips to score")
-        for machine in test_machines:
-            for section in sorted({c.section for c in ds.select(machine=machine, split="test")}):
-                rows += self._score_section(frontend, run, ds, out_dir, progress, reuse, machine, section,
-                                            embeddings, thresholds)
+        for p in plan:
+            rows += self._score_section(frontend, out_dir, progress, saved, p, embeddings, thresholds)
         clip_scores = pd.DataFrame(rows)
         write_outputs(Path(out_dir), clip_scores, embeddings, thresholds, scored_meta(self.system, run, ds))
         return clip_scores
 
-    def _score_section(self, frontend: EmbeddingFrontend, run: Run, ds: Dataset, out_dir: Path, progress: bool,
-                       reuse: Path | None, machine: str, section: str, embeddings: dict,
+    def _score_section(self, frontend: EmbeddingFrontend, out_dir: Path, progress: bool,
+                       saved: dict[tuple[str, str, str], np.ndarray | None], part: SectionClips, embeddings: dict,
                        thresholds: dict) -> list[dict]:
         """Fit the backend of one machine type and section, score its clips; fills ``embeddings`` and ``thresholds``."""
         from asdcore.systems import decision_threshold
 
-        train = self.training_source(run, ds, machine, section)
-        test = ds.select(machine=machine, section=section, split="test")
+        machine, section, train, test = part.machine, part.section, part.train, part.test
 
         def embedded(clips: list[ClipRecord], split: str) -> np.ndarray:
-            saved = saved_embeddings(reuse, clips, machine, section, split)
-            if saved is not None:
-                return saved
+            reused = saved[(machine, section, split)]
+            if reused is not None:
+                return reused
             return frontend.embed_clips(clips, progress, f"{machine} {section}: {split}")
 
         train_emb, test_emb = embedded(train, "train"), embedded(test, "test")

@@ -42,11 +42,11 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from asdcore.data import DEFAULT_SECONDS, Dataset, DataError
+from asdcore.data import DEFAULT_SECONDS, Dataset, DataError, check_clips
 from asdcore.runs import Run, RunError, save_json
 from asdcore.systems import System, SystemInfo, backend_training_source, training_clips
 from asdcore.systems.classifier import Classifier, class_key
-from asdcore.systems.embedding import EmbeddingFrontend, EmbeddingScoring, clip_loader
+from asdcore.systems.embedding import EmbeddingFrontend, EmbeddingScoring, clip_loader, clips_to_check
 from asdcore.training import epoch_generator, fit, resolve_device, seed_everything
 
 BACKBONE_FILE = "backbone.json"
@@ -169,6 +169,8 @@ class SSLSystem(System):
         clips = [c for m in run.config.machines for c in training_clips(ds, m)]
         if not clips:
             raise DataError(f"no normal training clips for {', '.join(run.config.machines)} in {ds.root}")
+        # every clip training and scoring will read, before the backbone loads or anything is written
+        check_clips(clips_to_check(run, ds, clips, backend_training_source), progress=progress)
         seed_everything(s.seed)
         backbone, source = load_backbone(self.model_name, s.weights or None)
         model = self._embedder(backbone, s)
@@ -211,7 +213,7 @@ class SSLSystem(System):
         run.save_weights(WEIGHTS_NAME, {k: v.detach().clone() for k, v in model.state_dict().items()})
         run.set_status("trained", train_seconds=round(time.perf_counter() - t0, 2),
                        nan_guard_hits=int(getattr(head, "nan_guard_hits", 0)))
-        self.score(run, ds, run.path, progress=progress)
+        self.score_into(run, ds, run.path, progress=progress)
         run.set_status("scored")
 
     @staticmethod

@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asdcore.data import DEFAULT_SECONDS, SAMPLE_RATE, ClipRecord, Dataset, DataError, load_clip
+from asdcore.data import DEFAULT_SECONDS, SAMPLE_RATE, ClipRecord, Dataset, DataError, check_clips, load_clip
 from asdcore.runs import Run, save_json
 from asdcore.systems import System, SystemInfo, backend_training_source, training_clips
 from asdcore.systems.classifier import Classifier, class_key, featex_draw, featex_public_draw
-from asdcore.systems.embedding import EmbeddingFrontend, EmbeddingScoring, clip_loader
+from asdcore.systems.embedding import EmbeddingFrontend, EmbeddingScoring, clip_loader, clips_to_check
 from asdcore.training import (
     barrier,
     distributed_env,
@@ -374,6 +374,10 @@ class ThreeSubnetSystem(System):
         rank, world = distributed_env()
         distributed = world > 1
         device = init_distributed(s.device) if distributed else resolve_device(s.device)
+        # every clip training and scoring will read, before anything is written: a bad one is one line now,
+        # not a loader worker's traceback in some epoch (every rank checks, so none waits for a failed one)
+        check_clips(clips_to_check(run, ds, [c for m in run.config.machines for c in training_clips(ds, m)],
+                                   backend_training_source), progress=progress and rank == 0)
         data = self._training_data(run, ds, s, progress and rank == 0)
         if rank == 0:
             save_json(run.path / "classes.json", data.classes)
@@ -392,7 +396,7 @@ class ThreeSubnetSystem(System):
             barrier()
             dist.destroy_process_group()
         if rank == 0:
-            self.score(run, ds, run.path, progress=progress)
+            self.score_into(run, ds, run.path, progress=progress)
             run.set_status("scored")
 
     def _classifier(self, s: ThreeSubnetSettings, n_classes: int, seed: int) -> Classifier:
