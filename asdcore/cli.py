@@ -41,10 +41,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     from asdcore.data import discover
 
-    ds = discover(args.data, ground_truth=args.ground_truth)
+    ds = discover(args.data, ground_truth=args.ground_truth, split=args.split)
     print(f"data folder: {display_name(str(ds.root))}")
     print(f"layout:      {ds.layout}")
     print(f"clips:       {len(ds.clips)} in {len(ds.machines())} machine type(s): {', '.join(ds.machines())}")
+    if len(ds.parts()) > 1 or ds.parts() != ["dev"]:
+        for part in ds.parts():
+            print(f"{part + ' split:':<13}{len(ds.select(part=part))} clips of {', '.join(ds.machines(part))}")
     summary = ds.summary()
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(summary.to_string(index=False))
@@ -71,10 +74,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdcore.data import discover
-    from asdcore.export import read_scores, scores_for_evaluation
-    from asdcore.metrics import format_evaluation, format_table, metrics_table, official_score, write_metrics_csv
+    from asdcore.export import read_scores
     from asdcore.outputs import claim_file
-    from asdcore.resampled_auc import jackknife_ci95
 
     if args.ci and args.resamples < 1:
         raise ValueError(f"--resamples must be at least 1, got {args.resamples}")
@@ -85,9 +86,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     clips = _labelled_test_clips(ds, scores, args.scores)
     missing = _missing_from(clips, scores)
     if missing and not args.allow_partial:
-        raise DataError(f"{args.scores} is incomplete: {missing[0]}" + (f" (and {len(missing) - 1} more gap(s))" if len(missing) > 1
-                        else "") + "; the official score needs every test clip: score them all, or add --allow-partial "
-                        "to evaluate what is there")
+        more = f" (and {len(missing) - 1} more gap(s))" if len(missing) > 1 else ""
+        raise DataError(f"{args.scores} is incomplete: {missing[0]}{more}; the official score needs every test clip: "
+                        "score them all, or add --allow-partial to evaluate what is there")
+    parts = sorted(set(clips["part"])) if "part" in clips.columns else [""]
+    for part in parts:  # one official score per part of the data set (dev, eval), never one over a mix
+        sub = clips[clips["part"] == part] if len(parts) > 1 else clips
+        if len(parts) > 1:
+            print(f"\n=== {PART_TITLES.get(part, part)}")
+        target = out if out is None or part == parts[0] else out.with_name(f"{out.stem}_{part}{out.suffix}")
+        if target is not None and target != out:
+            claim_file(target, "metrics-csv", protect=[args.scores])
+        _evaluate_part(args, scores[scores["machine"].isin(set(sub["machine"]))], sub,
+                       _missing_from(sub, scores) if missing else [], target)
+    return 0
+
+
+def _evaluate_part(args: argparse.Namespace, scores: pd.DataFrame, clips: pd.DataFrame, missing: list[str],
+                   out: Path | None) -> None:
+    """Print (and with ``out`` write) the official evaluation of one part's test clips."""
+    from asdcore.export import scores_for_evaluation
+    from asdcore.metrics import format_evaluation, format_table, metrics_table, official_score, write_metrics_csv
+    from asdcore.resampled_auc import jackknife_ci95
+
     n_clips = len(clips)
     if missing:
         clips = _scored_only(clips, scores)
@@ -113,11 +134,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if out is not None:
         write_metrics_csv(table, out)
         print(f"\nwrote {out}")
-    return 0
 
 
 def _labelled_test_clips(ds: Dataset, scores: pd.DataFrame, scores_dir: str) -> pd.DataFrame:
-    """Every labelled test clip of ``ds`` (refused when none of ``scores``' machine types has test clips there)."""
+    """The labelled test clips of ``ds`` (refused when none of ``scores``' machine types has test clips there).
+
+    A part of the data set whose test clips have no labels (an evaluation split without its ground truth) is
+    left out with a note when another part is labelled; all unlabelled is refused.
+    """
     clips = ds.to_frame()
     clips = clips[clips["split"] == "test"]
     if not clips["machine"].isin(sorted(set(scores["machine"]))).any():
@@ -125,38 +149,42 @@ def _labelled_test_clips(ds: Dataset, scores: pd.DataFrame, scores_dir: str) -> 
             f"none of the machine types in {scores_dir} ({', '.join(sorted(set(scores['machine'])))}) "
             f"has test clips in {ds.root} ({', '.join(ds.machines())})"
         )
-    missing_labels = clips[clips["label"].isna() | clips["domain"].isna()]
-    if not missing_labels.empty:
+    unlabelled = clips["label"].isna() | clips["domain"].isna()
+    if unlabelled.any() and "part" in clips.columns:
+        bare = {part for part, sub in clips.groupby("part") if (sub["label"].isna() | sub["domain"].isna()).all()}
+        if bare and set(clips["part"]) - bare:
+            print(f"note: no labels for the {', '.join(sorted(bare))} split (give --ground-truth DIR); left out")
+            clips = clips[~clips["part"].isin(bare)]
+            unlabelled = clips["label"].isna() | clips["domain"].isna()
+    if unlabelled.any():
         raise DataError(
-            f"{len(missing_labels)} test clip(s) have no label/domain (e.g. {missing_labels['file_name'].iloc[0]}); "
+            f"{int(unlabelled.sum())} test clip(s) have no label/domain (e.g. {clips.loc[unlabelled, 'file_name'].iloc[0]}); "
             "give the official ground-truth folder with --ground-truth DIR"
         )
     return clips
 
 
 def _missing_from(clips: pd.DataFrame, scores: pd.DataFrame) -> list[str]:
-    """What the data's test clips have that the scores lack: whole machine types, sections, then clips."""
+    """What the data's test clips have that the scores lack, one sentence per machine type in the clips' order:
+    the whole machine type, a section, or single clips."""
     from asdcore.metrics import normalize_section
 
-    have_machines = set(scores["machine"])
-    have_sections = {(m, normalize_section(s)) for m, s in zip(scores["machine"], scores["section"])}
-    have_clips = {(m, normalize_section(s), Path(str(n)).name)
-                  for m, s, n in zip(scores["machine"], scores["section"], scores["file_name"])}
+    have = {(m, normalize_section(s), Path(str(n)).name)
+            for m, s, n in zip(scores["machine"], scores["section"], scores["file_name"])}
+    have_sections = {(m, s) for m, s, _ in have}
     gaps: list[str] = []
-    for machine in sorted(set(clips["machine"]) - have_machines, key=str.casefold):
-        gaps.append(f"machine type {machine} has no scores ({int((clips['machine'] == machine).sum())} test clips)")
-    present = clips[clips["machine"].isin(have_machines)]
-    sections = sorted({(m, normalize_section(s)) for m, s in zip(present["machine"], present["section"])})
-    for machine, section in sections:
-        if (machine, section) not in have_sections:
-            n = int(((present["machine"] == machine) & (present["section"].map(normalize_section) == section)).sum())
-            gaps.append(f"{machine} section {section} has no scores ({n} test clips)")
-    unscored = [(m, normalize_section(s), Path(str(n)).name) for m, s, n in
-                zip(present["machine"], present["section"], present["file_name"])
-                if (m, normalize_section(s)) in have_sections
-                and (m, normalize_section(s), Path(str(n)).name) not in have_clips]
-    if unscored:
-        gaps.append(f"{len(unscored)} test clip(s) have no score (e.g. {unscored[0][0]}/{unscored[0][2]})")
+    for machine, of_machine in clips.groupby("machine", sort=False):
+        keys = [(machine, normalize_section(s), Path(str(n)).name) for s, n in
+                zip(of_machine["section"], of_machine["file_name"])]
+        if machine not in {m for m, _ in have_sections}:
+            gaps.append(f"machine type {machine} has no scores ({len(keys)} test clips)")
+            continue
+        for section in sorted({k[1] for k in keys} - {s for m, s in have_sections if m == machine}):
+            gaps.append(f"{machine} section {section} has no scores "
+                        f"({sum(k[1] == section for k in keys)} test clips)")
+        unscored = [k for k in keys if (machine, k[1]) in have_sections and k not in have]
+        if unscored:
+            gaps.append(f"{len(unscored)} test clip(s) of {machine} have no score (e.g. {machine}/{unscored[0][2]})")
     return gaps
 
 
@@ -199,7 +227,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     system = get_system(args.system)
     machines = args.machines.split(",") if args.machines else None
-    ds = discover(args.data, machines=machines)
+    ds = discover(args.data, machines=machines, split=args.split)
     _note_skipped(ds, args)
     machines = machines or ds.machines()
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -239,7 +267,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {args.system} on {len(machines)} machine type(s) in {time.perf_counter() - t0:.1f} s -> {run.path}")
     _print_metrics(run.path)
     score = official_score_of(run)
-    if score is not None:
+    if score is not None and not (run.path / "metrics_eval.csv").exists():
         print(f"official score (hmean): {100 * score:.2f} %")
     return 0
 
@@ -321,11 +349,22 @@ def _epoch_reporter(args: argparse.Namespace, units: int, epochs: int | None):
     return report
 
 
-def _print_metrics(folder: Path) -> None:
-    from asdcore.metrics import format_table, read_metrics_csv
+#: How the parts of a data set are named in tables.
+PART_TITLES = {"dev": "development split", "eval": "evaluation split (first-shot: new machine types)"}
 
+
+def _print_metrics(folder: Path) -> None:
+    """The folder's metrics: one table per part of the data set (each with its own official score) when both
+    were scored, else ``metrics.csv``."""
+    from asdcore.metrics import format_table, official_score, read_metrics_csv
+    from asdcore.scored import part_metrics
+
+    parts = part_metrics(folder)
+    for part, table in parts.items():
+        print(f"\n{PART_TITLES[part]}: official score {100 * official_score(table):.2f} %")
+        print(format_table(table))
     path = Path(folder) / "metrics.csv"
-    if path.exists():
+    if not parts and path.exists():
         print(format_table(read_metrics_csv(path)))
 
 
@@ -338,7 +377,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     name = args.system or run.config.system
     if not compatible(run.config.system, name):
         raise ValueError(f"{name} cannot score a {run.config.system} run (different frontend)")
-    ds = discover(args.data, ground_truth=args.ground_truth)
+    ds = discover(args.data, ground_truth=args.ground_truth, split=args.split)
     _note_skipped(ds, args)
     out = Path(args.out) if args.out else run.path / "scored" / Path(args.data).resolve().name
     if name != run.config.system and not args.out:
@@ -426,7 +465,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     if table.empty:
         print(f"no run folders under {args.folder}")
         return 0
-    table["hmean"] = table["hmean"].map(lambda v: "-" if v is None or pd.isna(v) else f"{100 * v:.2f} %")
+    for column in ("hmean", "hmean_eval"):
+        table[column] = table[column].map(lambda v: "-" if v is None or pd.isna(v) else f"{100 * v:.2f} %")
     with pd.option_context("display.max_colwidth", 80, "display.width", 200):
         print(table.to_string(index=False))
     return 0

@@ -29,6 +29,11 @@ def _ground_truth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ground-truth", default=None, help="folder with the official ground-truth CSVs (evaluation sets)")
 
 
+def _split(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--split", choices=("dev", "eval", "all"), default="all",
+                   help=f"which part of a root holding dev_data/ and eval_data/ to {what} (default all: both)")
+
+
 def _job_output(p: argparse.ArgumentParser) -> None:
     """``--quiet`` and the hidden ``--progress-file`` of the commands the app runs as jobs (train, score)."""
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -53,6 +58,7 @@ def _add_info(sub: Subparsers) -> argparse.ArgumentParser:
                        description="Summarise a data folder in any known DCASE layout and list problems found.")
     p.add_argument("data", help="data root (DCASE layout)")
     _ground_truth(p)
+    _split(p, "show")
     p.add_argument("--max-problems", type=int, default=20, help="how many problems to list (default 20)")
     p.add_argument("--check-audio", action="store_true",
                    help="also open every clip (progress bar) and list the unreadable, truncated, empty or too long "
@@ -109,6 +115,7 @@ def _add_train(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--system", required=True, choices=sorted(SYSTEM_INFO), help="system to train")
     p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
     p.add_argument("--machines", default=None, help="comma-separated machine types (default: all in DATA)")
+    _split(p, "train on (one model covers every machine type of the chosen parts)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (system default if omitted)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (system default if omitted)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (system default if omitted)")
@@ -128,6 +135,7 @@ def _add_score(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA", help="data folder to score (the run's own data or e.g. an evaluation set)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/scored/<data folder name>)")
     p.add_argument("--system", default=None, help="score with another backend of the same frontend (e.g. ae-mahala)")
+    _split(p, "score")
     _ground_truth(p)
     _job_output(p)
     return p

@@ -33,6 +33,8 @@ from asdcore.audio import (  # noqa: F401
 
 DOMAINS = ("source", "target")
 SPLITS = ("train", "test")
+#: The parts of a DCASE data set: the development and the evaluation set (new machine types: first-shot).
+PARTS = ("dev", "eval")
 NO_ATTRIBUTE = "noAttribute"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -74,6 +76,9 @@ class ClipRecord:
     label: int | None
     index: str
     attributes: tuple[tuple[str, str], ...] = ()
+    #: which part of the data set the clip belongs to: ``dev`` (development) or ``eval`` (evaluation: clips
+    #: under an ``eval_data`` folder, with machine types of their own). ``ClipRecord.split`` is train/test.
+    part: str = "dev"
 
     @property
     def file_name(self) -> str:
@@ -101,6 +106,7 @@ class ClipRecord:
             "attributes": self.attribute_string,
             "file_name": self.file_name,
             "path": str(self.path),
+            "part": self.part,
         }
 
 
@@ -195,8 +201,21 @@ class Dataset:
     clips: list[ClipRecord]
     problems: list[Problem] = field(default_factory=list)
 
-    def machines(self) -> list[str]:
-        return sorted({c.machine for c in self.clips}, key=str.lower)
+    def machines(self, part: str | None = None) -> list[str]:
+        """The machine types (of one part, ``dev`` or ``eval``, when given)."""
+        return sorted({c.machine for c in self.clips if part is None or c.part == part}, key=str.lower)
+
+    def parts(self) -> list[str]:
+        """The parts present, in :data:`PARTS` order (``dev`` before ``eval``)."""
+        present = {c.part for c in self.clips}
+        return [p for p in PARTS if p in present]
+
+    def part_of(self, machine: str) -> str:
+        """The part a machine type belongs to (each machine type lives in exactly one)."""
+        for c in self.clips:
+            if c.machine == machine:
+                return c.part
+        raise DataError(f"machine type {machine} is not in {self.root}")
 
     def select(
         self,
@@ -205,10 +224,13 @@ class Dataset:
         split: str | None = None,
         domain: str | None = None,
         label: int | None = None,
+        part: str | None = None,
     ) -> list[ClipRecord]:
         """Clips matching every given field (None = any)."""
         out = []
         for c in self.clips:
+            if part is not None and c.part != part:
+                continue
             if machine is not None and c.machine != machine:
                 continue
             if section is not None and c.section != section:
@@ -244,6 +266,7 @@ class Dataset:
                 attr_names = sorted({k for c in clips for k, _ in c.attributes})
                 rows.append(
                     {
+                        "split": clips[0].part,
                         "machine": machine,
                         "section": section,
                         "train_source": counts[("train", "source", "normal")],
@@ -268,6 +291,11 @@ def find_machine_dirs(root: Path) -> tuple[str, list[Path]]:
     """Locate machine folders under ``root``; returns (layout name, folders)."""
     if _is_machine_dir(root):
         return "single machine folder", [root]
+    both = [root / "dev_data" / "raw", root / "eval_data" / "raw"]
+    if all(b.is_dir() for b in both):  # the official download: one root, both parts
+        dirs = [p for b in both for p in sorted(b.iterdir(), key=lambda p: p.name.lower()) if _is_machine_dir(p)]
+        if dirs:
+            return "{dev,eval}_data/raw/<machine>", dirs
     for sub in ("dev_data/raw", "eval_data/raw", "raw"):
         base = root / sub
         if base.is_dir():
@@ -380,15 +408,21 @@ def discover(
     root: str | Path,
     machines: Sequence[str] | None = None,
     ground_truth: str | Path | None = None,
+    split: str | None = None,
 ) -> Dataset:
     """Find every clip under ``root`` in any known DCASE layout.
 
-    ``machines`` restricts the machine types (unknown names are an error that lists those
-    present). ``ground_truth`` is a folder with the official ground-truth CSVs for evaluation
-    sets; when omitted, CSVs found under ``root`` are used.
+    A root holding ``dev_data/raw/`` and ``eval_data/raw/`` (the official download) is read whole: each clip
+    knows its part (``ClipRecord.part``), and ``split`` (``dev``, ``eval`` or ``all``/None) keeps one part. A
+    machine type present in both parts is refused: a machine type belongs to one. ``machines`` restricts the
+    machine types (unknown names are an error that lists those present). ``ground_truth`` is a folder with
+    the official ground-truth CSVs for evaluation sets; when omitted, CSVs found under ``root`` are used
+    (``ROOT/ground_truth/`` of the official layout among them).
     """
     root = _existing_folder(root)
-    layout, machine_dirs = _chosen_machine_dirs(root, machines)
+    if split not in (None, "all", *PARTS):
+        raise DataError(f"unknown split {split!r}; expected dev, eval or all")
+    layout, machine_dirs = _chosen_machine_dirs(root, machines, None if split == "all" else split)
     gt = read_ground_truth(ground_truth if ground_truth is not None else root)
     if ground_truth is not None and not gt:
         raise DataError(f"no ground-truth CSVs (ground_truth_<machine>_section_SS_test.csv) found in {ground_truth}")
@@ -398,7 +432,7 @@ def discover(
         if not is_utf8_name(mdir.name):
             problems.append(_problem("bad name", mdir, "machine folder name is not valid UTF-8; rename it to use it"))
             continue
-        _scan_machine(mdir, gt, clips, problems)
+        _scan_machine(mdir, gt, clips, problems, _part_of(mdir, root))
     if not clips:
         raise DataError(
             f"{display_name(str(root))} has machine folders ({', '.join(display_name(d.name) for d in machine_dirs)}) "
@@ -418,9 +452,31 @@ def _existing_folder(root: str | Path) -> Path:
     return root
 
 
-def _chosen_machine_dirs(root: Path, machines: Sequence[str] | None) -> tuple[str, list[Path]]:
-    """The layout and the machine folders of ``root``, only those of ``machines`` when given."""
+def _part_of(mdir: Path, root: Path) -> str:
+    """``eval`` for a machine folder under an ``eval_data`` folder (below ``root``, or ``root`` itself), else ``dev``."""
+    try:
+        inside = mdir.resolve().relative_to(root.resolve().parent).parts
+    except ValueError:
+        inside = mdir.parts
+    return "eval" if "eval_data" in inside else "dev"
+
+
+def _chosen_machine_dirs(root: Path, machines: Sequence[str] | None,
+                         part: str | None = None) -> tuple[str, list[Path]]:
+    """The layout and the machine folders of ``root`` (of one part, of ``machines`` when given)."""
     layout, machine_dirs = find_machine_dirs(root)
+    names = [d.name for d in machine_dirs]
+    twice = sorted({n for n in names if names.count(n) > 1}, key=str.lower)
+    if twice:
+        raise DataError(f"machine type(s) {', '.join(twice)} appear in both dev_data and eval_data of {root}; a "
+                        "machine type belongs to one part of the data set (the evaluation set's types are new): "
+                        "remove or rename one copy")
+    if part is not None:
+        kept = [d for d in machine_dirs if _part_of(d, root) == part]
+        if not kept:
+            present = sorted({_part_of(d, root) for d in machine_dirs})
+            raise DataError(f"{root} has no {part} split (it holds: {', '.join(present) or 'nothing'})")
+        machine_dirs = kept
     if not machine_dirs:
         raise DataError(
             f"{root} is not in any known DCASE layout. Expected '<root>/dev_data/raw/<machine>/train/' "
@@ -438,7 +494,8 @@ def _chosen_machine_dirs(root: Path, machines: Sequence[str] | None) -> tuple[st
     return layout, [d for d in machine_dirs if d.name in set(machines)]
 
 
-def _scan_machine(mdir: Path, gt: GroundTruth, clips: list[ClipRecord], problems: list[Problem]) -> None:
+def _scan_machine(mdir: Path, gt: GroundTruth, clips: list[ClipRecord], problems: list[Problem],
+                  part: str = "dev") -> None:
     """Append the clips of one machine folder (both splits) to ``clips``, what was skipped to ``problems``."""
     attr_maps: dict[str, tuple[tuple[str, str], ...]] = {}
     for attr_csv in sorted(mdir.glob("attributes_*.csv")):
@@ -457,7 +514,7 @@ def _scan_machine(mdir: Path, gt: GroundTruth, clips: list[ClipRecord], problems
             if isinstance(found, Problem):
                 problems.append(found)
             else:
-                clips.append(_apply_ground_truth(found, gt))
+                clips.append(_apply_ground_truth(replace(found, part=part), gt))
 
 
 def _clip_of(

@@ -321,19 +321,21 @@ def list_runs(folder: str | Path):
             continue
         cfg = run.config
         row.update(system=cfg.system, status=cfg.status, data=cfg.data_root, machines=len(cfg.machines),
-                   created=cfg.created_at, hmean=official_score_of(run))
+                   created=cfg.created_at, hmean=official_score_of(run), hmean_eval=official_score_of(run, "eval"))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["run", "system", "status", "hmean", "machines", "data", "created"])
+    return pd.DataFrame(rows, columns=["run", "system", "status", "hmean", "hmean_eval", "machines", "data", "created"])
 
 
-def official_score_of(run: Run) -> float | None:
-    """The official hmean from the run's metrics.csv, or None when it has none."""
-    if not run.metrics_path.exists():
+def official_score_of(run: Run, part: str | None = None) -> float | None:
+    """The official hmean from the run's metrics.csv (the development split's when it scored both), or of one
+    part (``eval``: ``metrics_eval.csv``); None when it has none."""
+    path = run.metrics_path if part is None else run.path / f"metrics_{part}.csv"
+    if not path.exists():
         return None
     from asdcore.metrics import read_metrics_csv
 
     try:
-        table = read_metrics_csv(run.metrics_path)
+        table = read_metrics_csv(path)
     except (ValueError, OSError):
         return None
     row = table[table["machine"] == "hmean"]

@@ -12,6 +12,7 @@ Every system's ``score`` (and ``train``, scoring the run folder in place) writes
         backend/<backend>_<machine>_section_<ss>.npz      the fitted backend's state (asdcore.backends)
       embeddings/<machine>_section_<ss>_<train|test>.npz  names + one vector per clip
       metrics.csv                 when every test clip has a label and a domain (asdcore.metrics)
+      metrics_dev.csv, metrics_eval.csv   per part, when a root with both parts was scored
 
 The ensemble, the workspace, the results and the inspector read folders through :class:`ScoredFolder`
 and the functions here; the ``<machine>_section_<ss>`` key is built only by :func:`section_key`. A
@@ -41,7 +42,11 @@ EMBEDDINGS_DIR = "embeddings"
 THRESHOLDS_FILE = "thresholds.json"
 #: What a system's ``score`` writes into its output folder (plus the app's UMAP cache made from it): the
 #: previous outputs that re-scoring a folder replaces as a whole.
-SCORED_OUTPUTS = (SCORES_DIR, EMBEDDINGS_DIR, "metrics.csv", "umap", SCORED_META)
+SCORED_OUTPUTS = (SCORES_DIR, EMBEDDINGS_DIR, "metrics.csv", "metrics_dev.csv", "metrics_eval.csv", "umap",
+                  SCORED_META)
+#: ``metrics_<part>.csv``: a folder scored over both parts of a data set (dev and eval) has one per part
+#: beside ``metrics.csv`` (which is then the development part's, else the only part's).
+PART_METRICS = "metrics_{part}.csv"
 TRAIN_SCORES = re.compile(r"^train_scores_(?P<machine>.+)_section_(?P<section>\d{2})\.csv$")
 EMBEDDING_FILE = re.compile(r"^(?P<machine>.+)_section_(?P<section>\d{2})_(?P<split>train|test)\.npz$")
 
@@ -288,10 +293,13 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
     ``clip_scores`` has columns machine, section, split, domain, label, file_name, score.
     ``meta`` (system, run folder, data folder) goes to ``scored.json`` so the folder says what made
     it: the app and the ensemble find the system, and the run whose weights score new clips.
-    Returns the metrics table when every test clip has a label and domain, else None.
+    Scores of both parts of a data set (a ``part`` column, dev and eval) get one table per part
+    (``metrics_dev.csv``, ``metrics_eval.csv``): an official score over a mix of development and evaluation
+    machine types is not one the challenge knows. ``metrics.csv`` is then the development part's.
+    Returns the metrics table of ``metrics.csv`` (None when its clips are not all labelled).
     """
     from asdcore.export import write_scores
-    from asdcore.metrics import metrics_table, write_metrics_csv
+    from asdcore.metrics import write_metrics_csv
     from asdcore.runs import save_arrays, save_json
 
     out_dir = Path(out_dir)
@@ -310,15 +318,51 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
         save_arrays(embedding_path(out_dir, machine, section, split),
                     names=np.asarray(names), embeddings=np.asarray(vectors, dtype=np.float32))
     test = clip_scores[clip_scores["split"] == "test"]
-    table = None
-    if not (test.empty or test["label"].isna().any() or test["domain"].isna().any()):
-        limits = np.array([thresholds[section_key(m, s)] for m, s in zip(test["machine"], test["section"])])
-        table = metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
-            label=test["label"].astype(int), decision=(test["score"].to_numpy() > limits).astype(int)))
+    parts = _by_part(test)
+    tables = {part: t for part, t in ((part, _metrics_of(sub, thresholds)) for part, sub in parts) if t is not None}
+    table = tables.get("dev", tables.get("eval", tables.get("")))  # the official score of one part, never of a mix
+    if table is not None:
         write_metrics_csv(table, out_dir / "metrics.csv")
+    if len(parts) > 1:  # both parts scored: each labelled part's own table too
+        for part, t in tables.items():
+            write_metrics_csv(t, out_dir / PART_METRICS.format(part=part))
     if meta is not None:  # last: a folder with scored.json is complete (the demo workspace relies on it)
         save_json(out_dir / SCORED_META, meta)
     return table
+
+
+def _by_part(test: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The test clips by part of the data set (``dev``, ``eval``); one unnamed part without a ``part`` column."""
+    if "part" not in test.columns or test["part"].isna().all():
+        return [("", test)]
+    return [(str(part), sub) for part, sub in test.groupby("part", sort=True)]
+
+
+def _metrics_of(test: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame | None:
+    """The official metrics of test clips when every one has a label and a domain, else None."""
+    from asdcore.metrics import metrics_table
+
+    if test.empty or test["label"].isna().any() or test["domain"].isna().any():
+        return None
+    limits = np.array([thresholds[section_key(m, s)] for m, s in zip(test["machine"], test["section"])])
+    return metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
+        label=test["label"].astype(int), decision=(test["score"].to_numpy() > limits).astype(int)))
+
+
+def part_metrics(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """``{part: metrics table}`` of a folder scored over both parts of a data set (``metrics_dev.csv``,
+    ``metrics_eval.csv``); {} for a folder of one part (its ``metrics.csv`` is all there is)."""
+    from asdcore.metrics import read_metrics_csv
+
+    out = {}
+    for part in ("dev", "eval"):
+        path = Path(folder) / PART_METRICS.format(part=part)
+        if path.exists():
+            try:
+                out[part] = read_metrics_csv(path)
+            except (OSError, ValueError):
+                continue
+    return out
 
 
 # =========================================================================== reading

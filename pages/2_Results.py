@@ -39,6 +39,18 @@ if not chosen:
 folders = [f for f in ws.loaded if f.name in chosen]
 with ui.guard("could not read the scored folders"):
     members = {f.name: ui.member(f) for f in folders}
+with ui.guard("could not read the data folder"):
+    parts = R.data_parts(ui.dataset(ws.data_root)) if ws.data_root is not None and ws.data_root.is_dir() else {}
+if parts:  # a root with both parts: each part has its own official score; a mix of the two has none
+    split = st.radio("Split", list(parts), horizontal=True, key="results_split", format_func=R.PART_TITLES.get,
+                     help="The data folder holds the development and the evaluation part (first-shot: the evaluation "
+                          "machine types are new). Each part is evaluated on its own, as the challenge does.")
+    members = {n: R.restrict_to_part(m, parts[split], split) for n, m in members.items()}
+    members = {n: m for n, m in members.items() if not m.test.empty}
+    folders = [f for f in folders if f.name in members]
+    if not members:
+        st.info(f"None of the chosen systems scored the {R.PART_TITLES[split]}.")
+        st.stop()
 
 tables, unlabelled = R.split_by_metrics({n: m.metrics for n, m in members.items()})
 for name in unlabelled:

@@ -434,3 +434,36 @@ def folder_clips(folder: str | Path, data: str | Path | None = None, ground_trut
         raise ValueError(f"the test clips of {folder} have no known domain and label: give the labelled data folder "
                          "with --data (and --ground-truth DIR for an evaluation set)")
     return clips, source
+
+
+# =========================================================================== parts of a data set (dev, eval)
+
+#: How the app names the parts of a data set.
+PART_TITLES = {"dev": "development split", "eval": "evaluation split (new machine types)"}
+
+
+def data_parts(dataset) -> dict[str, list[str]]:
+    """``{part: machine types}`` of a discovered data folder holding both parts; {} for a data folder of one part."""
+    if dataset is None or len(dataset.parts()) < 2:
+        return {}
+    return {part: dataset.machines(part) for part in dataset.parts()}
+
+
+def restrict_to_part(member: ScoredScores, machines: Sequence[str], part: str) -> ScoredScores:
+    """``member`` narrowed to one part's machine types, with that part's own metrics.
+
+    A folder scored over both parts has ``metrics_<part>.csv`` (:func:`asdcore.scored.part_metrics`); a folder
+    of one part keeps its ``metrics.csv`` when that covers only these machine types. The official score of a mix
+    of development and evaluation machine types is never shown.
+    """
+    from dataclasses import replace
+
+    from asdcore.scored import part_metrics
+
+    keep = set(machines)
+    metrics = part_metrics(member.folder).get(part)
+    if metrics is None and member.metrics is not None:
+        own = set(member.metrics["machine"]) - {"All", "hmean", "arithmetic mean", "harmonic mean"}
+        metrics = member.metrics if own and own <= keep else None
+    return replace(member, test=member.test[member.test["machine"].isin(keep)].reset_index(drop=True),
+                   train=member.train[member.train["machine"].isin(keep)].reset_index(drop=True), metrics=metrics)

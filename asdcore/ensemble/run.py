@@ -123,7 +123,8 @@ def _from_members(members: Sequence[str], weights: list[float] | None, preset: s
 
 
 #: What an ensemble's scoring writes into its ``--out`` folder: re-scoring replaces these as a whole.
-ENSEMBLE_OUTPUTS = ("scores", "metrics.csv", "ensemble.json", "embeddings", "umap", "scored.json")
+ENSEMBLE_OUTPUTS = ("scores", "metrics.csv", "metrics_dev.csv", "metrics_eval.csv", "ensemble.json", "embeddings",
+                    "umap", "scored.json")
 
 
 def _claim_outputs(out: Path, save: Path | None, members: Sequence[str], load: Path | None,

@@ -359,7 +359,8 @@ class AESystem(System):
             names, vecs = [], []
             for c, e in zip(clips, errs if errs is not None else errors(clips, "test")):
                 rows.append({"machine": machine, "section": section, "split": split, "domain": c.domain,
-                             "label": c.label, "file_name": c.file_name, "score": backend.score_clip(e)})
+                             "label": c.label, "file_name": c.file_name, "score": backend.score_clip(e),
+                             "part": c.part})
                 names.append(c.file_name)
                 vecs.append(per_band_error(e, s.n_frames))
             embeddings[(machine, section, split)] = (names, np.stack(vecs))

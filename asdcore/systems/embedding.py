@@ -360,6 +360,6 @@ class EmbeddingScoring:
         rows = []
         for split, clips, emb, sc in (("train", train, train_emb, train_scores), ("test", test, test_emb, test_scores)):
             rows += [{"machine": machine, "section": section, "split": split, "domain": c.domain, "label": c.label,
-                      "file_name": c.file_name, "score": float(v)} for c, v in zip(clips, sc)]
+                      "file_name": c.file_name, "score": float(v), "part": c.part} for c, v in zip(clips, sc)]
             embeddings[(machine, section, split)] = ([c.file_name for c in clips], emb)
         return rows

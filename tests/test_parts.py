@@ -1,0 +1,108 @@
+"""Issue 23: one root holding the development and the evaluation part (the official download), read whole."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from asdcore.cli import main
+from asdcore.data import DataError, discover
+from asdcore.metrics import official_score, read_metrics_csv
+
+
+def make_two_part_root(tiny_data: Path, root: Path, ground_truth: bool = True) -> Path:
+    """``fan`` as the development part, ``valve`` as the evaluation part (anonymised test clips, labels only in
+    the evaluator's CSVs under ``ROOT/ground_truth/``)."""
+    shutil.copytree(tiny_data / "dev_data" / "raw" / "fan", root / "dev_data" / "raw" / "fan")
+    ev = root / "eval_data" / "raw" / "valve"
+    shutil.copytree(tiny_data / "dev_data" / "raw" / "valve" / "train", ev / "train")
+    (ev / "test").mkdir()
+    labels, domains = [], []
+    for i, clip in enumerate(sorted((tiny_data / "dev_data" / "raw" / "valve" / "test").glob("*.wav"))):
+        name = f"section_00_{i:04d}.wav"
+        shutil.copy(clip, ev / "test" / name)
+        labels.append(f"{name},{int('_anomaly_' in clip.name)}\n")
+        domains.append(f"{name},{int('_target_' in clip.name)}\n")
+    if ground_truth:
+        for kind, lines in (("data", labels), ("domain", domains)):
+            folder = root / "ground_truth" / f"ground_truth_{kind}"
+            folder.mkdir(parents=True)
+            (folder / "ground_truth_valve_section_00_test.csv").write_text("".join(lines))
+    return root
+
+
+def test_both_parts_are_read_whole(tiny_data, tmp_path, capsys):
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    ds = discover(root)
+    assert ds.parts() == ["dev", "eval"] and ds.machines("dev") == ["fan"] and ds.machines("eval") == ["valve"]
+    assert ds.part_of("valve") == "eval" and ds.has_test_labels("valve")  # labels from ROOT/ground_truth/
+    assert discover(root, split="eval").machines() == ["valve"] and discover(root, split="dev").machines() == ["fan"]
+    assert set(ds.to_frame()["part"]) == {"dev", "eval"}
+    assert main(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "dev split:" in out and "eval split:" in out and "no problems found" in out
+    assert main(["info", str(root), "--split", "eval"]) == 0
+    assert "1 machine type(s): valve" in capsys.readouterr().out
+
+
+def test_a_machine_type_in_both_parts_is_refused(tiny_data, tmp_path, capsys):
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    shutil.copytree(tiny_data / "dev_data" / "raw" / "valve", root / "dev_data" / "raw" / "valve")
+    with pytest.raises(DataError, match="valve appear in both dev_data and eval_data"):
+        discover(root)
+    assert main(["train", str(root), "--system", "ae-mse", "--out", str(tmp_path / "run")]) == 2
+    assert "appear in both" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_training_over_both_parts_scores_each_with_its_own_official_score(tiny_data, tmp_path, capsys):
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    run = tmp_path / "run"
+    assert main(["train", str(root), "--system", "ae-mse", "--out", str(run), "--epochs", "1", "--device", "cpu",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "development split: official score" in out and "evaluation split" in out
+    dev, ev = read_metrics_csv(run / "metrics_dev.csv"), read_metrics_csv(run / "metrics_eval.csv")
+    assert list(dev["machine"][:1]) == ["fan"] and list(ev["machine"][:1]) == ["valve"]
+    assert read_metrics_csv(run / "metrics.csv").equals(dev)  # metrics.csv: the development split's
+    # evaluate reads the same scores per part and agrees with the scored folder
+    assert main(["evaluate", str(root), str(run / "scores")]) == 0
+    printed = capsys.readouterr().out
+    assert f"{100 * official_score(dev):.2f}" in printed and f"{100 * official_score(ev):.2f}" in printed
+    from asdcore.runs import list_runs
+
+    row = list_runs(tmp_path).iloc[0]
+    assert row["hmean"] == pytest.approx(official_score(dev)) and row["hmean_eval"] == pytest.approx(official_score(ev))
+
+
+def test_an_evaluation_part_without_ground_truth_is_scored_without_metrics(tiny_data, tmp_path, capsys):
+    root = make_two_part_root(tiny_data, tmp_path / "root", ground_truth=False)
+    run = tmp_path / "run"
+    assert main(["train", str(root), "--system", "ae-mse", "--out", str(run), "--epochs", "1", "--device", "cpu",
+                 "--split", "dev", "--quiet"]) == 0
+    assert not any(m == "valve" for m in pd.read_json(run / "config.json", typ="series")["machines"])
+    capsys.readouterr()
+    assert main(["evaluate", str(root), str(run / "scores")]) == 0
+    assert "note: no labels for the eval split" in capsys.readouterr().out
+
+
+def test_results_page_shows_each_part_with_its_own_official_score(tiny_data, tmp_path, monkeypatch):
+    from conftest import app_test
+
+    monkeypatch.setenv("ASD_NO_DEMO", "1")
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    runs = tmp_path / "runs"
+    assert main(["train", str(root), "--system", "ae-mse", "--out", str(runs / "ae"), "--epochs", "1", "--device",
+                 "cpu", "--quiet"]) == 0
+    dev, ev = (official_score(read_metrics_csv(runs / "ae" / f"metrics_{p}.csv")) for p in ("dev", "eval"))
+    at = app_test(Path(__file__).resolve().parents[1] / "pages" / "2_Results.py", root, runs)
+    at.run()
+    assert not at.exception, at.exception
+    split = [r for r in at.radio if r.label == "Split"][0]
+    assert split.value == "dev" and [m.value for m in at.metric] == [f"{100 * dev:.2f} %"]
+    assert set(at.dataframe[0].value["Machine"]) == {"fan", "All", "hmean"}
+    split.set_value("eval").run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.metric] == [f"{100 * ev:.2f} %"]
+    assert set(at.dataframe[0].value["Machine"]) == {"valve", "All", "hmean"}
