@@ -480,6 +480,14 @@ class ScoredScores:
         """The (machine, section) pairs of the test scores, in the evaluator's order."""
         return sort_sections(zip(self.test["machine"], self.test["section"]))
 
+    def restricted(self, machines: Iterable[str], metrics: pd.DataFrame | None = None) -> "ScoredScores":
+        """These scores narrowed to ``machines`` (one part of a data set), with ``metrics`` as its metrics."""
+        from dataclasses import replace
+
+        keep = set(machines)
+        return replace(self, test=self.test[self.test["machine"].isin(keep)].reset_index(drop=True),
+                       train=self.train[self.train["machine"].isin(keep)].reset_index(drop=True), metrics=metrics)
+
     def train_scores(self, machine: str, section: str) -> np.ndarray:
         t = self.train
         return t.loc[(t["machine"] == machine) & (t["section"] == section), "score"].to_numpy(dtype=np.float64)

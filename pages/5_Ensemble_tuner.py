@@ -32,8 +32,21 @@ ui.require_loaded(ws, "combine")
 
 with ui.guard("could not read the scored folders"):
     members = [ui.member(f) for f in ws.loaded]
+whole = members  # every machine type: what a saved ensemble covers
+with ui.guard("could not read the data folder"):
+    parts = R.data_parts(ui.dataset(ws.data_root)) if ws.data_root.is_dir() else {}
+split, others = None, {}
+choosing = members  # what presets and the search choose weights on: the development split when there are two
+if parts:  # the seed's protocol: weights chosen on the development split, applied unchanged to the evaluation split
+    split = st.radio("Split", list(parts), horizontal=True, key="tuner_split", format_func=R.PART_TITLES.get,
+                     help="Presets and the weight search always choose on the development split; the evaluation "
+                          "split (new machine types) is scored with the same weights, unchanged.")
+    by_part = {p: [m.restricted(parts[p], m.metrics if p == "dev" else None) for m in members] for p in parts}
+    choosing = by_part.get("dev", members)
+    members, others = by_part[split], {p: ms for p, ms in by_part.items() if p != split}
 names = [m.name for m in members]
-member_key = tuple((m.name, str(m.folder), R.folder_signature(m.folder)) for m in members)
+member_key = tuple((m.name, str(m.folder), R.folder_signature(m.folder)) for m in members) + (split,)
+choosing_key = tuple((m.name, str(m.folder), R.folder_signature(m.folder)) for m in choosing) + ("choose",)
 
 
 def slider_key(name: str) -> str:
@@ -54,7 +67,7 @@ def set_weights(weights: dict[str, float], message: tuple[str, str], searched: d
 
 def apply_preset(preset: str) -> None:
     try:
-        chosen = select_preset(members, preset)
+        chosen = select_preset(choosing, preset)
     except ValueError as exc:
         st.session_state["tuner_message"] = ("warning", f"{preset} cannot be built from the loaded systems: {exc}")
         return
@@ -152,6 +165,15 @@ else:
             c2.metric("Best single member", f"{100 * best[1]:.2f} %", help=best[0])
             c2.caption(best[0])
         c3.metric("Members used", f"{len(evaluation.used)} of {len(members)}")
+        for other, other_members in others.items():  # the other split with the very same weights
+            try:
+                seen = evaluate(member_key + (other,), tuple(raw), normalization, clips_key, other_members, clips)
+            except ValueError as exc:
+                c3.caption(f"{R.PART_TITLES[other]}: {exc}")
+                continue
+            if seen.hmean is not None:
+                c3.metric(f"{R.PART_TITLES[other].split(' (')[0].capitalize()}, same weights",
+                          f"{100 * seen.hmean:.2f} %", help="the other part of the data set scored with these weights")
         tables = {"ensemble": evaluation.table,
                   **{n: t for n, t in evaluation.member_tables.items() if n != "ensemble"}}
         frame = I.seed_layout_with_intervals(tables, ens_iv.intervals) if ens_iv is not None else R.seed_layout(tables)
@@ -178,13 +200,13 @@ st.caption("Tries every weight combination on a grid and keeps the one with the 
            "types only - the honest estimate for machines the weights have not seen.")
 c1, c2 = st.columns([1, 3])
 step = c1.selectbox("Grid step", SEARCH_STEPS, key="tuner_step", help="spacing of the weight grid (proportions)")
-search_key = (member_key, normalization, step, clips_key)
+search_key = (choosing_key, normalization, step, clips_key)
 unlabelled = evaluation is not None and evaluation.table is None
 if c2.button("Search weights", key="tuner_search", type="primary", disabled=unlabelled,
              help="needs labelled test clips" if unlabelled else None):
     try:
-        st.session_state["tuner_search_result"] = (search_key, search(member_key, normalization, step, clips_key,
-                                                                      members, clips))
+        st.session_state["tuner_search_result"] = (search_key, search(choosing_key, normalization, step, clips_key,
+                                                                      choosing, clips))
     except ValueError as exc:
         st.error(f"weight search failed: {exc}")
 stored = st.session_state.get("tuner_search_result")
@@ -230,7 +252,7 @@ if st.button("Save ensemble", key="tuner_save", disabled=all_zero or target is N
         if all(abs(props[n] - searched.get(n, 0.0)) < 1e-6 for n in names):
             from_search = stored[1]
     try:
-        path = T.save_ensemble(members, raw, normalization, ws.runs_root, name, overwrite=replace, search=from_search)
+        path = T.save_ensemble(whole, raw, normalization, ws.runs_root, name, overwrite=replace, search=from_search)
     except (ValueError, OSError) as exc:
         st.error(f"not saved: {exc}")
     else:

@@ -106,3 +106,55 @@ def test_results_page_shows_each_part_with_its_own_official_score(tiny_data, tmp
     assert not at.exception, at.exception
     assert [m.value for m in at.metric] == [f"{100 * ev:.2f} %"]
     assert set(at.dataframe[0].value["Machine"]) == {"valve", "All", "hmean"}
+
+
+def test_ensemble_weights_come_from_the_development_split_and_are_applied_to_the_evaluation_split(
+        tiny_data, tmp_path, capsys):
+    from asdcore.ensemble import run_ensemble
+    from asdcore.ensemble.search import search_weights
+    from asdcore.ensemble.alignment import clips_from_data
+    from asdcore.scored import load_scores
+
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    for seed in (0, 1):
+        assert main(["train", str(root), "--system", "ae-mse", "--out", str(tmp_path / f"ae{seed}"), "--epochs", "1",
+                     "--seed", str(seed), "--device", "cpu", "--quiet"]) == 0
+    members = [f"a={tmp_path / 'ae0'}", f"b={tmp_path / 'ae1'}"]
+    result = run_ensemble(members, tmp_path / "ens", data=root, search=True, step=0.25)
+    # the search saw the development machine types only: the same weights as a search over dev data alone
+    clips = clips_from_data(root)
+    dev_only = search_weights([load_scores(tmp_path / f"ae{s}", n).restricted(["fan"]) for s, n in ((0, "a"), (1, "b"))],
+                              clips[clips["part"] == "dev"], "zscore", step=0.25)
+    assert result.weights == pytest.approx(dev_only.weights)
+    ens_dev = read_metrics_csv(tmp_path / "ens" / "metrics_dev.csv")
+    ens_eval = read_metrics_csv(tmp_path / "ens" / "metrics_eval.csv")
+    assert set(ens_eval["machine"]) == {"valve", "All", "hmean"}
+    assert result.part_hmeans == pytest.approx({"dev": official_score(ens_dev), "eval": official_score(ens_eval)})
+    assert "evaluation split (the same weights, unchanged)" in result.table
+
+
+def test_tuner_scores_the_other_split_with_the_same_weights(tiny_data, tmp_path, monkeypatch):
+    from conftest import app_test
+
+    from asdcore.app import tuner as T
+    from asdcore.scored import load_scores
+
+    monkeypatch.setenv("ASD_NO_DEMO", "1")
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        assert main(["train", str(root), "--system", "ae-mse", "--out", str(runs / f"ae{seed}"), "--epochs", "1",
+                     "--seed", str(seed), "--device", "cpu", "--quiet"]) == 0
+    at = app_test(Path(__file__).resolve().parents[1] / "pages" / "5_Ensemble_tuner.py", root, runs)
+    at.run()
+    assert not at.exception, at.exception
+    assert [r for r in at.radio if r.label == "Split"][0].value == "dev"
+    from asdcore.ensemble.alignment import clips_from_data
+
+    clips = [("data folder", clips_from_data(root))]
+    members = [load_scores(runs / f"ae{s}", f"ae{s}") for s in (0, 1)]
+    expect = {p: T.evaluate_ensemble([m.restricted(ms) for m in members], [1.0, 1.0], "zscore", clips).hmean
+              for p, ms in (("dev", ["fan"]), ("eval", ["valve"]))}
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Ensemble hmean"] == f"{100 * expect['dev']:.2f} %"
+    assert shown["Evaluation split, same weights"] == f"{100 * expect['eval']:.2f} %"

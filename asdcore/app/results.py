@@ -456,8 +456,6 @@ def restrict_to_part(member: ScoredScores, machines: Sequence[str], part: str) -
     of one part keeps its ``metrics.csv`` when that covers only these machine types. The official score of a mix
     of development and evaluation machine types is never shown.
     """
-    from dataclasses import replace
-
     from asdcore.scored import part_metrics
 
     keep = set(machines)
@@ -465,5 +463,4 @@ def restrict_to_part(member: ScoredScores, machines: Sequence[str], part: str) -
     if metrics is None and member.metrics is not None:
         own = set(member.metrics["machine"]) - {"All", "hmean", "arithmetic mean", "harmonic mean"}
         metrics = member.metrics if own and own <= keep else None
-    return replace(member, test=member.test[member.test["machine"].isin(keep)].reset_index(drop=True),
-                   train=member.train[member.train["machine"].isin(keep)].reset_index(drop=True), metrics=metrics)
+    return member.restricted(keep, metrics)

@@ -5,7 +5,7 @@ The CLI (``python -m asdcore ensemble ...``) needs only :func:`run_ensemble`, wh
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -41,6 +41,8 @@ class EnsembleRun:
     table: str | None
     saved: Path | None
     notes: list[str]
+    #: ``{part: official score}`` when the data holds both parts (dev: the weights' own, eval: applied unchanged)
+    part_hmeans: dict[str, float] = field(default_factory=dict)
 
     @property
     def members(self) -> list[str]:
@@ -93,10 +95,21 @@ def _from_saved(load: Path, members: Sequence[str], normalization: str | None) -
     return _Choice(ens, used, f"saved ensemble {load}: " + (ens.description or ", ".join(ens.names)))
 
 
+def data_parts(clips: pd.DataFrame | None) -> dict[str, list[str]]:
+    """``{part: machine types}`` of a clip table holding both parts of a data set (dev, eval); {} otherwise."""
+    if clips is None or "part" not in clips.columns or clips["part"].nunique() < 2:
+        return {}
+    return {part: sorted(set(sub["machine"])) for part, sub in clips.groupby("part", sort=True)}
+
+
 def _from_members(members: Sequence[str], weights: list[float] | None, preset: str | None, normalization: str | None,
                   clips: pd.DataFrame | None, search: bool, step: float | None, samples: int | None, seed: int,
                   quality_cut: float | None) -> _Choice:
-    """Build mode: the members, narrowed by a preset, weighted by the search, given weights or equally."""
+    """Build mode: the members, narrowed by a preset, weighted by the search, given weights or equally.
+
+    With both parts of a data set the search sees the development part only (the seed's protocol: weights are
+    chosen on development data and applied unchanged to the evaluation machine types, which nothing is tuned on).
+    """
     method = check_normalization(normalization or "zscore")
     loaded = load_members(list(members))
     aligned_test_scores(loaded)  # mismatched members fail before any work
@@ -108,7 +121,10 @@ def _from_members(members: Sequence[str], weights: list[float] | None, preset: s
         used = [m for m in loaded if m.name in selection.members]
         explanation = selection.explanation
     if search:
-        result = search_weights(used, clips, method, step=step, samples=samples, seed=seed)
+        dev = data_parts(clips).get("dev")
+        result = search_weights([m.restricted(dev, m.metrics) for m in used] if dev else used,
+                                clips[clips["part"] == "dev"] if dev else clips, method, step=step, samples=samples,
+                                seed=seed)
         w = [result.weights[m.name] for m in used]
         explanation += f"; weights by search: {result.method}"
     elif weights is not None:
@@ -121,6 +137,9 @@ def _from_members(members: Sequence[str], weights: list[float] | None, preset: s
     ens = Ensemble.build(used, w, method, description=explanation, search=result)
     return _Choice(ens, used, explanation, selection, result)
 
+
+#: How the parts of a data set are named in the report.
+PART_TITLES = {"dev": "development split (weights chosen here)", "eval": "evaluation split (the same weights, unchanged)"}
 
 #: What an ensemble's scoring writes into its ``--out`` folder: re-scoring replaces these as a whole.
 ENSEMBLE_OUTPUTS = ("scores", "metrics.csv", "metrics_dev.csv", "metrics_eval.csv", "ensemble.json", "embeddings",
@@ -186,13 +205,30 @@ def run_ensemble(members: list[str], out: Path, weights: list[float] | None = No
         scored = choice.ensemble.score_folder(staging, choice.used, clips=clips)
     saved = choice.ensemble.save(save) if save is not None else None
     table_text = None
-    if scored.metrics is not None:
+    parts = data_parts(clips)
+    part_hmeans: dict[str, float] = {}
+    if parts:  # each part on its own: the development figure and the evaluation figure with the same weights
+        from asdcore.metrics import official_score
+        from asdcore.scored import part_metrics
+
+        texts = []
+        for part, table in part_metrics(out).items():
+            tables = _member_tables([m.restricted(parts[part]) for m in choice.used],
+                                    clips[clips["part"] == part])
+            tables["ensemble"] = table
+            part_hmeans[part] = official_score(table)
+            texts.append(f"=== {PART_TITLES[part]}: ensemble official score {100 * part_hmeans[part]:.2f} %\n"
+                         + format_tables(tables))
+        table_text = "\n\n".join(texts) or None
+    elif scored.metrics is not None:
         tables = _member_tables(choice.used, clips)
         tables["ensemble"] = scored.metrics
         table_text = format_tables(tables)
     notes = list(scored.notes)
     if choice.search is not None:
-        notes.append("the ensemble's metrics use weights chosen on these same clips (in-sample); see the "
+        notes.append("the weights were chosen on the development split's clips (in-sample there); the evaluation "
+                     "split's figure uses them unchanged" if parts else
+                     "the ensemble's metrics use weights chosen on these same clips (in-sample); see the "
                      "leave-one-machine-type-out figure for an honest estimate")
     return EnsembleRun(out, choice.ensemble, choice.selection, choice.explanation, choice.search, scored.metrics,
-                       scored.hmean, table_text, saved, notes)
+                       scored.hmean, table_text, saved, notes, part_hmeans)

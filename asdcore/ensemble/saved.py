@@ -393,7 +393,11 @@ def _labelled_frame(frame: pd.DataFrame, clips: pd.DataFrame | None, notes: list
     else:
         test = test.assign(domain=labelled["domain"].to_numpy(), label=labelled["label"].to_numpy())
     train = frame[frame["split"] == "train"].assign(label=np.nan)
-    return pd.concat([test, train], ignore_index=True)
+    out = pd.concat([test, train], ignore_index=True)
+    if clips is not None and "part" in clips.columns and clips["part"].nunique() > 1:
+        # both parts of a data set: asdcore.scored.write_outputs gives each its own metrics
+        out["part"] = out["machine"].map(dict(zip(clips["machine"], clips["part"])))
+    return out
 
 
 def combine(members: Sequence[Member], weights: Sequence[float] | None = None, normalization: str = "zscore") -> pd.DataFrame:
