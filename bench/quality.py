@@ -4,7 +4,8 @@
 
 Systems that share a frontend (e.g. ae-mse and ae-mahala) are trained once (``OUT/<frontend>``)
 and scored with each other backend into ``OUT/<system>``. Prints per machine AUC(source), AUC(target), pAUC, the All rows and the official
-hmean for every system, plus training and scoring times. Existing finished runs in ``--out``
+hmean for every system, plus training and scoring times. A root holding the development and the evaluation
+part is trained over both and reported per part, each with its own official score. Existing finished runs in ``--out``
 are reused (``--retrain`` to start again), so the table can be re-printed cheaply. ``--set KEY=VALUE``
 (repeatable) passes a training setting to every system that has it (e.g. ``--set featex=true`` reaches the
 three-subnet model, not the AE).
@@ -21,8 +22,13 @@ from pathlib import Path
 from asdcore.data import discover
 from asdcore.metrics import format_tables, read_metrics_csv
 from asdcore.runs import Run, RunError
+from asdcore.scored import part_metrics
 from asdcore.settings import parse_settings
 from asdcore.systems import SYSTEM_INFO, get_system
+
+
+#: Headings of the parts of a data set (a root with dev_data and eval_data is scored as both).
+PART_TITLES = {"dev": "development split", "eval": "evaluation split (first-shot: machine types nothing was tuned on)"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         scored = run.path if name == run.config.system else out / name
         if scored != run.path and (args.retrain or not (scored / "metrics.csv").exists()):
             t0 = time.perf_counter()
-            get_system(name).score(run, ds, scored, progress=not args.quiet)
+            get_system(name).score_into(run, ds, scored, progress=not args.quiet)
             timings.append(f"{name}: scored in {time.perf_counter() - t0:.0f} s")
-        tables[name] = read_metrics_csv(Path(scored) / "metrics.csv")
-    print()
-    print(format_tables(tables, title=f"Data: {ds.root} ({len(ds.clips)} clips)"))
+        for part, table in (part_metrics(scored) or {"": read_metrics_csv(Path(scored) / "metrics.csv")}).items():
+            tables.setdefault(part, {})[name] = table
+    for part, by_system in tables.items():  # each part of the data set with its own official scores
+        title = f"Data: {ds.root} ({len(ds.select(part=part or None))} clips)"
+        print()
+        print(format_tables(by_system, title=f"{PART_TITLES[part]} - {title}" if part else title))
     print()
     for line in timings:
         print(line)
