@@ -1,4 +1,4 @@
-"""Command line: ``python -m asdcore {synth,info,evaluate,compare,train,score,score-clips,ensemble,runs,bundle,ssl-tiny} ...``.
+"""Command line: ``python -m asdcore {synth,info,evaluate,compare,train,score,score-clips,submission,ensemble,runs,bundle,ssl-tiny} ...``.
 
 Every command prints a clear one-line error (no traceback) and exits with status 2 on bad
 input, so scripts can tell user errors (2) from success (0). ``ASDCORE_DEBUG=1`` shows the
@@ -26,12 +26,22 @@ if TYPE_CHECKING:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from asdcore.synth import generate_dataset
+    from asdcore.synth import SCALES, SPLIT_FOLDERS, generate_dataset, select_machines
 
     t0 = time.perf_counter()
-    machines = args.machines.split(",") if args.machines else None
-    root = generate_dataset(args.out, scale=args.scale, seed=args.seed, machines=machines, workers=args.workers)
+    machines = [m.strip() for m in args.machines.split(",") if m.strip()] if args.machines else None
+    splits = getattr(args, "splits", ("dev",))
+    selected = select_machines(machines, splits)  # a bad name or split: one line, before anything is written
+    root = generate_dataset(args.out, scale=args.scale, seed=args.seed, machines=machines, workers=args.workers,
+                            splits=splits)
     print(f"wrote synthetic '{args.scale}' data set (seed {args.seed}) to {root} in {time.perf_counter() - t0:.1f} s")
+    per_machine = SCALES[args.scale].clips_per_machine()
+    for split, names in selected.items():
+        print(f"  {SPLIT_FOLDERS[split]}/raw: {len(names)} machine type(s), {len(names) * per_machine} clips: "
+              f"{', '.join(names)}")
+    if "eval" in selected:
+        print(f"  ground_truth: ground_truth_{{data,domain,attributes}}/ for {len(selected['eval'])} evaluation type(s)"
+              " (anonymous test clips: labels, domains, full names)")
     print(f"next: python -m asdcore info {root}")
     return 0
 
@@ -76,12 +86,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdcore.data import discover
     from asdcore.export import read_scores
     from asdcore.outputs import claim_file
+    from asdcore.teams import cmd_evaluate_teams, is_teams_tree
+
+    if is_teams_tree(args.scores):  # the official evaluator's teams/<team>/<system>/ tree: rank every system
+        return cmd_evaluate_teams(args)
 
     if args.ci and args.resamples < 1:
         raise ValueError(f"--resamples must be at least 1, got {args.resamples}")
     # the output is checked before anything is read: never the user's file, never inside the inputs
     out = claim_file(args.out, "metrics-csv", protect=[args.scores]) if args.out else None
-    ds = discover(args.data, ground_truth=args.ground_truth)
+    ds = discover(args.data, ground_truth=args.ground_truth, split=args.split)
     scores = read_scores(args.scores)
     clips = _labelled_test_clips(ds, scores, args.scores)
     missing = _missing_from(clips, scores)
@@ -149,6 +163,8 @@ def _labelled_test_clips(ds: Dataset, scores: pd.DataFrame, scores_dir: str) -> 
             f"none of the machine types in {scores_dir} ({', '.join(sorted(set(scores['machine'])))}) "
             f"has test clips in {ds.root} ({', '.join(ds.machines())})"
         )
+    if "part" in clips.columns:  # a part none of whose machine types was scored is another part, not a gap
+        clips = clips[clips["part"].isin(set(clips.loc[clips["machine"].isin(set(scores["machine"])), "part"]))]
     unlabelled = clips["label"].isna() | clips["domain"].isna()
     if unlabelled.any() and "part" in clips.columns:
         bare = {part for part, sub in clips.groupby("part") if (sub["label"].isna() | sub["domain"].isna()).all()}
@@ -197,6 +213,12 @@ def _scored_only(clips: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     keep = [(m, normalize_section(s), Path(str(n)).name) in have
             for m, s, n in zip(clips["machine"], clips["section"], clips["file_name"])]
     return clips[keep]
+
+
+def _cmd_submission(args: argparse.Namespace) -> int:
+    from asdcore.teams import cmd_submission
+
+    return cmd_submission(args)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -552,6 +574,7 @@ def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
         "train": _cmd_train,
         "score": _cmd_score,
         "score-clips": _cmd_score_clips,
+        "submission": _cmd_submission,
         "ensemble": _cmd_ensemble,
         "ssl-tiny": _cmd_ssl_tiny,
         "bundle": _cmd_bundle,

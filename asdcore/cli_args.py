@@ -34,22 +34,45 @@ def _split(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"which part of a root holding dev_data/ and eval_data/ to {what} (default all: both)")
 
 
+def _add_submission(sub: Subparsers) -> argparse.ArgumentParser:
+    from asdcore.teams import add_submission_parser
+
+    return add_submission_parser(sub)
+
+
 def _job_output(p: argparse.ArgumentParser) -> None:
     """``--quiet`` and the hidden ``--progress-file`` of the commands the app runs as jobs (train, score)."""
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)  # written for the app's job view
 
 
+def _splits(text: str) -> tuple[str, ...]:
+    """``--splits``: dev, eval or dev,eval (either order)."""
+    from asdcore.synth import resolve_splits
+
+    try:
+        return resolve_splits(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_synth(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a synthetic machine-sound data set in the DCASE 2024 layout",
-                       description="Write a synthetic data set (seven 2024 dev machine types) in the DCASE development layout.")
+                       description="Write a synthetic data set in the DCASE 2024 layout: the development split "
+                                   "(seven 2024 dev machine types, dev_data/) and, with --splits, an evaluation "
+                                   "split of five new types (eval_data/, anonymous test clips, ground_truth/).")
     p.add_argument("--out", required=True, help="folder to write (the data root; dev_data/raw/<machine>/ inside)")
     p.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "full"],
                    help="tiny: a few clips (tests); small: quick demo; medium: full's test set with 200 source train clips; "
                         "full: DCASE-sized (990 source train clips, 50 per test group)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    p.add_argument("--machines", default=None, help="comma-separated subset of machine types (default: all seven)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of CPU cores)")
+    p.add_argument("--splits", type=_splits, default=("dev",), metavar="dev|eval|dev,eval",
+                   help="dev: dev_data/ (the default); eval: eval_data/ (3DPrinter, AirCompressor, BrushlessMotor, "
+                        "HairDryer, ToothBrush: training clips, anonymous test clips) and ground_truth/; dev,eval: both")
+    p.add_argument("--machines", default=None,
+                   help="comma-separated subset of machine types, of either split (default: every type of the "
+                        "splits chosen); each split chosen needs at least one of its types")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default 2)")
     return p
 
 
@@ -74,9 +97,16 @@ def _add_evaluate(sub: Subparsers) -> argparse.ArgumentParser:
                                    "the official score and its jackknife 95 %% interval; --out writes the metrics CSV. --ci adds "
                                    "stratified bootstrap intervals of every value.")
     p.add_argument("data", help="data root with labelled test clips (or give --ground-truth)")
-    p.add_argument("scores", metavar="SCORES_DIR", help="folder holding anomaly_score_<machine>_section_<ss>_test.csv files")
+    p.add_argument("scores", metavar="SCORES_DIR", help="folder holding anomaly_score_<machine>_section_<ss>_test.csv "
+                   "files, or the official evaluator's teams folder (<team>/<system>/ holding them): every system ranked")
     p.add_argument("--out", default=None, help="metrics CSV to write (a new file, or one evaluate wrote; default: "
-                   "none, the table is printed)")
+                   "none, the table is printed); for a teams folder the folder to write (<system>_result.csv, "
+                   "teams_official_score.csv, ranking.csv)")
+    p.add_argument("--baseline-seed", type=int, default=None, help="teams folder: the seed in baseline-style names "
+                   "(..._test_seed<SEED><TAG>_Eval.csv) when a system holds several (the evaluator's --seed, 13711)")
+    p.add_argument("--baseline-tag", default=None, help="teams folder: the tag in baseline-style names (the "
+                   "evaluator's --tag, e.g. _id(0_))")
+    _split(p, "evaluate")
     p.add_argument("--allow-partial", action="store_true",
                    help="evaluate scores that lack machine types, sections or clips of the data (what is missing is "
                         "printed next to the figure); without it such a folder is refused")
@@ -227,6 +257,7 @@ COMMANDS: dict[str, Callable[[Subparsers], argparse.ArgumentParser]] = {
     "train": _add_train,
     "score": _add_score,
     "score-clips": _add_score_clips,
+    "submission": _add_submission,
     "ensemble": _add_ensemble,
     "ssl-tiny": _add_ssl_tiny,
     "bundle": _add_bundle,

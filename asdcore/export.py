@@ -14,7 +14,9 @@ checks this before any metric is computed.
 The reader also accepts the names the official AE baseline writes,
 ``anomaly_score_DCASE2024T2<machine>_section_<SS>_test<suffix>.csv`` (suffix such as
 ``_seed13711_id(0_)_Eval``; the 2023 prefix ``DCASE2023T2`` likewise), so baseline output
-can be evaluated and compared without renaming.
+can be evaluated and compared without renaming. :func:`parse_score_file_name` tells what a name says
+(the baseline's prefix and suffix included) and :func:`read_score_files` reads one chosen pair, for
+callers that pick among several names per section as the official evaluator does (:mod:`asdcore.teams`).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from asdcore.scored import section_key
 SCORE_PREFIX = "anomaly_score_"
 DECISION_PREFIX = "decision_result_"
 FILE_NAME = re.compile(
-    r"^(?P<kind>anomaly_score|decision_result)_(?:DCASE20\d\dT2)?(?P<machine>.+?)"
+    r"^(?P<kind>anomaly_score|decision_result)_(?P<prefix>DCASE20\d\dT2)?(?P<machine>.+?)"
     r"_section_(?P<section>\d{2})_test(?P<suffix>.*)\.csv$"
 )
 EXPECTED_NAMES = (
@@ -182,6 +184,24 @@ class ScoreFile:
     kind: str  # "anomaly_score" or "decision_result"
     machine: str
     section: str
+    prefix: str = ""  # the baseline's "DCASE2024T2" (any year), "" for the plain name
+    suffix: str = ""  # what follows "_test" in the baseline's names, e.g. "_seed13711_id(0_)_Eval"
+
+    @property
+    def is_plain(self) -> bool:
+        """The challenge's own name ``<kind>_<machine>_section_<SS>_test.csv`` (not a baseline-style one)."""
+        return not self.prefix and not self.suffix
+
+
+def parse_score_file_name(path: str | Path) -> ScoreFile | None:
+    """What a score or decision file's name says (machine type, section, the baseline's prefix and
+    suffix), or None for a name that is not a test score file name (:data:`EXPECTED_NAMES`)."""
+    path = Path(path)
+    match = FILE_NAME.match(path.name)
+    if not match:
+        return None
+    return ScoreFile(path, match.group("kind"), match.group("machine"), match.group("section"),
+                     match.group("prefix") or "", match.group("suffix"))
 
 
 def _discover(folder: Path, prefix: str, notes: list[str]) -> dict[tuple[str, str], ScoreFile]:
@@ -193,11 +213,10 @@ def _discover(folder: Path, prefix: str, notes: list[str]) -> dict[tuple[str, st
     """
     found: dict[tuple[str, str], ScoreFile] = {}
     for path in sorted(folder.glob(f"{prefix}*.csv")):
-        match = FILE_NAME.match(path.name)
-        if not match or not path.is_file():
+        entry = parse_score_file_name(path)
+        if entry is None or not path.is_file():
             notes.append(f"{path.name}: skipped, not a test score file name ({EXPECTED_NAMES})")
             continue
-        entry = ScoreFile(path, match.group("kind"), match.group("machine"), match.group("section"))
         key = (entry.machine, entry.section)
         if key in found:
             raise ValueError(
@@ -310,23 +329,56 @@ def read_scores(scores_dir: str | Path) -> pd.DataFrame:
 
     records = []
     for key, entry in score_files.items():
-        rows = _read_rows(entry.path, notes, integer=False)
-        decisions: dict[str, float] = {}
-        if key in decision_files:
-            decision_path = decision_files[key].path
-            decisions = dict(_read_rows(decision_path, notes, integer=True))
-            names = {n for n, _ in rows}
-            missing = sorted(names - set(decisions))
-            extra = sorted(set(decisions) - names)
-            if missing or extra:
-                raise ValueError(
-                    f"{decision_path.name} does not match {entry.path.name}: "
-                    f"{len(missing)} clip(s) without a decision ({_listed(missing)}), "
-                    f"{len(extra)} decision(s) for clips without a score ({_listed(extra)})"
-                )
-        for name, score in rows:
-            records.append({"machine": entry.machine, "section": entry.section, "file_name": name,
-                            "score": score, "decision": decisions.get(name, math.nan)})
+        records += _section_records(entry, decision_files.get(key), notes)
+    return _score_frame(records, notes)
+
+
+def read_score_files(score_file: str | Path | ScoreFile, decision_file: str | Path | ScoreFile | None = None
+                     ) -> pd.DataFrame:
+    """One section's score file (and decision file) as :func:`read_scores` reads a folder's.
+
+    For callers that choose the files themselves, as the official evaluator does in a folder holding
+    both plain and baseline-style names (:mod:`asdcore.teams`). Machine type and section come from the
+    score file's name; the decision file must name the same section and list exactly the same clips.
+    """
+    entry = _score_file(score_file, "anomaly_score")
+    decision = _score_file(decision_file, "decision_result") if decision_file is not None else None
+    if decision is not None and (decision.machine, decision.section) != (entry.machine, entry.section):
+        raise ValueError(f"{decision.path.name} is not the decision file of {entry.path.name} "
+                         "(another machine type or section)")
+    notes: list[str] = []
+    return _score_frame(_section_records(entry, decision, notes), notes)
+
+
+def _score_file(file: str | Path | ScoreFile, kind: str) -> ScoreFile:
+    entry = file if isinstance(file, ScoreFile) else parse_score_file_name(file)
+    if entry is None or entry.kind != kind:
+        name = Path(file.path if isinstance(file, ScoreFile) else file).name
+        raise ValueError(f"{name} is not {'an' if kind[0] == 'a' else 'a'} {kind} file name ({EXPECTED_NAMES})")
+    return entry
+
+
+def _section_records(entry: ScoreFile, decision: ScoreFile | None, notes: list[str]) -> list[dict]:
+    """The rows of one score file, each with its decision (NaN without a decision file)."""
+    rows = _read_rows(entry.path, notes, integer=False)
+    decisions: dict[str, float] = {}
+    if decision is not None:
+        decision_path = decision.path
+        decisions = dict(_read_rows(decision_path, notes, integer=True))
+        names = {n for n, _ in rows}
+        missing = sorted(names - set(decisions))
+        extra = sorted(set(decisions) - names)
+        if missing or extra:
+            raise ValueError(
+                f"{decision_path.name} does not match {entry.path.name}: "
+                f"{len(missing)} clip(s) without a decision ({_listed(missing)}), "
+                f"{len(extra)} decision(s) for clips without a score ({_listed(extra)})"
+            )
+    return [{"machine": entry.machine, "section": entry.section, "file_name": name, "score": score,
+             "decision": decisions.get(name, math.nan)} for name, score in rows]
+
+
+def _score_frame(records: list[dict], notes: list[str]) -> pd.DataFrame:
     frame = _frame(records, SCORE_COLUMNS)
     frame["score"] = frame["score"].astype(float)
     frame["decision"] = frame["decision"].astype(float)

@@ -82,6 +82,20 @@ def _is_decisions(path: Path) -> bool:
     return bool(meta) and meta.get("made_by") == "asdcore decisions export"
 
 
+def _is_teams_result(path: Path) -> bool:
+    from asdcore.teams import TEAMS_MADE_BY, TEAMS_MARKER
+
+    meta = _json(path / TEAMS_MARKER)
+    return bool(meta) and meta.get("made_by") == TEAMS_MADE_BY
+
+
+def _is_submission(path: Path) -> bool:
+    from asdcore.teams import SUBMISSION_MADE_BY, SUBMISSION_MARKER
+
+    meta = _json(path / SUBMISSION_MARKER)
+    return bool(meta) and meta.get("made_by") == SUBMISSION_MADE_BY
+
+
 def _is_tiny_weights(path: Path) -> bool:
     """What ``ssl-tiny`` writes: a Hugging Face folder whose config says ``asd_tiny_random``, a BEATs
     ``beats-tiny.pt``, or (``--model all``) sub-folders of those."""
@@ -140,6 +154,8 @@ FOLDER_KINDS: dict[str, Kind] = {
     "bundle": Kind("bundle", _is_bundle),
     "decisions": Kind("decisions export", _is_decisions),
     "tiny-weights": Kind("folder of tiny random weights", _is_tiny_weights),
+    "teams-result": Kind("teams evaluation result", _is_teams_result),
+    "submission": Kind("submission folder", _is_submission),
 }
 
 #: Single files the tool writes, by kind, recognised by their content (a header or a format name).

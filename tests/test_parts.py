@@ -82,9 +82,15 @@ def test_an_evaluation_part_without_ground_truth_is_scored_without_metrics(tiny_
     assert main(["train", str(root), "--system", "ae-mse", "--out", str(run), "--epochs", "1", "--device", "cpu",
                  "--split", "dev", "--quiet"]) == 0
     assert not any(m == "valve" for m in pd.read_json(run / "config.json", typ="series")["machines"])
+    both = tmp_path / "both"
+    assert main(["train", str(root), "--system", "ae-mse", "--out", str(both), "--epochs", "1", "--device", "cpu",
+                 "--quiet"]) == 0
+    assert (both / "scores" / "anomaly_score_valve_section_00_test.csv").exists()  # scored, written, no metrics
+    assert (both / "metrics_dev.csv").exists() and not (both / "metrics_eval.csv").exists()
     capsys.readouterr()
-    assert main(["evaluate", str(root), str(run / "scores")]) == 0
+    assert main(["evaluate", str(root), str(both / "scores")]) == 0
     assert "note: no labels for the eval split" in capsys.readouterr().out
+    assert main(["evaluate", str(root), str(run / "scores")]) == 0  # dev scores only: the eval part is not a gap
 
 
 def test_results_page_shows_each_part_with_its_own_official_score(tiny_data, tmp_path, monkeypatch):
@@ -158,3 +164,18 @@ def test_tuner_scores_the_other_split_with_the_same_weights(tiny_data, tmp_path,
     shown = {m.label: m.value for m in at.metric}
     assert shown["Ensemble hmean"] == f"{100 * expect['dev']:.2f} %"
     assert shown["Evaluation split, same weights"] == f"{100 * expect['eval']:.2f} %"
+
+
+def test_submission_of_a_two_part_root_holds_the_evaluation_split_and_evaluate_reads_it(tiny_data, tmp_path, capsys):
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    run = tmp_path / "run"
+    assert main(["train", str(root), "--system", "ae-mse", "--out", str(run), "--epochs", "1", "--device", "cpu",
+                 "--quiet"]) == 0
+    sub = tmp_path / "submission"
+    assert main(["submission", str(run), "--out", str(sub)]) == 0
+    assert sorted(p.name for p in sub.glob("*.csv")) == ["anomaly_score_valve_section_00_test.csv",
+                                                         "decision_result_valve_section_00_test.csv"]
+    capsys.readouterr()
+    assert main(["evaluate", str(root), str(sub)]) == 0
+    ev = official_score(read_metrics_csv(run / "metrics_eval.csv"))
+    assert f"{100 * ev:.2f}" in capsys.readouterr().out
