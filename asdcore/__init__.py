@@ -15,7 +15,7 @@ Module map, in pipeline order (ARCHITECTURE.md draws the picture):
    ``decisions`` (thresholds, re-deciding), ``export`` (official submission files).
 6. Evaluation and combination: ``metrics`` (the official evaluator), ``resampled_auc`` (jackknife, weighted
    ROC), ``bootstrap`` (intervals), ``ensemble`` (package: members, normalization, alignment, presets,
-   search, saved, run).
+   search, saved, run), ``teams`` (the evaluator's teams layout ranked; the challenge's submission files).
 7. Entry points: ``cli`` (``python -m asdcore`` / ``asdcore``; its options per command in ``cli_args``),
    ``batch`` (scoring clips by the hundred with saved systems, for the CLI and the app).
 

@@ -1,4 +1,4 @@
-"""Synthetic machine sounds in the exact DCASE 2024 Task 2 development-set layout.
+"""Synthetic machine sounds in the exact DCASE 2024 Task 2 layout: development set and, on request, evaluation set.
 
 Why this exists
 ---------------
@@ -20,10 +20,24 @@ Layout written (``<out>`` is what :func:`generate_dataset` returns)::
     <out>/dev_data/raw/<machine>/test/section_00_{source,target}_test_{normal,anomaly}_NNNN_<attrs>.wav
     <out>/dev_data/raw/<machine>/attributes_00.csv
 
-``NNNN`` counts within each file group (domain x split x label) from 0000, as in DCASE. ``<attrs>`` is
-``name_value`` pairs joined by ``_``, or ``noAttribute`` for ToyTrain, gearbox and slider, whose operating
-conditions still vary internally but are hidden, as in the 2024 development set. Clips are 16 kHz mono
-16-bit PCM; 10 s long, 12 s for ToyCar and ToyTrain.
+and with ``splits="eval"`` or ``"dev,eval"`` (``synth --splits``) the evaluation split, five *other* machine
+types (:data:`EVAL_MACHINES`, named after the 2024 evaluation set's), as the official download and the
+official evaluator's ground truth lay it out::
+
+    <out>/eval_data/raw/<machine>/train/section_00_{source,target}_train_normal_NNNN_<attrs>.wav
+    <out>/eval_data/raw/<machine>/test/section_00_NNNN.wav          (every test clip, anonymous, shuffled)
+    <out>/eval_data/raw/<machine>/attributes_00.csv                  (the training clips)
+    <out>/ground_truth/ground_truth_data/ground_truth_<machine>_section_00_test.csv        name,0|1 (1 = anomalous)
+    <out>/ground_truth/ground_truth_domain/ground_truth_<machine>_section_00_test.csv      name,0|1 (1 = target)
+    <out>/ground_truth/ground_truth_attributes/ground_truth_<machine>_section_00_test.csv  name,<full name>
+
+``NNNN`` counts within each file group (domain x split x label) from 0000, as in DCASE; an evaluation test
+clip's anonymous number comes from a permutation drawn from the seed (:func:`anonymous_order`), and its
+full development-style name (without ``.wav``) is in ``ground_truth_attributes``. ``<attrs>`` is
+``name_value`` pairs joined by ``_``, or ``noAttribute`` for ToyTrain, gearbox, slider, HairDryer and
+ToothBrush, whose operating conditions still vary internally but are hidden, as in the 2024 data. Both
+splits have the same clip counts per file group at a given scale. Clips are 16 kHz mono 16-bit PCM; 10 s
+long, 12 s for ToyCar and ToyTrain.
 
 Common signal chain (every machine)
 -----------------------------------
@@ -55,9 +69,40 @@ are deviations of the machine itself (impacts at defect frequencies, modulation,
 tones pasted on top. All randomness that only a fault needs comes from a separate stream, so an anomalous
 clip is exactly its normal twin plus the fault (``render_clip(job, force_anomaly=(kind, severity))``).
 
+Evaluation split: the new machine types
+---------------------------------------
+Built the same way (the same signal chain, halls, SNRs, severity distribution and twin rule), each with its
+own attributes, disjoint source / target operating points and four fault kinds:
+
+* **3DPrinter** (``spd`` print speed mm/s, ``pat`` perimeters / infill / fine detail): X and Y steppers sing at
+  their full-step rate (5 steps/mm) through their stator modes while following a tool path of trapezoidal
+  moves; every start and stop jerks the frame; extruder stepper, hotend fan and blower. Faults: skipped steps
+  (bursts of knocks), a worn fan bearing (slower, modulated, grinding), a loose belt (slaps after each start
+  and stop), extruder clicks (the gear skipping on the filament).
+* **AirCompressor** (``prs`` tank pressure set point, ``mic``): belt-driven single-cylinder piston compressor;
+  the pressure sets the load (slip, crank speed), the gas-force pulse and, through polytropic compression, the
+  crank angles at which the suction and discharge reeds open and click. Faults: a leaking discharge valve
+  (back-flow hiss, softer seating), a loose mount (frame rattle at the force peak), rod knock (big-end play
+  at top and bottom dead centre), belt slip (squeal bursts at the torque peak).
+* **BrushlessMotor** (``spd`` hundreds of rpm, ``load``): 7 pole pairs, 12 slots; commutation torque ripple at
+  6x the electrical frequency with current harmonics, cogging at 84x the speed, the switching carrier, 1x/2x
+  vibration, bearing and windage noise. Faults: imbalance (1x and airgap modulation), an outer-race bearing
+  defect (impacts at 3.05x the speed), a winding fault (even-order ripple), a rub (scraping over part of
+  each revolution).
+* **HairDryer** (hidden: ``spd``, ``heat``, ``nzl``): a DC motor on rectified mains (50 or 100 Hz speed
+  ripple) driving a 9-blade impeller; airflow noise ~ speed^5 with a Strouhal hump, blade-pass tone, heater
+  hum, a nozzle resonance. Faults: a blocked intake (unloaded impeller speeds up, less flow, grille whistle),
+  blade rub, an intermittent supply contact (coast-downs and arcing), a fluttering heater coil.
+* **ToothBrush** (hidden: ``mode``, ``load``): a resonant actuator at ~250 Hz (mostly odd harmonics; steady or
+  pulsed), bristle friction modulated twice per stroke and louder under brushing force, the 30-s timer's
+  stutter. Faults: a loose head (rattle at stroke reversals), drive instability (frequency and amplitude
+  hunting, clipping), splayed bristles (brighter, louder, less ordered friction), a cracked housing (buzz).
+
 Reproducibility: every clip draws from its own ``numpy`` generators, spawned from
-``SeedSequence([seed, machine, split, domain, label, index])``, so the bytes do not depend on the number of
-workers or on the order in which a process pool finishes the clips.
+``SeedSequence([seed, machine, split, domain, label, index])`` (``machine``: the position in
+:data:`ALL_MACHINES`, development types first, so their clips are what they always were), so the bytes do
+not depend on the number of workers, on the order in which a process pool finishes the clips, or on which
+other machine types or splits are generated alongside.
 """
 from __future__ import annotations
 
@@ -66,7 +111,7 @@ import io
 import json
 import multiprocessing as mp
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -83,11 +128,19 @@ NYQUIST_GUARD_HZ = 7800.0
 SECTION = "00"
 
 MACHINES: tuple[str, ...] = ("bearing", "fan", "gearbox", "slider", "ToyCar", "ToyTrain", "valve")
-HIDDEN_ATTRIBUTE_MACHINES: frozenset[str] = frozenset({"ToyTrain", "gearbox", "slider"})
+#: The evaluation split's machine types (``--splits eval``): new types, as in DCASE's first-shot setting.
+EVAL_MACHINES: tuple[str, ...] = ("3DPrinter", "AirCompressor", "BrushlessMotor", "HairDryer", "ToothBrush")
+#: Every machine type; a type's position here is part of its clips' seeds (append only, never reorder).
+ALL_MACHINES: tuple[str, ...] = MACHINES + EVAL_MACHINES
+HIDDEN_ATTRIBUTE_MACHINES: frozenset[str] = frozenset({"ToyTrain", "gearbox", "slider", "HairDryer", "ToothBrush"})
 DEFAULT_CLIP_SECONDS: Mapping[str, float] = {
     "bearing": 10.0, "fan": 10.0, "gearbox": 10.0, "slider": 10.0, "valve": 10.0,
     "ToyCar": 12.0, "ToyTrain": 12.0,
+    "3DPrinter": 10.0, "AirCompressor": 10.0, "BrushlessMotor": 10.0, "HairDryer": 10.0, "ToothBrush": 10.0,
 }
+#: Which data folder of the root each split's types are written to.
+SPLIT_FOLDERS: Mapping[str, str] = {"dev": "dev_data", "eval": "eval_data"}
+SPLIT_MACHINES: Mapping[str, tuple[str, ...]] = {"dev": MACHINES, "eval": EVAL_MACHINES}
 
 # File-group order (domain, split, label) used for numbering and for the attributes file.
 GROUPS: tuple[tuple[str, str, str], ...] = (
@@ -101,6 +154,11 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
 FILE_NAME_RE = re.compile(
     r"^section_(\d{2})_(source|target)_(train|test)_(normal|anomaly)_(\d{4})_(noAttribute|[^_]+_[^_]+(?:_[^_]+_[^_]+)*)\.wav$"
 )
+#: Anonymous evaluation test clip: ``section_00_NNNN.wav``.
+EVAL_FILE_NAME_RE = re.compile(r"^section_(\d{2})_(\d{4})\.wav$")
+#: The official evaluator's ground-truth folders under ``<out>/ground_truth/`` (headerless, sorted by name):
+#: ``name,0|1`` (1 = anomalous), ``name,0|1`` (1 = target), ``name,<full development-style name>``.
+GROUND_TRUTH_KINDS: tuple[str, ...] = ("ground_truth_data", "ground_truth_domain", "ground_truth_attributes")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1021,6 +1079,463 @@ def synth_toytrain(c: ClipContext) -> np.ndarray:
     return sig
 
 
+# ==========================================================================================================
+# Evaluation-split machine types (``--splits eval``): new types, never seen in the development split
+# ==========================================================================================================
+def phase_window(ph: np.ndarray, start: float, stop: float, edge: float) -> np.ndarray:
+    """0..1 window over a cyclic phase (fraction of a cycle): 1 from ``start`` to ``stop``, raised-cosine
+    edges ``edge`` wide inside it (the part of each revolution in which a valve is open, a blade rubs, ...)."""
+    width = (stop - start) % 1.0 or 1.0
+    d = frac(ph - start)
+    w = np.clip(np.minimum(d, width - d) / max(edge, 1e-6), 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * w)
+
+
+# ----- AirCompressor --------------------------------------------------------------------------------------
+COMP_BELT_RATIO = 2.4             # motor pulley : crank pulley
+COMP_CLEARANCE = 0.06             # clearance volume / swept volume
+COMP_POLYTROPIC = 1.3
+COMP_SUCTION_MODES: tuple[Mode, ...] = ((1900.0, 0.004, 1.0), (3600.0, 0.003, 0.6), (5600.0, 0.002, 0.3))
+COMP_DISCHARGE_MODES: tuple[Mode, ...] = ((2400.0, 0.004, 1.0), (4100.0, 0.003, 0.6), (6100.0, 0.002, 0.3))
+COMP_CASE_MODES: tuple[Mode, ...] = ((420.0, 0.02, 1.0), (1150.0, 0.012, 0.6), (2300.0, 0.008, 0.35))
+COMP_FRAME_MODES: tuple[Mode, ...] = ((170.0, 0.03, 1.0), (610.0, 0.015, 0.7), (1850.0, 0.006, 0.4))
+COMP_HEAD = Spectrum(-1.5, ((420.0, 0.4, 4.0), (1150.0, 0.3, 3.0), (2400.0, 0.3, 5.0)), 30.0)
+COMP_MIC: Mapping[str, Spectrum] = {
+    "A": Spectrum(0.5, ((2500.0, 1.0, 2.0),)),                                        # at the cylinder head
+    "B": Spectrum(-1.0, ((230.0, 0.25, 4.0), (690.0, 0.2, 2.0)), 25.0, 6000.0),       # by the tank: shell modes
+    "C": Spectrum(-1.2, ((1000.0, 3.0, -3.0), (1500.0, 0.15, -2.5), (3100.0, 0.12, -2.0)), 25.0, 5000.0),  # far, floor
+}
+
+
+def compressor_valve_phases(p_gauge: float) -> tuple[float, float]:
+    """Crank phases (fraction of a revolution after top dead centre) at which the suction valve opens (the
+    clearance gas has re-expanded to atmospheric pressure) and the discharge valve opens (the charge has been
+    compressed to tank pressure): polytropic gas, sinusoidal piston motion. Both move with the tank pressure:
+    4 bar gauge opens suction at 0.12 and discharge at 0.83 of a revolution, 10 bar at 0.19 and 0.89."""
+    r = (1.0 + p_gauge) ** (1.0 / COMP_POLYTROPIC)          # volume ratio between atmospheric and tank pressure
+    x_suc = COMP_CLEARANCE * (r - 1.0)                       # swept fraction when suction opens
+    x_dis = (1.0 + COMP_CLEARANCE) / r - COMP_CLEARANCE      # swept fraction left when discharge opens
+    return (float(np.arccos(1.0 - 2.0 * x_suc) / TWO_PI), float(1.0 - np.arccos(1.0 - 2.0 * x_dis) / TWO_PI))
+
+
+def synth_aircompressor(c: ClipContext) -> np.ndarray:
+    """Single-cylinder piston compressor, belt-driven by a 4-pole induction motor, filling a tank.
+
+    The tank pressure (``prs``, bar gauge: the pressure switch's set point; the actual pressure of a clip lies
+    within its +-0.8 bar hysteresis) sets the load (the motor slips more and the crank turns slower), the
+    strength of the once-per-revolution gas force and the crank angles at which the reed valves open.
+    Each revolution: the suction reed opens once the clearance gas has re-expanded (intake flow noise until
+    bottom dead centre), the discharge reed opens once the charge reaches tank pressure (a discharge pulse
+    until top dead centre); each reed clicks as it opens and seats. ``mic`` is the microphone position.
+    """
+    rng, arng, n = c.rng, c.arng, c.n
+    p = float(c.cond["prs"]) + rng.uniform(-0.8, 0.8)
+    load = (1.0 + p) / 7.0                                    # gas torque ~ absolute tank pressure; 1 at 6 bar
+    fm0 = 25.0 * (1.0 - 0.015 - 0.012 * load)                 # 4-pole motor at 50 Hz: slip grows with load
+    motor = cycles(speed_track(rng, n, fm0, 0.003, 0.002, 0.4), rng)
+    crank = motor / COMP_BELT_RATIO + rng.random()
+    fc0 = fm0 / COMP_BELT_RATIO
+    ph = frac(crank)
+    level_db = 20.0 * np.log10(load) - 2.0
+    sig = at_db(harmonic_sum(rng, cycles(np.full(n, 100.0), rng), (1.0, 0.4, 0.3), 100.0), -15.0 + rng.normal(0, 1.0))
+    sig += at_db(harmonic_sum(rng, motor, (1.0, 0.5, 0.3, 0.25, 0.15, 0.1), fm0), -13.0 + rng.normal(0, 1.0))
+    # Gas and inertia forces: one pulse per revolution, rich in crank harmonics, growing with the pressure.
+    gas = harmonic_sum(rng, crank, tuple(1.0 / k ** 0.7 for k in range(1, 41)), fc0)
+    sig += at_db(gas, level_db - 8.0 + rng.normal(0, 1.5))
+    suc, dis = compressor_valve_phases(p)
+    w_suc = phase_window(ph, suc, 0.5, 0.03)
+    w_dis = phase_window(ph, dis, 1.0, 0.02)
+    intake = shaped_noise(rng, n, Spectrum(-2.0, ((650.0, 0.6, 6.0), (1700.0, 0.5, 3.0)), 80.0).jittered(rng, 0.15, 0.5, 0.02))
+    sig += at_db(intake * (0.2 + w_suc), -8.0 + rng.normal(0, 1.0))
+    disch = shaped_noise(rng, n, Spectrum(-1.0, ((2100.0, 0.5, 6.0), (4200.0, 0.4, 3.0)), 200.0).jittered(rng, 0.15, 0.5, 0.02))
+    sig += at_db(disch * (0.1 + w_dis), level_db - 7.0 + rng.normal(0, 1.0))
+    # Reed valve clicks: suction opens and seats (at bottom dead centre), discharge opens and seats (top dead
+    # centre); the discharge reed is thrown open harder the higher the pressure it opens against.
+    ev_suc = [crossings(crank - suc), crossings(crank - 0.52)]
+    ev_dis = [crossings(crank - dis), crossings(crank - 0.02)]
+    exc_suc = sum(spikes(n, i, a * np.exp(rng.normal(0.0, 0.15, len(i)))) for i, a in zip(ev_suc, (0.6, 0.4)))
+    exc_dis = sum(spikes(n, i, a * np.exp(rng.normal(0.0, 0.15, len(i)))) for i, a in zip(ev_dis, (load, 0.7 * load)))
+    ring_suc = ring_bank(exc_suc, COMP_SUCTION_MODES, rng)
+    ring_dis = ring_bank(exc_dis, COMP_DISCHARGE_MODES, rng)
+    click_gain = float(db_to_amp(level_db - 4.0 + rng.normal(0, 1.5))) / rms(ring_suc + ring_dis + 1e-12)
+    if c.anomaly == "valve_leak":             # worn discharge reed: it seats softly ...
+        ring_dis = ring_dis * db_to_amp(-c.sev(0.5, 6.0))
+    sig += (ring_suc + ring_dis) * click_gain
+    if c.anomaly == "valve_leak":             # ... and tank air hisses back whenever the cylinder is below tank pressure
+        f_gap = 5000.0 * float(np.exp(arng.normal(0.0, 0.1)))
+        hiss = shaped_noise(arng, n, Spectrum(0.0, ((f_gap, 0.3, 8.0),), 2000.0))
+        sig += at_db(hiss * (1.0 - w_dis) * (0.4 + 0.6 * w_suc), level_db + c.sev(-34.0, -16.0))
+    if c.anomaly == "loose_mount":            # a loose foot: the frame lifts at the peak gas force and drops back
+        hits = crossings(crank - dis - 0.03 * arng.random())
+        hits = hits[arng.random(len(hits)) < c.sev(0.3, 1.0)]
+        if len(hits):
+            idx = np.concatenate([hits, hits + int(0.012 * FS) + arng.integers(0, int(0.01 * FS), len(hits))])
+            amps = np.concatenate([np.ones(len(hits)), 0.5 * np.ones(len(hits))]) * np.exp(arng.normal(0, 0.3, 2 * len(hits)))
+            sig += at_db(ring_bank(spikes(n, idx, amps), COMP_FRAME_MODES, arng), level_db + c.sev(-26.0, -8.0))
+    if c.anomaly == "rod_knock":              # worn big-end bearing: its play closes with a knock as the force reverses
+        top, bottom = crossings(crank - 0.01), crossings(crank - 0.5)
+        idx = jitter_idx(arng, np.concatenate([top, bottom]), 0.001)
+        amps = np.concatenate([np.ones(len(top)), 0.45 * np.ones(len(bottom))]) * np.exp(arng.normal(0, 0.2, len(idx)))
+        sig += at_db(ring_bank(spikes(n, idx, amps), COMP_CASE_MODES, arng), level_db + c.sev(-30.0, -10.0))
+    if c.anomaly == "belt_slip":              # a slack belt slips on the pulley at the torque peak: squeal bursts
+        rev = (np.floor(crank) - np.floor(crank[0])).astype(np.int64)
+        slips = arng.random(int(rev[-1]) + 1) < c.sev(0.3, 1.0)
+        env = phase_window(ph, dis - 0.12, min(dis + 0.06, 0.999), 0.03) * slips[rev]
+        if env.any():
+            f_sq = 1400.0 + 1200.0 * arng.random()
+            sq = harmonic_sum(arng, cycles(f_sq * (1.0 + 0.01 * wander(arng, n, 0.05, 1.0)), arng), (1.0, 0.4, 0.2), f_sq, 0.0)
+            sig += at_db(sq * env, level_db + c.sev(-26.0, -6.0))
+    c.transfer += [COMP_HEAD.jittered(rng, 0.1, 0.4, 0.005), COMP_MIC[c.cond["mic"]]]
+    return sig
+
+
+# ----- BrushlessMotor -------------------------------------------------------------------------------------
+BLDC_POLE_PAIRS = 7
+BLDC_COGGING = 84                 # cogging periods per revolution: lcm(14 magnet poles, 12 stator slots)
+BLDC_PWM_HZ = 6200.0              # the controller's switching frequency (audible, as in cheap drives)
+BLDC_CURRENT: Mapping[str, float] = {"0": 0.2, "1": 0.6, "2": 1.0}   # phase current / rated, per load setting
+BLDC_HOUSING = Spectrum(-1.0, ((1600.0, 0.3, 4.0), (3900.0, 0.25, 6.0), (5800.0, 0.25, 3.0)), 40.0)
+BLDC_MODES: tuple[Mode, ...] = ((3900.0, 0.002, 1.0), (5800.0, 0.0015, 0.6), (1600.0, 0.004, 0.4))
+
+
+def synth_brushless(c: ClipContext) -> np.ndarray:
+    """A speed-controlled brushless DC motor (7 pole pairs, 12 slots) on a test bench with a brake.
+
+    ``spd`` is the commanded speed in hundreds of rpm (the controller holds it tightly), ``load`` the brake
+    setting, which sets the phase current. Electromagnetic whine: six-step commutation makes torque ripple at
+    6x the electrical frequency (pole pairs x speed) and its multiples, current harmonics 5, 7, 11, 13 around
+    them, louder with current; cogging at 84x the speed; the switching carrier, modulated by the commutation;
+    once- and twice-per-revolution vibration; rolling noise of the bearings and windage of the rotor.
+    """
+    rng, arng, n = c.rng, c.arng, c.n
+    fr0 = 100.0 * float(c.cond["spd"]) / 60.0
+    cur = BLDC_CURRENT[c.cond["load"]] * float(np.exp(rng.normal(0.0, 0.05)))
+    rot = cycles(speed_track(rng, n, fr0, 0.002, 0.001, 0.3), rng)
+    elec = BLDC_POLE_PAIRS * rot
+    fe0 = BLDC_POLE_PAIRS * fr0
+    speed_db = 20.0 * np.log10(fr0 / 75.0)
+    cur_db = 20.0 * np.log10(0.4 + cur)
+    amps = np.zeros(24)
+    for k, a in ((1, 0.12), (5, 0.35), (6, 1.0), (7, 0.35), (11, 0.2), (12, 0.45), (13, 0.2), (18, 0.15), (24, 0.08)):
+        amps[k - 1] = a
+    am = 1.0 + 0.02 * osc(rot + rng.random())                  # static airgap eccentricity
+    if c.anomaly == "imbalance":              # dynamic eccentricity: the airgap force breathes once per revolution
+        am = am + c.sev(0.03, 0.3) * osc(rot + arng.random())
+    sig = at_db(harmonic_sum(rng, elec, tuple(amps), fe0) * am, cur_db + rng.normal(0, 0.8))
+    if c.anomaly == "winding":                # inter-turn short in one phase: unbalanced phases, even-order ripple
+        ev = np.zeros(10)
+        ev[[1, 3, 7, 9]] = (1.0, 0.5, 0.3, 0.3)
+        sig += at_db(harmonic_sum(arng, elec, tuple(ev), fe0, 1.0), cur_db + c.sev(-22.0, -4.0))
+    cog = np.zeros(2 * BLDC_COGGING)
+    cog[[BLDC_COGGING - 1, 2 * BLDC_COGGING - 1]] = (1.0, 0.3)
+    sig += at_db(harmonic_sum(rng, rot, tuple(cog), fr0), speed_db - 15.0 + rng.normal(0, 1.5))
+    pwm = osc(BLDC_PWM_HZ * (1.0 + rng.normal(0, 0.001)) * np.arange(n) / FS + rng.random())
+    sig += at_db(pwm * (1.0 + 0.5 * osc(6.0 * elec + rng.random())), cur_db - 15.0 + rng.normal(0, 1.5))
+    imb = 0.02 * float(np.exp(rng.normal(0.0, 0.3)))
+    vib_db = -14.0 + 2.0 * speed_db + 20.0 * np.log10(imb / 0.02)
+    if c.anomaly == "imbalance":
+        vib_db += c.sev(3.0, 16.0)
+    sig += at_db(harmonic_sum(rng, rot, (1.0, 0.35, 0.15), fr0), vib_db)
+    roll = shaped_noise(rng, n, BLDC_HOUSING.jittered(rng, 0.2, 0.6, 0.01))
+    roll_db = -7.0 + 1.2 * speed_db + rng.normal(0, 0.8)
+    sig += at_db(roll, roll_db)
+    wind = shaped_noise(rng, n, Spectrum(-3.0, ((25.0 * fr0, 1.0, 6.0),), 40.0).jittered(rng, 0.15, 0.5, 0.02))
+    sig += at_db(wind, -8.0 + 4.0 * speed_db + rng.normal(0, 0.8))
+    if c.anomaly == "bearing":                # outer-race defect: impacts at the ball-pass frequency, rougher rolling
+        ratio = 3.05
+        idx = jitter_idx(arng, crossings(ratio * rot + arng.random()), 0.012 / (ratio * fr0))
+        hits = ring_bank(spikes(n, idx, np.abs(1.0 + 0.25 * arng.standard_normal(len(idx)))), BLDC_MODES, arng)
+        sig += at_db(hits, roll_db + c.sev(-22.0, -5.0))
+        sig += at_db(shaped_noise(arng, n, Spectrum(2.0, ((4500.0, 0.5, 4.0),), 2500.0)), roll_db + c.sev(-24.0, -10.0))
+    if c.anomaly == "rub":                    # the rotor bell touches the stator over part of each revolution
+        spot = arng.random()
+        win = phase_window(frac(rot), spot, spot + c.sev(0.05, 0.25), 0.02)
+        scrape = shaped_noise(arng, n, Spectrum(1.0, ((2500.0, 1.0, 4.0),), 800.0))
+        sig += at_db(scrape * win, roll_db + c.sev(-22.0, -4.0))
+    c.transfer.append(BLDC_HOUSING.jittered(rng, 0.1, 0.4, 0.005))
+    return sig
+
+
+# ----- HairDryer ------------------------------------------------------------------------------------------
+DRYER_SPEEDS: Mapping[str, float] = {"1": 250.0, "2": 330.0, "3": 400.0}   # impeller rev/s (15,000-24,000 rpm)
+DRYER_BLADES = 9
+DRYER_HOUSING = Spectrum(0.0, ((1300.0, 0.35, 3.0), (3300.0, 0.3, 2.0)))
+DRYER_NOZZLE = Spectrum(0.5, ((2900.0, 0.12, 5.0), (5800.0, 0.1, 2.5)))      # concentrator: a slot resonance
+DRYER_MODES: tuple[Mode, ...] = ((1300.0, 0.004, 1.0), (3300.0, 0.003, 0.6), (5200.0, 0.002, 0.3))
+
+
+def _dropouts(arng: np.random.Generator, c: ClipContext) -> tuple[np.ndarray, np.ndarray]:
+    """Intermittent supply contact: (power 0..1 with 3 ms edges, relative speed as the impeller coasts down
+    while unpowered and spins up again: first order, 0.2 s)."""
+    n = c.n
+    starts = poisson_idx(arng, c.sev(0.3, 2.0), n) / FS
+    power = 1.0 - gate_from_intervals(n, [(a, a + arng.uniform(0.02, 0.15)) for a in starts], 0.003, 0.003)
+    a = np.exp(-1.0 / (0.2 * FS))
+    speed = 1.0 + lfilter([1.0 - a], [1.0, -a], power - 1.0)
+    return power, speed
+
+
+def synth_hairdryer(c: ClipContext) -> np.ndarray:
+    """A hair dryer: a small brushed DC motor (rectified mains) driving a 9-blade impeller, and a heater.
+
+    Hidden attributes: ``spd`` (the low setting runs on half-wave rectified mains, so the motor's speed
+    ripples at 50 Hz, the others at 100 Hz), ``heat`` (hot air is thinner: the impeller unloads and speeds
+    up, the heater coil hums at twice the mains) and ``nzl`` (a concentrator nozzle: back-pressure speeds the
+    impeller up, its slot adds a resonance). Airflow noise follows the impeller speed (Strouhal: its hump
+    moves with the speed, its level ~ speed^5), with the blade-pass tone and the motor's commutation.
+    """
+    rng, arng, n = c.rng, c.arng, c.n
+    spd, heat, nozzle = c.cond["spd"], c.cond["heat"] == "1", c.cond["nzl"] == "1"
+    fr_nom = DRYER_SPEEDS[spd] * (1.02 if heat else 1.0) * (1.01 if nozzle else 1.0)
+    blocked = c.anomaly == "blocked_intake"
+    fr0 = fr_nom * (1.0 + c.sev(0.005, 0.03)) if blocked else fr_nom   # starved impeller unloads and speeds up
+    ripple_hz = 50.0 if spd == "1" else 100.0
+    t = np.arange(n) / FS
+    fr = speed_track(rng, n, fr0, 0.006, 0.003, 0.4) * (1.0 + 0.004 * osc(ripple_hz * t + rng.random()))
+    power = None
+    if c.anomaly == "intermittent_contact":
+        power, rel = _dropouts(arng, c)
+        fr = fr * rel
+    level_db = 50.0 * np.log10(DRYER_SPEEDS[spd] / 330.0)
+    motor, rot = dc_motor(c, fr, fr0, 3, level_db - 12.0, level_db - 17.0)
+    if power is not None:                     # no current, no commutation noise while the contact is open
+        motor = motor * power
+    sig = motor
+    hump = 5.5 * fr0 * ((1.0 - c.sev(0.03, 0.2)) if blocked else 1.0)
+    turb_spec = Spectrum(-2.5, ((hump, 1.1, 8.0), (hump * 3.2, 0.7, 3.0)), 60.0)
+    turb = shaped_noise(rng, n, turb_spec.jittered(rng, 0.15, 0.6, 0.02))
+    turb = turb * (1.0 + 0.06 * osc(DRYER_BLADES * rot + rng.random()))
+    flow = (fr / fr0) ** 2.5
+    sig += at_db(turb, level_db + rng.normal(0, 0.6) - (c.sev(0.3, 3.0) if blocked else 0.0)) * flow
+    bpf = np.zeros(3 * DRYER_BLADES)
+    bpf[DRYER_BLADES - 1::DRYER_BLADES] = (1.0, 0.4, 0.15)
+    sig += at_db(harmonic_sum(rng, rot, tuple(bpf), fr0), level_db - 8.0 + rng.normal(0, 1.0)) * flow
+    hum = harmonic_sum(rng, cycles(np.full(n, 100.0), rng), (1.0, 0.5, 0.3, 0.2), 100.0)
+    sig += at_db(hum, (-20.0 if heat else -34.0) + rng.normal(0, 1.5))
+    if blocked:                               # the starved intake grille whistles
+        f_w = 3500.0 + 1500.0 * arng.random()
+        whistle = shaped_noise(arng, n, Spectrum(0.0, ((f_w, 0.04, 24.0),), 0.8 * f_w, 1.25 * f_w))
+        sig += at_db(whistle, level_db + c.sev(-34.0, -14.0))
+    if c.anomaly == "blade_rub":              # the impeller touches its housing over part of each revolution
+        spot = arng.random()
+        win = phase_window(frac(rot), spot, spot + 0.04 + c.sev(0.0, 0.1), 0.01)
+        scrape = shaped_noise(arng, n, Spectrum(0.5, ((4000.0, 1.0, 3.0),), 1500.0)) * win
+        touch = crossings(rot - spot)
+        ticks = ring_bank(spikes(n, touch, np.exp(arng.normal(0.0, 0.3, len(touch)))), DRYER_MODES, arng)
+        sig += at_db(scrape / rms(scrape) + 0.5 * ticks / max(rms(ticks), 1e-9), level_db + c.sev(-28.0, -8.0))
+    if power is not None:                     # arcing as the contact breaks and makes
+        edges = np.nonzero(np.abs(np.diff(power)) > 0.2)[0]
+        if len(edges):
+            arc = np.convolve(spikes(n, edges, arng.exponential(1.0, len(edges))), np.hanning(64), "same")
+            arc = filter_spectrum(arc * arng.standard_normal(n), Spectrum(-1.0, ((3000.0, 1.0, 4.0),), 800.0))
+            sig += at_db(arc + 1e-12, level_db + c.sev(-18.0, -2.0)) * np.sqrt(len(edges) / max(c.seconds, 1e-9))
+    if c.anomaly == "coil_flutter":           # a loose heater-coil turn flutters in the jet at its own resonance
+        f_c = 600.0 + 800.0 * arng.random()
+        flutter = shaped_noise(arng, n, Spectrum(0.0, ((f_c, 0.05, 20.0), (2.0 * f_c, 0.05, 12.0)), 0.7 * f_c))
+        sig += at_db(flutter * np.clip(1.0 + wander(arng, n, 0.15, 0.6), 0.0, None), level_db + c.sev(-28.0, -10.0))
+    c.transfer.append(DRYER_HOUSING.jittered(rng, 0.1, 0.4, 0.005))
+    if nozzle:
+        c.transfer.append(DRYER_NOZZLE)
+    return sig
+
+
+# ----- ToothBrush -----------------------------------------------------------------------------------------
+BRUSH_MODES: Mapping[str, tuple[float, float, float]] = {
+    # drive frequency Hz, level dB, pulse rate Hz (0: steady)
+    "1": (258.0, 0.0, 0.0),          # clean
+    "2": (245.0, -5.0, 0.0),         # sensitive: softer stroke
+    "3": (262.0, 0.0, 2.5),          # massage: pulsed
+}
+BRUSH_FORCE: Mapping[str, float] = {"0": 0.0, "1": 1.0, "2": 2.0}   # brushing force (N): in air, on the jig, pressed
+BRUSH_HANDLE = Spectrum(0.0, ((1650.0, 0.25, 5.0), (3300.0, 0.2, 4.0), (5200.0, 0.2, 2.0)), 60.0)
+BRUSH_HEAD_MODES: tuple[Mode, ...] = ((2800.0, 0.003, 1.0), (5400.0, 0.002, 0.6), (1200.0, 0.006, 0.4))
+
+
+def synth_toothbrush(c: ClipContext) -> np.ndarray:
+    """A sonic toothbrush: a resonant electromagnetic actuator swings the brush head at ~250 Hz.
+
+    Hidden attributes: ``mode`` (drive frequency, stroke amplitude, steady or pulsed) and ``load`` (brushing
+    force on a test jig): damping lowers the stroke and pulls the resonance, which the drive tracks, down a
+    little, while the bristles scrub louder. The drive's square-wave forcing and the actuator's symmetric
+    nonlinearity make mostly odd harmonics; the bristles' friction noise is modulated twice per stroke (each
+    swing); the quadrant timer stutters every 30 s, so some clips catch it; the battery's charge varies.
+    """
+    rng, arng, n = c.rng, c.arng, c.n
+    fd_mode, mode_db, pulse = BRUSH_MODES[c.cond["mode"]]
+    force = BRUSH_FORCE[c.cond["load"]]
+    fd0 = fd_mode * (1.0 - 0.006 * force)
+    fd = speed_track(rng, n, fd0, 0.003, 0.0015, 0.5)
+    unstable = c.anomaly == "drive_instability"
+    if unstable:                              # worn return spring: the loop hunts for the resonance
+        fd = fd * (1.0 + c.sev(0.003, 0.03) * wander(arng, n, 0.08, 1.0))
+    ph = cycles(fd, rng)
+    amp_db = mode_db - 2.0 * force + rng.normal(0, 0.7)
+    t = np.arange(n) / FS
+    pulse_ph = rng.random()
+    env = 0.35 + 0.65 * (0.5 + 0.5 * osc(pulse * t + pulse_ph)) ** 2 if pulse else np.ones(n)
+    t_q = rng.uniform(0.0, 30.0)              # the quadrant timer's stutter
+    env = env * (1.0 - 0.8 * gate_from_intervals(n, [(t_q, t_q + 0.15), (t_q + 0.25, t_q + 0.4)], 0.01, 0.01))
+    if unstable:
+        env = env * np.clip(1.0 + c.sev(0.05, 0.4) * wander(arng, n, 0.06, 1.0), 0.2, None)
+    h = np.array([1.0, 0.12, 0.4, 0.06, 0.2, 0.04, 0.1, 0.03, 0.06, 0.02, 0.04, 0.015, 0.03, 0.01, 0.02,
+                  0.01, 0.015, 0.008, 0.01, 0.005, 0.008, 0.004, 0.006, 0.003])
+    if unstable:                              # ... and the stroke clips: stronger odd harmonics
+        h[2::2] *= db_to_amp(c.sev(1.0, 6.0))
+    drive = harmonic_sum(rng, ph, tuple(h), fd0) * env
+    sig = at_db(drive, amp_db)
+    splayed = c.anomaly == "splayed_bristles"
+    scrub_spec = Spectrum(-1.0, ((4200.0, 0.8, 6.0), (1800.0, 0.7, 2.0)), 500.0)
+    if splayed:                               # splayed tufts: brighter, louder, less ordered friction
+        k = 1.0 + c.sev(0.05, 0.3)
+        scrub_spec = Spectrum(-1.0 + c.sev(0.5, 2.5), ((4200.0 * k, 0.8, 6.0), (1800.0 * k, 0.7, 2.0)), 500.0)
+    scrub = shaped_noise(rng, n, scrub_spec.jittered(rng, 0.15, 0.5, 0.02))
+    depth = 0.7 * ((1.0 - c.sev(0.2, 0.7)) if splayed else 1.0)
+    stroke = np.abs(osc(ph + 0.25))          # |head velocity|: twice per cycle
+    scrub_db = amp_db - 14.0 + 5.0 * force + rng.normal(0, 0.8) + (c.sev(1.0, 5.0) if splayed else 0.0)
+    sig += at_db(scrub * (1.0 - depth + depth * stroke), scrub_db) * env
+    if c.anomaly == "loose_head":            # the head's fit on the shaft has play: it rattles at stroke reversals
+        rev = crossings(2.0 * ph + 0.25)
+        rev = rev[arng.random(len(rev)) < c.sev(0.05, 0.5)]
+        if len(rev):
+            hits = ring_bank(spikes(n, rev, np.exp(arng.normal(0.0, 0.4, len(rev)))), BRUSH_HEAD_MODES, arng)
+            sig += at_db(hits * env, amp_db + c.sev(-26.0, -8.0))
+    if c.anomaly == "cracked_housing":       # a cracked handle: a loose flap rings near its own mode and claps
+        f_b = 1900.0 + 1500.0 * arng.random()
+        buzz = ring(drive, f_b, 0.008)
+        claps = crossings(ph + arng.random())
+        claps = claps[arng.random(len(claps)) < 0.5]
+        clap = ring(spikes(n, claps, env[np.clip(claps, 0, n - 1)]), f_b, 0.004)
+        buzz = buzz / max(rms(buzz), 1e-9) + 0.5 * clap / max(rms(clap), 1e-9)
+        sig += at_db(buzz, amp_db + c.sev(-24.0, -6.0))
+    c.transfer.append(BRUSH_HANDLE.jittered(rng, 0.1, 0.4, 0.005))
+    return sig
+
+
+# ----- 3DPrinter ------------------------------------------------------------------------------------------
+PRINTER_ACCEL = 1500.0            # mm/s^2
+PRINTER_STEPS_PER_MM = 5.0        # full steps per mm: 200-step motor, 20-tooth GT2 pulley (40 mm per revolution)
+PRINTER_E_STEPS_PER_MM = 0.9      # extruder full steps per mm of XY travel (0.4 x 0.2 mm line, geared extruder)
+PRINTER_FRAME_MODES: tuple[Mode, ...] = ((95.0, 0.05, 1.0), (380.0, 0.02, 0.6), (1250.0, 0.008, 0.3))
+PRINTER_BELT_MODES: tuple[Mode, ...] = ((210.0, 0.03, 1.0), (880.0, 0.01, 0.5), (2300.0, 0.004, 0.2))
+PRINTER_EXTRUDER_MODES: tuple[Mode, ...] = ((2600.0, 0.003, 1.0), (5200.0, 0.002, 0.5), (900.0, 0.008, 0.4))
+PRINTER_STEPPER = (Spectrum(0.0, ((1450.0, 0.15, 8.0), (3100.0, 0.12, 5.0))),     # X motor's stator modes
+                   Spectrum(0.0, ((1150.0, 0.15, 8.0), (2700.0, 0.12, 5.0))))     # Y motor (moves the bed)
+PRINTER_PATTERNS: Mapping[str, tuple[float, float, str]] = {
+    # segment length range (mm), and how the direction changes
+    "A": (20.0, 70.0, "square"),      # perimeters: long walls, right-angle corners
+    "B": (8.0, 30.0, "zigzag"),       # infill: back and forth
+    "C": (1.5, 8.0, "random"),        # fine detail: short moves in any direction
+}
+
+
+def printer_motion(rng: np.random.Generator, n: int, vmax: float, pattern: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tool-path motion: straight segments, each a trapezoidal speed profile (to rest at every corner).
+
+    Returns the X and Y velocities (mm/s, signed), the sample indices where segments start and end
+    (where the frame is jerked) and each such event's peak speed.
+    """
+    lo, hi, turns = PRINTER_PATTERNS[pattern]
+    vx, vy = np.zeros(n), np.zeros(n)
+    events, peaks = [], []
+    t = -rng.random() * 0.5
+    theta = TWO_PI * rng.random()
+    seconds = n / FS
+    while t < seconds:
+        length = float(rng.uniform(lo, hi))
+        turn = rng.random()
+        if turns == "square":
+            theta += np.pi / 2.0 * (1.0 if turn < 0.8 else -1.0)
+        elif turns == "zigzag":
+            theta += np.pi if turn < 0.85 else np.pi / 2.0
+        else:
+            theta += (turn - 0.5) * 2.0 * np.pi * 0.8
+        vp = min(vmax, float(np.sqrt(length * PRINTER_ACCEL)))
+        dur = length / vp + vp / PRINTER_ACCEL
+        a, b = int(round(t * FS)), int(round((t + dur) * FS))
+        lo_i, hi_i = max(a, 0), min(b, n)
+        if hi_i > lo_i:
+            th = (np.arange(lo_i, hi_i) - a) / FS
+            sp = np.clip(np.minimum(np.minimum(PRINTER_ACCEL * th, vp), PRINTER_ACCEL * (dur - th)), 0.0, None)
+            vx[lo_i:hi_i] = sp * np.cos(theta)
+            vy[lo_i:hi_i] = sp * np.sin(theta)
+        events += [a, b]
+        peaks += [vp, vp]
+        t += dur + float(rng.uniform(0.0, 0.02))   # the planner's short pauses between moves
+    return vx, vy, np.asarray(events, dtype=np.int64), np.asarray(peaks)
+
+
+def synth_3dprinter(c: ClipContext) -> np.ndarray:
+    """A Cartesian FDM 3D printer printing: X and Y stepper motors follow the tool path, fans cool.
+
+    ``spd`` is the print speed (mm/s), ``pat`` what is printed (perimeters, infill, fine detail: how long the
+    moves are and how the direction changes). Each stepper sings at its full-step rate (5 steps per mm, so
+    200-400 Hz while moving) and its harmonics, through its stator modes; the 4-step electrical cycle adds
+    sub-harmonics. Each start and stop of a move jerks the frame; the extruder's stepper turns slowly in
+    proportion to the speed; the hotend fan and the part-cooling blower run all the time.
+    """
+    rng, arng, n = c.rng, c.arng, c.n
+    vmax = float(c.cond["spd"])
+    vx, vy, events, peaks = printer_motion(rng, n, vmax, c.cond["pat"])
+    speed = np.hypot(vx, vy)
+    level_db = 10.0 * np.log10(vmax / 60.0) - 3.0
+    amps = np.zeros(40)
+    amps[[0, 1, 3, 7, 11, 15, 19]] = (0.15, 0.4, 1.0, 0.5, 0.3, 0.15, 0.1)   # of the electrical cycle (4 steps)
+    sig = np.zeros(n)
+    for axis, v in enumerate((vx, vy)):
+        f_el = PRINTER_STEPS_PER_MM * np.abs(v) / 4.0
+        tone = harmonic_sum(rng, cycles(f_el, rng), tuple(amps), PRINTER_STEPS_PER_MM * vmax / 4.0)
+        tone = filter_spectrum(tone * np.sqrt(np.abs(v) / vmax), PRINTER_STEPPER[axis].jittered(rng, 0.1, 0.5, 0.01))
+        sig += at_db(tone + 1e-12, level_db - (1.0 if axis else 3.0) + rng.normal(0, 1.0))
+    jerks = ring_bank(spikes(n, events, peaks / vmax * np.exp(rng.normal(0.0, 0.2, len(events)))), PRINTER_FRAME_MODES, rng)
+    jerk_gain = float(db_to_amp(level_db - 6.0 + rng.normal(0, 1.0))) / rms(jerks + 1e-12)
+    sig += jerks * jerk_gain
+    f_ext = PRINTER_E_STEPS_PER_MM * speed / 4.0
+    ext = harmonic_sum(rng, cycles(f_ext, rng), tuple(amps[:16]), PRINTER_E_STEPS_PER_MM * vmax / 4.0)
+    sig += at_db(ext * np.sqrt(speed / vmax) + 1e-12, level_db - 14.0 + rng.normal(0, 1.0))
+    # Hotend fan (40 mm, 7 blades) and part-cooling blower: steady, their own speeds.
+    f_fan = 95.0 * float(np.exp(rng.normal(0.0, 0.01)))
+    worn = c.anomaly == "fan_bearing"
+    if worn:                                  # worn sleeve bearing: the fan drags and slows down ...
+        f_fan *= 1.0 - c.sev(0.02, 0.15)
+    fan = cycles(speed_track(rng, n, f_fan, 0.0, 0.003, 0.5), rng)
+    fan_amps = np.zeros(21)
+    fan_amps[[0, 6, 13, 20]] = (0.2, 1.0, 0.4, 0.2)
+    fan_am = 1.0 + (c.sev(0.05, 0.4) * osc(fan + arng.random()) if worn else 0.0)
+    fan_db = -12.0 + rng.normal(0, 1.0)
+    sig += at_db(harmonic_sum(rng, fan, tuple(fan_amps), f_fan) * fan_am, fan_db - 4.0)
+    fan_noise = shaped_noise(rng, n, Spectrum(-2.0, ((1800.0, 0.9, 6.0),), 150.0).jittered(rng, 0.15, 0.5, 0.02))
+    sig += at_db(fan_noise * fan_am, fan_db)
+    blower = shaped_noise(rng, n, Spectrum(-1.5, ((2300.0, 0.6, 5.0), (900.0, 0.8, 3.0)), 200.0).jittered(rng, 0.15, 0.5, 0.02))
+    sig += at_db(blower, -13.0 + rng.normal(0, 1.0))
+    if worn:                                  # ... and grinds
+        grind = shaped_noise(arng, n, Spectrum(0.0, ((4200.0 * float(np.exp(arng.normal(0, 0.1))), 0.3, 8.0),), 1500.0))
+        sig += at_db(grind * (1.0 + 0.5 * osc(fan)), fan_db + c.sev(-20.0, -4.0))
+    moving = np.clip(speed / vmax, 0.0, 1.0)
+    if c.anomaly == "skipped_steps":         # a stalled motor slips poles: a burst of knocks at the step rate
+        starts = poisson_idx(arng, c.sev(0.2, 2.0) * (moving > 0.5), n)
+        knocks = []
+        for s0 in starts:
+            step = int(FS / max(PRINTER_STEPS_PER_MM * speed[s0], 50.0))
+            knocks.append(s0 + step * np.arange(int(arng.integers(3, 9))))
+        if knocks:
+            idx = np.concatenate(knocks)
+            hits = ring_bank(spikes(n, idx, np.exp(arng.normal(0.0, 0.3, len(idx)))),
+                             PRINTER_FRAME_MODES[1:] + ((1450.0, 0.006, 0.8),), arng)
+            sig += hits * jerk_gain * db_to_amp(c.sev(-6.0, 10.0))
+    if c.anomaly == "loose_belt":            # belt slack: the carriage overruns at every start and stop and slaps
+        idx = events + int(0.006 * FS) + arng.integers(0, int(0.01 * FS), len(events))
+        slaps = ring_bank(spikes(n, idx, peaks / vmax * np.exp(arng.normal(0.0, 0.3, len(events)))), PRINTER_BELT_MODES, arng)
+        sig += slaps * jerk_gain * db_to_amp(c.sev(-14.0, 2.0))
+    if c.anomaly == "extruder_click":        # a clogging nozzle: the extruder gear skips on the filament
+        idx = poisson_idx(arng, c.sev(0.5, 4.0) * moving, n)
+        if len(idx):
+            clicks = ring_bank(spikes(n, idx, np.exp(arng.normal(0.0, 0.3, len(idx)))), PRINTER_EXTRUDER_MODES, arng)
+            sig += clicks * jerk_gain * db_to_amp(c.sev(-2.0, 14.0))
+    c.transfer.append(Spectrum(-0.5, ((600.0, 0.5, 3.0), (2000.0, 0.6, 2.0))).jittered(rng, 0.1, 0.4, 0.005))
+    return sig
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Machine registry
 # ----------------------------------------------------------------------------------------------------------
@@ -1070,6 +1585,33 @@ MODELS: dict[str, MachineModel] = {
         (("00", "01"), ("00", "03"), ("01", "02"), ("02", "00"), ("03", "01"), ("01", "00")),
         (("04", "01"), ("06", "00"), ("07", "03")),
         ("sticking", "leak", "contamination", "chatter"), synth_valve),
+    # Evaluation split: five new types (the 2024 evaluation set's names), attributes hidden for two of them.
+    "3DPrinter": MachineModel(
+        "3DPrinter", ("spd", "pat"),
+        _grid(("40", "60"), ("A", "B")),
+        (("80", "A"), ("80", "C"), ("50", "C")),
+        ("skipped_steps", "fan_bearing", "loose_belt", "extruder_click"), synth_3dprinter),
+    "AirCompressor": MachineModel(
+        "AirCompressor", ("prs", "mic"),
+        _grid(("4", "6", "8"), ("A", "B")),
+        (("10", "A"), ("10", "C"), ("5", "C")),
+        ("valve_leak", "loose_mount", "rod_knock", "belt_slip"), synth_aircompressor),
+    "BrushlessMotor": MachineModel(
+        "BrushlessMotor", ("spd", "load"),
+        _grid(("30", "40", "50"), ("0", "1")),
+        (("60", "0"), ("60", "1"), ("35", "2")),
+        ("imbalance", "bearing", "winding", "rub"), synth_brushless),
+    "HairDryer": MachineModel(
+        "HairDryer", ("spd", "heat", "nzl"),
+        _grid(("1", "2"), ("0", "1"), ("0",)),
+        (("3", "1", "0"), ("2", "1", "1"), ("3", "0", "1")),
+        ("blocked_intake", "blade_rub", "intermittent_contact", "coil_flutter"), synth_hairdryer),
+    "ToothBrush": MachineModel(
+        "ToothBrush", ("mode", "load"),
+        _grid(("1", "2"), ("0", "1")),
+        (("3", "1"), ("1", "2"), ("3", "2")),
+        ("loose_head", "drive_instability", "splayed_bristles", "cracked_housing"), synth_toothbrush,
+        level_dbfs=-33.0),
 }
 
 # Severity per anomalous clip: Beta(1, 2.2) on 0..1 -> many subtle anomalies, a few strong ones.
@@ -1081,7 +1623,11 @@ SEVERITY_BETA = (1.0, 2.2)
 # ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipJob:
-    """One clip to render: where it goes and everything that determines its content."""
+    """One clip to render: where it goes and everything that determines its content.
+
+    ``anon_index`` is set only for the evaluation split's test clips: their file is then the anonymous
+    ``section_00_NNNN.wav`` and :attr:`full_name` keeps the development-style name (the ground truth's).
+    """
 
     machine: str
     domain: str
@@ -1091,6 +1637,7 @@ class ClipJob:
     condition: tuple[str, ...]
     seed: int
     seconds: float
+    anon_index: int | None = None
 
     @property
     def attrs(self) -> tuple[tuple[str, str], ...]:
@@ -1101,9 +1648,22 @@ class ClipJob:
         return tuple(zip(model.attr_names, self.condition))
 
     @property
-    def file_name(self) -> str:
+    def full_name(self) -> str:
+        """The development-style name ``section_00_<domain>_<split>_<label>_NNNN_<attrs>.wav``."""
         attr = "_".join(f"{k}_{v}" for k, v in self.attrs) or "noAttribute"
         return f"section_{SECTION}_{self.domain}_{self.split}_{self.label}_{self.index:04d}_{attr}.wav"
+
+    @property
+    def file_name(self) -> str:
+        """The name on disk: :attr:`full_name`, or ``section_00_NNNN.wav`` for an anonymous test clip."""
+        if self.anon_index is not None:
+            return f"section_{SECTION}_{self.anon_index:04d}.wav"
+        return self.full_name
+
+    @property
+    def data_dir(self) -> str:
+        """``dev_data`` or ``eval_data``: the folder of the root the machine type's split lives in."""
+        return SPLIT_FOLDERS["eval" if self.machine in EVAL_MACHINES else "dev"]
 
     @property
     def rel_path(self) -> str:
@@ -1112,7 +1672,11 @@ class ClipJob:
 
 
 def plan_machine(machine: str, cfg: ScaleConfig, seed: int) -> list[ClipJob]:
-    """All clips of one machine type; operating points are cycled so every group is balanced over them."""
+    """All clips of one machine type; operating points are cycled so every group is balanced over them.
+
+    An evaluation type's test clips are numbered in a random order (:func:`anonymous_order`), so their
+    anonymous names say nothing about domain or label.
+    """
     model = MODELS[machine]
     jobs: list[ClipJob] = []
     for domain, split, label in GROUPS:
@@ -1120,12 +1684,28 @@ def plan_machine(machine: str, cfg: ScaleConfig, seed: int) -> list[ClipJob]:
         for i in range(cfg.count(domain, split, label)):
             jobs.append(ClipJob(machine, domain, split, label, i, conds[i % len(conds)], seed,
                                 cfg.seconds_for(machine)))
+    if machine in EVAL_MACHINES:
+        test = [k for k, j in enumerate(jobs) if j.split == "test"]
+        for k, number in zip(test, anonymous_order(machine, seed, len(test))):
+            jobs[k] = replace(jobs[k], anon_index=int(number))
     return jobs
 
 
+def anonymous_order(machine: str, seed: int, count: int) -> np.ndarray:
+    """The anonymous numbers of an evaluation type's ``count`` test clips (in :data:`GROUPS` order): a
+    permutation drawn from the seed and the machine type alone (its own stream: the clips' sounds do not
+    depend on it). The numbers depend on the scale (the test set's size), the clips' sounds do not."""
+    key = [seed, ALL_MACHINES.index(machine), 2, 0, 0, 0]   # "split" 2: no clip's key (train 0, test 1)
+    return np.random.default_rng(np.random.SeedSequence(key)).permutation(count)
+
+
 def clip_seed(job: ClipJob) -> np.random.SeedSequence:
-    """Per-clip seed from (seed, machine, split, domain, label, index): independent of processing order."""
-    key = [job.seed, MACHINES.index(job.machine), ("train", "test").index(job.split),
+    """Per-clip seed from (seed, machine, split, domain, label, index): independent of processing order.
+
+    The machine's number is its position in :data:`ALL_MACHINES` (the development types first, so their
+    seeds are what they always were); an anonymous test clip is seeded by its development-style identity.
+    """
+    key = [job.seed, ALL_MACHINES.index(job.machine), ("train", "test").index(job.split),
            ("source", "target").index(job.domain), ("normal", "anomaly").index(job.label), job.index]
     return np.random.SeedSequence(key)
 
@@ -1193,7 +1773,7 @@ def recording_variation(rng: np.random.Generator) -> Spectrum:
 def _write_clip(args: tuple[ClipJob, str]) -> str:
     """Worker: render one clip and write it atomically as 16-bit PCM."""
     job, root = args
-    target = Path(root) / "dev_data" / "raw" / job.machine / job.split / job.file_name
+    target = Path(root) / job.data_dir / "raw" / job.machine / job.split / job.file_name
     audio = render_clip(job)
     with atomic_path(target, suffix=".wav") as tmp:
         sf.write(str(tmp), audio, FS, subtype="PCM_16", format="WAV")
@@ -1201,14 +1781,20 @@ def _write_clip(args: tuple[ClipJob, str]) -> str:
 
 
 def attributes_csv(machine: str, jobs: Sequence[ClipJob]) -> str:
-    """attributes_00.csv text: header ``file_name,d1p,d1v,...``, one row per clip (train then test)."""
+    """attributes_00.csv text: header ``file_name,d1p,d1v,...``, one row per clip (train then test).
+
+    An evaluation type's anonymous test clips get no row: their attributes would give their domain away
+    (the official evaluation set lists its training clips only; the test clips' attributes come with the
+    ground truth, ``ground_truth_attributes``).
+    """
     model = MODELS[machine]
     n_pairs = 1 if model.hidden else len(model.attr_names)
     header = ["file_name"] + [f"d{i}{s}" for i in range(1, n_pairs + 1) for s in ("p", "v")]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
-    ordered = sorted(jobs, key=lambda j: (("train", "test").index(j.split), j.file_name))
+    listed = [j for j in jobs if j.anon_index is None]
+    ordered = sorted(listed, key=lambda j: (("train", "test").index(j.split), j.file_name))
     for j in ordered:
         if model.hidden:
             w.writerow([j.rel_path, "noAttribute", ""])
@@ -1217,10 +1803,30 @@ def attributes_csv(machine: str, jobs: Sequence[ClipJob]) -> str:
     return buf.getvalue()
 
 
-def _remove_stale(machine_dir: Path, keep: set[str]) -> None:
+def ground_truth_csvs(machine: str, jobs: Sequence[ClipJob]) -> dict[str, str]:
+    """The official evaluator's ground truth of an evaluation type's anonymous test clips.
+
+    Returns {``ground_truth_<kind>/ground_truth_<machine>_section_00_test.csv``: text} for the three kinds of
+    :data:`GROUND_TRUTH_KINDS`, headerless, one line per test clip, sorted by name: ``name,1`` for an
+    anomalous clip (0 normal), ``name,1`` for a target-domain clip (0 source), and ``name,<full name>`` (the
+    development-style name without ``.wav``, attributes or ``noAttribute`` included).
+    """
+    test = sorted((j for j in jobs if j.anon_index is not None), key=lambda j: j.file_name)
+    file = f"ground_truth_{machine}_section_{SECTION}_test.csv"
+    values = {
+        "ground_truth_data": lambda j: str(int(j.label == "anomaly")),
+        "ground_truth_domain": lambda j: str(int(j.domain == "target")),
+        "ground_truth_attributes": lambda j: j.full_name[: -len(".wav")],
+    }
+    return {f"{kind}/{file}": "".join(f"{j.file_name},{values[kind](j)}\n" for j in test)
+            for kind in GROUND_TRUTH_KINDS}
+
+
+def _remove_stale(machine_dir: Path, keep: set[str], patterns: Sequence[re.Pattern[str]] = (FILE_NAME_RE,)) -> None:
     """Remove clips a previous generation left here (e.g. a full set overwritten by a small one).
 
-    Only files whose names match the DCASE clip pattern are touched, plus the hidden temporary files of
+    Only files whose names match one of ``patterns`` (the DCASE clip pattern; for the evaluation split also
+    the anonymous test names) are touched, plus the hidden temporary files of
     :func:`asdcore.atomic.atomic_path` that a killed run can leave (``.section_....wav.<random>.wav``), so
     nothing else is ever deleted. Without this, regenerating into the same folder at a smaller scale would
     silently mix two data sets.
@@ -1232,7 +1838,8 @@ def _remove_stale(machine_dir: Path, keep: set[str]) -> None:
         for p in d.iterdir():
             if not p.is_file():
                 continue
-            stale_clip = FILE_NAME_RE.match(p.name) and f"{machine_dir.name}/{split}/{p.name}" not in keep
+            ours = any(pat.match(p.name) for pat in patterns)
+            stale_clip = ours and f"{machine_dir.name}/{split}/{p.name}" not in keep
             leftover_tmp = p.name.startswith(".section_") and p.name.endswith(".wav")
             if stale_clip or leftover_tmp:
                 p.unlink()
@@ -1246,15 +1853,47 @@ def _resolve_scale(scale: str | ScaleConfig) -> ScaleConfig:
     return SCALES[scale]
 
 
-def _resolve_machines(machines: Sequence[str] | None) -> tuple[str, ...]:
+def resolve_splits(splits: str | Sequence[str]) -> tuple[str, ...]:
+    """``"dev"``, ``"eval"``, ``"dev,eval"`` (or a sequence of them) -> the splits in canonical order."""
+    if isinstance(splits, str):
+        splits = splits.split(",")
+    names = [str(s).strip() for s in splits]
+    bad = [s for s in names if s not in SPLIT_FOLDERS]
+    if bad or not names:
+        raise ValueError(f"unknown split(s) {bad or names}; choose dev, eval or dev,eval")
+    return tuple(s for s in SPLIT_FOLDERS if s in names)
+
+
+def select_machines(machines: Sequence[str] | str | None = None,
+                    splits: str | Sequence[str] = ("dev",)) -> dict[str, tuple[str, ...]]:
+    """The machine types to generate per split: {``"dev"``: (...), ``"eval"``: (...)}, selected splits only.
+
+    ``machines`` None: every type of each selected split. Otherwise a list that may name types of either
+    split (development: :data:`MACHINES`, evaluation: :data:`EVAL_MACHINES`); a named type must belong to a
+    selected split, and each selected split needs at least one named type (so ``--splits dev,eval`` with
+    only development types named is an error rather than a silently empty evaluation split).
+    """
+    chosen = resolve_splits(splits)
     if machines is None:
-        return MACHINES
+        return {s: SPLIT_MACHINES[s] for s in chosen}
     if isinstance(machines, str):
         machines = [machines]
-    bad = [m for m in machines if m not in MACHINES]
+    names = tuple(dict.fromkeys(machines))
+    bad = [m for m in names if m not in ALL_MACHINES]
     if bad:
-        raise ValueError(f"unknown machine type(s) {bad}; choose from {list(MACHINES)}")
-    return tuple(dict.fromkeys(machines))
+        raise ValueError(f"unknown machine type(s) {bad}; choose from {list(MACHINES)} (dev) "
+                         f"or {list(EVAL_MACHINES)} (eval)")
+    words = {"dev": "development", "eval": "evaluation"}
+    named = {split: tuple(m for m in names if m in SPLIT_MACHINES[split]) for split in SPLIT_FOLDERS}
+    for split in SPLIT_FOLDERS:
+        if named[split] and split not in chosen:
+            raise ValueError(f"{', '.join(named[split])}: {words[split]} machine type(s), but the splits are "
+                             f"{','.join(chosen)}; add {split} to the splits")
+    for split in chosen:
+        if not named[split]:
+            raise ValueError(f"the splits include {split} but no {words[split]} machine type is named; name some of "
+                             f"{list(SPLIT_MACHINES[split])} or leave {split} out of the splits")
+    return {split: named[split] for split in chosen}
 
 
 def _worker_init() -> None:
@@ -1302,7 +1941,8 @@ def claim_output_folder(root: Path) -> None:
     """Make ``root`` the generator's folder, or refuse one that holds anything the generator did not write.
 
     Generating over a folder removes clips of the generator's naming scheme that the new plan lacks and
-    rewrites ``attributes_00.csv``; over a folder of real DCASE clips that would destroy the user's data.
+    rewrites ``attributes_00.csv`` (and, for the evaluation split, the ground-truth CSVs); over a folder of
+    real DCASE clips that would destroy the user's data.
     """
     from asdcore.outputs import claim_folder
 
@@ -1315,16 +1955,27 @@ def claim_output_folder(root: Path) -> None:
 
 def generate_dataset(out: str | Path, scale: str | ScaleConfig = "small", seed: int = 0,
                      machines: Sequence[str] | None = None, workers: int | None = None,
-                     progress: bool = True, on_clip: Callable[[int, int], None] | None = None) -> Path:
-    """Generate a synthetic data set in the DCASE 2024 Task 2 development layout and return ``out``.
+                     progress: bool = True, on_clip: Callable[[int, int], None] | None = None,
+                     splits: str | Sequence[str] = ("dev",)) -> Path:
+    """Generate a synthetic data set in the DCASE 2024 Task 2 layout and return ``out``.
 
-    ``scale`` is a key of :data:`SCALES` (or a :class:`ScaleConfig`); ``machines`` defaults to all seven
-    2024 development types; ``workers`` is the number of processes (default 2). The same ``seed`` gives
-    byte-identical files whatever the number of workers. ``on_clip(done, total)`` is called after
-    each clip is written (the app's progress bar), so all machine types can share one worker pool.
+    ``scale`` is a key of :data:`SCALES` (or a :class:`ScaleConfig`); ``splits`` is ``"dev"`` (the default:
+    ``dev_data/``, the seven 2024 development types), ``"eval"`` (``eval_data/`` and ``ground_truth/``, the
+    five evaluation types of :data:`EVAL_MACHINES`) or ``"dev,eval"`` (both); ``machines`` restricts the
+    types and may name types of either split (:func:`select_machines`); ``workers`` is the number of
+    processes (default 2). The same ``seed`` gives byte-identical files whatever the number of workers, and a
+    development clip's bytes do not depend on whether the evaluation split is generated too. ``on_clip(done,
+    total)`` is called after each clip is written (the app's progress bar), so all machine types of both
+    splits share one worker pool.
+
+    Evaluation split: ``eval_data/raw/<machine>/train/`` holds the training clips named as in development,
+    ``attributes_00.csv`` lists them, ``test/section_00_NNNN.wav`` holds every test clip under an anonymous
+    number (:func:`anonymous_order`), and ``ground_truth/ground_truth_{data,domain,attributes}/
+    ground_truth_<machine>_section_00_test.csv`` say which is which (:func:`ground_truth_csvs`), as in the
+    official download with the official evaluator's ground truth.
     """
     cfg = _resolve_scale(scale)
-    names = _resolve_machines(machines)
+    selected = select_machines(machines, splits)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     n_workers = 2 if workers is None else int(workers)
@@ -1332,23 +1983,30 @@ def generate_dataset(out: str | Path, scale: str | ScaleConfig = "small", seed: 
         raise ValueError(f"workers must be >= 1, got {workers!r}")
     root = Path(out)
     claim_output_folder(root)
+    names = [m for split_machines in selected.values() for m in split_machines]
     plans = {m: plan_machine(m, cfg, int(seed)) for m in names}
     for m, jobs in plans.items():
-        mdir = root / "dev_data" / "raw" / m
+        mdir = root / jobs[0].data_dir / "raw" / m
         for split in ("train", "test"):
             (mdir / split).mkdir(parents=True, exist_ok=True)
-        _remove_stale(mdir, {j.rel_path for j in jobs})
+        patterns = (FILE_NAME_RE, EVAL_FILE_NAME_RE) if m in EVAL_MACHINES else (FILE_NAME_RE,)
+        _remove_stale(mdir, {j.rel_path for j in jobs}, patterns)
     tasks = [(j, str(root)) for m in names for j in plans[m]]
     for done, _ in enumerate(_run_jobs(tasks, n_workers, progress), start=1):
         if on_clip is not None:
             on_clip(done, len(tasks))
     for m, jobs in plans.items():
-        atomic_write_text(root / "dev_data" / "raw" / m / "attributes_00.csv", attributes_csv(m, jobs))
+        atomic_write_text(root / jobs[0].data_dir / "raw" / m / "attributes_00.csv", attributes_csv(m, jobs))
+        if m in EVAL_MACHINES:
+            for rel, text in ground_truth_csvs(m, jobs).items():
+                atomic_write_text(root / "ground_truth" / rel, text)
     return root
 
 
 __all__ = [
-    "FS", "MACHINES", "SCALES", "GROUPS", "ScaleConfig", "ClipJob", "MachineModel", "MODELS", "BACKGROUNDS",
-    "DEFAULT_CLIP_SECONDS", "HIDDEN_ATTRIBUTE_MACHINES", "FILE_NAME_RE", "SEVERITY_BETA", "generate_dataset",
-    "plan_machine", "render_clip", "anomaly_of", "clip_seed", "attributes_csv",
+    "FS", "MACHINES", "EVAL_MACHINES", "ALL_MACHINES", "SCALES", "GROUPS", "ScaleConfig", "ClipJob", "MachineModel",
+    "MODELS", "BACKGROUNDS", "DEFAULT_CLIP_SECONDS", "HIDDEN_ATTRIBUTE_MACHINES", "FILE_NAME_RE", "EVAL_FILE_NAME_RE",
+    "GROUND_TRUTH_KINDS", "SPLIT_FOLDERS", "SPLIT_MACHINES", "SEVERITY_BETA", "generate_dataset", "plan_machine",
+    "render_clip", "anomaly_of", "clip_seed", "anonymous_order", "attributes_csv", "ground_truth_csvs",
+    "resolve_splits", "select_machines",
 ]
