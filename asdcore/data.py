@@ -259,7 +259,7 @@ class Dataset:
         import pandas as pd
 
         rows = []
-        for machine in self.machines():
+        for machine in [m for part in self.parts() for m in self.machines(part)]:  # dev first, then eval
             for section in sorted({c.section for c in self.select(machine=machine)}):
                 clips = self.select(machine=machine, section=section)
                 counts = Counter((c.split, c.domain or "?", {0: "normal", 1: "anomaly"}.get(c.label, "?")) for c in clips)

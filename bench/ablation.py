@@ -297,6 +297,7 @@ def part_results(results: dict[str, Result], data_clips: pd.DataFrame, machines:
     """The results on one part of the data set (its machine types), each seed's table recomputed from its test
     scores and the data's labels (the evaluation part's come from the ground-truth CSVs)."""
     from asdcore.ensemble.alignment import attach_labels
+    from asdcore.metrics import metrics_table
 
     out = {}
     for name, r in results.items():

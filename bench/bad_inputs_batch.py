@@ -37,37 +37,41 @@ def _fan_clips(root: Path) -> list[Path]:
 
 
 def _end_record(blob: bytes) -> tuple[int, int, int]:
+    """(position of the end record, central directory size, its offset) of a zip without a comment."""
     pos = blob.rindex(b"PK\x05\x06")
     size, offset = struct.unpack_from("<LL", blob, pos + 12)
     return pos, size, offset
 
 
-def lying_zip(path: Path, good: bytes, bomb_bytes: int = BOMB_BYTES, declared: int = 1000) -> None:
-    """A good fan clip and ``fan_section_00_bomb.wav``, whose local and central headers claim ``declared``
-    bytes while its deflate data inflate to ``bomb_bytes`` zeros (about 2 MB of zip for 2 GB)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+def lying_zip(good: bytes, bomb_bytes: int = BOMB_BYTES, declared: int = 1000) -> bytes:
+    """A zip of a good fan clip and ``fan_section_00_bomb.wav``, whose local and central headers claim
+    ``declared`` bytes while its deflate data inflate to ``bomb_bytes`` zeros (about 2 MB of zip for 2 GB;
+    written in 1 MB blocks, never held whole)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         z.writestr("fan_section_00_good.wav", good)
         info = zipfile.ZipInfo("fan_section_00_bomb.wav")
         info.compress_type = zipfile.ZIP_DEFLATED
         with z.open(info, "w", force_zip64=False) as w:
-            block = bytes(10_000_000)
-            for _ in range(bomb_bytes // len(block)):
+            block = bytes(1 << 20)
+            for _ in range(bomb_bytes >> 20):
                 w.write(block)
-    blob = bytearray(path.read_bytes())
+    blob = bytearray(buf.getvalue())
     _, cd_size, cd_offset = _end_record(bytes(blob))
     pos = cd_offset
-    while pos < cd_offset + cd_size:
+    while pos < cd_offset + cd_size:  # every central entry: 46 bytes + name + extra + comment
         n, m, k = struct.unpack_from("<HHH", blob, pos + 28)
         if bytes(blob[pos + 46:pos + 46 + n]) == b"fan_section_00_bomb.wav":
             (local,) = struct.unpack_from("<L", blob, pos + 42)
-            struct.pack_into("<L", blob, pos + 24, declared)
-            struct.pack_into("<L", blob, local + 22, declared)
+            struct.pack_into("<L", blob, pos + 24, declared)  # central: uncompressed size
+            struct.pack_into("<L", blob, local + 22, declared)  # local header: uncompressed size
         pos += 46 + n + m + k
-    path.write_bytes(bytes(blob))
+    return bytes(blob)
 
 
-def overlapping_zip(path: Path, good: bytes, copies: int = 5000) -> None:
-    """``copies`` central entries (fan_section_00_0000.wav ...) all pointing at the one stored clip."""
+def overlapping_zip(good: bytes, copies: int = 5000) -> bytes:
+    """A zip whose ``copies`` central entries (fan_section_00_0000.wav ...) all point at the one stored clip
+    (a zip bomb's trick)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("fan_section_00_0000.wav", good)
@@ -78,7 +82,7 @@ def overlapping_zip(path: Path, good: bytes, copies: int = 5000) -> None:
                        for i in range(copies))
     record = bytearray(blob[end:])
     struct.pack_into("<HHLL", record, 8, copies, copies, len(entries), cd_offset)
-    path.write_bytes(blob[:cd_offset] + entries + bytes(record))
+    return blob[:cd_offset] + entries + bytes(record)
 
 
 def make_fixtures(root: Path) -> None:
@@ -89,8 +93,8 @@ def make_fixtures(root: Path) -> None:
     here.mkdir()
     clips = _fan_clips(root)
     good = clips[0].read_bytes()
-    lying_zip(here / "lying.zip", good)
-    overlapping_zip(here / "overlap.zip", good)
+    (here / "lying.zip").write_bytes(lying_zip(good))
+    (here / "overlap.zip").write_bytes(overlapping_zip(good))
     short = here / "short"
     short.mkdir()
     shutil.copy2(clips[0], short / "fan_section_00_a.wav")

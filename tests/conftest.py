@@ -91,3 +91,15 @@ def tiny_workspace(tiny_data, tmp_path_factory) -> dict[str, Path]:
     assert main(["score", str(runs / "three-subnet"), str(tiny_data), "--system", "three-subnet-gmm", "--out",
                  str(runs / "three-subnet-gmm"), "--quiet"]) == 0
     return {"data": tiny_data, "runs": runs}
+
+
+def refused(argv: list[str], capsys, *words: str) -> str:
+    """Run the CLI, expect exit 2 and one `error:` line containing ``words``; returns the line."""
+    from asdcore.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from asdcore.cli import main
+from conftest import refused
 from asdcore.data import AudioError, check_audio, decode_audio, discover, load_audio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,16 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): ("dir" if p.is_dir() else hashlib.sha1(p.read_bytes()).hexdigest())
             for p in sorted(root.rglob("*"))}
-
-
-def refused(argv: list[str], capsys, *words: str) -> str:
-    """Run the CLI, expect exit 2 and one `error:` line containing ``words``."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 @pytest.fixture(scope="module")

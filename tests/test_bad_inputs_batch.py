@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import tomllib
 import tracemalloc
 import zipfile
@@ -26,6 +25,7 @@ from asdcore.cli import main
 from asdcore.csvsafe import printable, spreadsheet_safe
 from asdcore.data import AudioError, discover
 from asdcore.scored import find_scored
+from bench.bad_inputs_batch import lying_zip, overlapping_zip
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = ["ae", "ae-mahala", "three-subnet", "three-subnet-gmm"]
@@ -42,55 +42,7 @@ def systems(tiny_workspace):
     return batch_systems(find_scored(tiny_workspace["runs"]), optimize=False)
 
 
-# ----------------------------------------------------------------------------- zips made by hand
-
-
-def _end_record(blob: bytes) -> tuple[int, int, int]:
-    """(position of the end record, central directory size, its offset) of a zip without a comment."""
-    pos = blob.rindex(b"PK\x05\x06")
-    size, offset = struct.unpack_from("<LL", blob, pos + 12)
-    return pos, size, offset
-
-
-def lying_zip(good: bytes, bomb_bytes: int, declared: int = 1000) -> bytes:
-    """A zip of a good fan clip and a member whose headers (local and central) claim ``declared`` bytes
-    while its deflate data inflate to ``bomb_bytes`` zeros (written in 1 MB blocks, never held whole)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("fan_section_00_good.wav", good)
-        info = zipfile.ZipInfo("fan_section_00_bomb.wav")
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with z.open(info, "w") as w:
-            block = bytes(1 << 20)
-            for _ in range(bomb_bytes >> 20):
-                w.write(block)
-    blob = bytearray(buf.getvalue())
-    _, cd_size, cd_offset = _end_record(bytes(blob))
-    pos = cd_offset
-    while pos < cd_offset + cd_size:  # every central entry: 46 bytes + name + extra + comment
-        n, m, k = struct.unpack_from("<HHH", blob, pos + 28)
-        name = bytes(blob[pos + 46:pos + 46 + n])
-        if name == b"fan_section_00_bomb.wav":
-            (local,) = struct.unpack_from("<L", blob, pos + 42)
-            struct.pack_into("<L", blob, pos + 24, declared)  # central: uncompressed size
-            struct.pack_into("<L", blob, local + 22, declared)  # local header: uncompressed size
-        pos += 46 + n + m + k
-    return bytes(blob)
-
-
-def overlapping_zip(good: bytes, copies: int) -> bytes:
-    """A zip whose ``copies`` central entries all point at the one stored member (a zip bomb's trick)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("fan_section_00_0000.wav", good)
-    blob = buf.getvalue()
-    end, cd_size, cd_offset = _end_record(blob)
-    entry = blob[cd_offset:cd_offset + cd_size]
-    entries = b"".join(entry.replace(b"fan_section_00_0000.wav", f"fan_section_00_{i:04d}.wav".encode())
-                       for i in range(copies))
-    record = bytearray(blob[end:])
-    struct.pack_into("<HHLL", record, 8, copies, copies, len(entries), cd_offset)
-    return blob[:cd_offset] + entries + bytes(record)
+# ----------------------------------------------------------------------------- zips made by hand (bench.bad_inputs_batch)
 
 
 def test_zip_member_with_a_lying_header_is_a_problem_row_read_bounded(fan_clips, systems, tmp_path):

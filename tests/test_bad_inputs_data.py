@@ -14,20 +14,10 @@ import soundfile as sf
 
 from asdcore.cli import main
 from asdcore.data import AudioError, check_audio, check_clips, clip_label, discover, load_audio
-from conftest import THREE_SUBNET_FAST
+from conftest import THREE_SUBNET_FAST, refused
 
 #: the fast three-subnet settings with one loader worker, so clips are read in a worker process
 WORKER_FAST = [a if a != "num_workers=0" else "num_workers=1" for a in THREE_SUBNET_FAST]
-
-
-def refused(argv: list[str], capsys, *words: str) -> str:
-    """Run the CLI, expect exit 2 and one `error:` line containing ``words``."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 def clips_of(data: Path, machine: str, split: str) -> list[Path]:

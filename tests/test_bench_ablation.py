@@ -108,3 +108,24 @@ def test_bad_out_and_device_are_refused_before_anything_is_written(tiny_data, tm
     fresh = tmp_path / "fresh"
     assert main([str(tiny_data), "--out", str(fresh), "--device", "gpu0", "--ae-seeds", ""]) == 2
     assert capsys.readouterr().err.startswith("error: ") and not fresh.exists()
+
+
+def test_part_results_recompute_each_part_from_scores_and_labels():
+    """A root with both parts is reported per part: each seed's table from its own scores and the data's labels."""
+    import numpy as np
+    import pandas as pd
+
+    from asdcore.metrics import metrics_table, official_score
+    from bench.ablation import Result, part_results
+
+    rng = np.random.default_rng(0)
+    rows = [(m, "00", f"{m}_{i}.wav", d, lab) for m in ("fan", "AirCompressor") for i, (d, lab) in
+            enumerate([(d, lab) for d in ("source", "target") for lab in (0, 1) for _ in range(6)])]
+    data = pd.DataFrame(rows, columns=["machine", "section", "file_name", "domain", "label"]).assign(
+        split="test", part=lambda f: np.where(f["machine"] == "fan", "dev", "eval"))
+    scores = data[["machine", "section", "file_name"]].assign(score=rng.normal(size=len(data)) + data["label"])
+    per_part = part_results({"x": Result("x", clips={0: scores})}, data, ["AirCompressor"])
+    expected = metrics_table(data[data["machine"] == "AirCompressor"].assign(
+        score=scores.loc[data["machine"] == "AirCompressor", "score"].to_numpy()))
+    assert list(per_part["x"].tables[0]["machine"])[:1] == ["AirCompressor"]
+    assert official_score(per_part["x"].tables[0]) == official_score(expected)

@@ -12,19 +12,11 @@ from pathlib import Path
 import pytest
 
 from asdcore.cli import main
+from conftest import refused
 from asdcore.outputs import (COMPLETE, LOCK, PREVIOUS, STAGING, FolderLock, OutputError, check_writable, claim_file,
                              claim_folder, recover, staged)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def refused(argv: list[str], capsys, *words: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 def tree(root: Path) -> dict[str, bytes | None]:
