@@ -433,6 +433,7 @@ def discover(
             problems.append(_problem("bad name", mdir, "machine folder name is not valid UTF-8; rename it to use it"))
             continue
         _scan_machine(mdir, gt, clips, problems, _part_of(mdir, root))
+    problems += _unused_parts(root, machine_dirs, split)
     if not clips:
         raise DataError(
             f"{display_name(str(root))} has machine folders ({', '.join(display_name(d.name) for d in machine_dirs)}) "
@@ -450,6 +451,20 @@ def _existing_folder(root: str | Path) -> Path:
     if not root.is_dir():
         raise DataError(f"{root} is a file, expected a data folder")
     return root
+
+
+def _unused_parts(root: Path, machine_dirs: list[Path], split: str | None) -> list[Problem]:
+    """A ``dev_data``/``eval_data`` folder of ``root`` none of whose machine folders is read: reported, so a part
+    in a layout that cannot be used is never skipped in silence."""
+    out = []
+    for name, part in (("dev_data", "dev"), ("eval_data", "eval")):
+        folder = root / name
+        if not folder.is_dir() or split not in (None, "all", part):
+            continue
+        if not any(folder.resolve() in d.resolve().parents for d in machine_dirs):
+            out.append(_problem("layout", folder, f"not read: expected {name}/raw/<machine>/train/ (and test/) with "
+                                                  f"clips; found {_describe_folder(folder)}"))
+    return out
 
 
 def _part_of(mdir: Path, root: Path) -> str:

@@ -179,3 +179,12 @@ def test_submission_of_a_two_part_root_holds_the_evaluation_split_and_evaluate_r
     assert main(["evaluate", str(root), str(sub)]) == 0
     ev = official_score(read_metrics_csv(run / "metrics_eval.csv"))
     assert f"{100 * ev:.2f}" in capsys.readouterr().out
+
+
+def test_a_part_in_a_layout_that_cannot_be_used_is_reported(tiny_data, tmp_path, capsys):
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    (root / "eval_data" / "raw").rename(root / "eval_data" / "unpacked")  # a wrong layout for the eval part
+    ds = discover(root)
+    assert ds.parts() == ["dev"] and any("eval_data" in p.path and p.kind == "layout" for p in ds.problems)
+    assert main(["info", str(root)]) == 0
+    assert "[layout]" in capsys.readouterr().out
