@@ -189,6 +189,8 @@ def describe_scored(path: str | Path, name: str | None = None) -> ScoredFolder |
     path = Path(path)
     scores = path / SCORES_DIR
     if not scores.is_dir() or not any(scores.glob("anomaly_score_*.csv")):
+        if any(path.glob("anomaly_score_*.csv")) and _flat_system(path):  # a team's files, flat
+            return ScoredFolder(name or path.name, find_system(path), path, None, None)
         return None
     meta = read_json(path / SCORED_META)
     cfg = read_json(path / "config.json")
@@ -200,6 +202,15 @@ def describe_scored(path: str | Path, name: str | None = None) -> ScoredFolder |
         run, data = path, Path(cfg["data_root"]) if cfg.get("data_root") else None
     system = find_system(path)
     return ScoredFolder(name or path.name, system, path, run, data)
+
+
+def _flat_system(path: Path) -> bool:
+    """Whether a folder of flat official score files is a system to show: another team's submission, this tool's
+    ``submission`` output or a system of the evaluator's teams tree; not a decisions export (the same scores as
+    the folder it came from, at another threshold)."""
+    from asdcore.outputs import folder_kind
+
+    return folder_kind(path) != "decisions"
 
 
 def find_scored(folder: str | Path, depth: int = 3) -> list[ScoredFolder]:

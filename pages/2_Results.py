@@ -52,11 +52,6 @@ if parts:  # a root with both parts: each part has its own official score; a mix
         st.info(f"None of the chosen systems scored the {R.PART_TITLES[split]}.")
         st.stop()
 
-tables, unlabelled = R.split_by_metrics({n: m.metrics for n, m in members.items()})
-for name in unlabelled:
-    st.info(f"**{name}** has no metrics.csv: the labels of its test clips were unknown when it was scored "
-            "(e.g. evaluation data without ground truth), so it has no AUC or pAUC. Its score distributions are "
-            "shown below.")
 notes = [f"{n}: {note}" for n, m in members.items() for note in m.notes]
 if notes:
     with st.expander(f"{len(notes)} note(s) from reading the folders"):
@@ -92,6 +87,15 @@ with ui.guard("could not label the test clips"):
         item = ws.by_name(name)
         labelled_by_system[name] = labelled_test((*signatures[name], str(ws.data_root)), m,
                                                  R.clip_tables([item.data_root, ws.data_root], ui.dataset))
+
+# a folder without metrics.csv (another team's submission files, an evaluation split scored before its ground
+# truth came) is evaluated here from the data folder's labels, like the evaluator does
+tables, unlabelled = R.split_by_metrics({n: m.metrics if m.metrics is not None else
+                                         R.labelled_table(m, labelled_by_system.get(n, (None, None))[1])
+                                         for n, m in members.items()})
+for name in unlabelled:
+    st.info(f"**{name}**: the labels of its test clips are unknown (no metrics.csv, and the data folder does not "
+            "label every clip it scored), so it has no AUC or pAUC. Its score distributions are shown below.")
 
 # ----------------------------------------------------------------------------- headline and table
 if tables:

@@ -188,3 +188,22 @@ def test_a_part_in_a_layout_that_cannot_be_used_is_reported(tiny_data, tmp_path,
     assert ds.parts() == ["dev"] and any("eval_data" in p.path and p.kind == "layout" for p in ds.problems)
     assert main(["info", str(root)]) == 0
     assert "[layout]" in capsys.readouterr().out
+
+
+def test_results_page_loads_a_teams_tree_and_evaluates_it_from_the_data(tiny_data, tmp_path, monkeypatch):
+    from conftest import app_test
+
+    monkeypatch.setenv("ASD_NO_DEMO", "1")
+    root = make_two_part_root(tiny_data, tmp_path / "root")
+    run = tmp_path / "run"
+    assert main(["train", str(root), "--system", "ae-mse", "--out", str(run), "--epochs", "1", "--device", "cpu",
+                 "--quiet"]) == 0
+    teams = tmp_path / "teams"
+    assert main(["submission", str(run), "--out", str(teams / "us" / "ae-mse")]) == 0
+    at = app_test(Path(__file__).resolve().parents[1] / "pages" / "2_Results.py", root, teams)
+    at.run()
+    assert not at.exception, at.exception
+    [r for r in at.radio if r.label == "Split"][0].set_value("eval").run()
+    assert not at.exception, at.exception
+    ev = official_score(read_metrics_csv(run / "metrics_eval.csv"))  # the same scores, evaluated when scored
+    assert [m.label for m in at.metric] == ["ae-mse · hmean"] and [m.value for m in at.metric] == [f"{100 * ev:.2f} %"]

@@ -305,6 +305,11 @@ def member_table(member: ScoredScores, labelled: pd.DataFrame) -> pd.DataFrame |
     return metrics_table(merged)
 
 
+def labelled_table(member: ScoredScores, labelled: pd.DataFrame | None) -> pd.DataFrame | None:
+    """:func:`member_table` of a folder that has no metrics of its own, from the data's labels (None without)."""
+    return None if labelled is None else member_table(member, labelled)
+
+
 def folder_signature(path: str | Path) -> float:
     """Newest modification time of a scored folder's ``scores/`` files and ``metrics.csv`` (a cache key)."""
     path = Path(path)
