@@ -244,10 +244,9 @@ def check_writable(path: str | os.PathLike, need_bytes: int = 0, what: str = "--
         if anchor.parent == anchor:
             break
         anchor = anchor.parent
-    if anchor.exists() and not anchor.is_dir():
-        if anchor == path:
-            return  # an existing file: claim_file decides whether it may be replaced; its folder is probed below
+    if anchor.exists() and not anchor.is_dir() and anchor != path:
         raise OutputError(f"{what} {path}: {anchor} is a file, not a folder (nothing was written)")
+    # an existing file (claim_file decided it may be replaced) is rewritten in its folder: probe that
     folder = anchor if anchor.is_dir() else path.parent
     probe = folder / f"{OWN_PREFIX}probe-{os.getpid()}"
     try:
