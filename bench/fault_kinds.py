@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from asdcore.data import EVAL_NAME
 from asdcore.export import read_scores
 from asdcore.metrics import machine_sort_key
 from asdcore.synth import SCALES, anomaly_of, plan_machine
@@ -44,6 +45,10 @@ def fault_rows(frames: dict[str, pd.DataFrame], seed: int, min_severity: float =
     machines = sorted(set.intersection(*(set(f["machine"]) for f in frames.values())), key=machine_sort_key)
     rows = []
     for machine in machines:
+        if any(EVAL_NAME.match(n) for f in frames.values() for n in f.loc[f["machine"] == machine, "file_name"]):
+            # an anonymised test name is numbered in the shuffled order of its own scale's set: it cannot be
+            # matched to the full-scale plan (the ground truth's attribute CSV would be needed)
+            raise ValueError(f"{machine}: anonymised evaluation test names carry no fault kind")
         plan = {j.file_name: j for j in plan_machine(machine, SCALES["full"], seed) if j.split == "test"}
         cells: dict[tuple[str, str], dict[str, str]] = {}
         counts: dict[tuple[str, str], int] = {}
