@@ -180,18 +180,22 @@ def _labelled_test_clips(ds: Dataset, scores: pd.DataFrame, scores_dir: str) -> 
     return clips
 
 
+def _clip_keys(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(machine, section, bare file name) of every row: how scores and test clips are matched."""
+    from asdcore.metrics import normalize_section
+
+    return [(m, normalize_section(s), Path(str(n)).name)
+            for m, s, n in zip(frame["machine"], frame["section"], frame["file_name"])]
+
+
 def _missing_from(clips: pd.DataFrame, scores: pd.DataFrame) -> list[str]:
     """What the data's test clips have that the scores lack, one sentence per machine type in the clips' order:
     the whole machine type, a section, or single clips."""
-    from asdcore.metrics import normalize_section
-
-    have = {(m, normalize_section(s), Path(str(n)).name)
-            for m, s, n in zip(scores["machine"], scores["section"], scores["file_name"])}
+    have = set(_clip_keys(scores))
     have_sections = {(m, s) for m, s, _ in have}
     gaps: list[str] = []
     for machine, of_machine in clips.groupby("machine", sort=False):
-        keys = [(machine, normalize_section(s), Path(str(n)).name) for s, n in
-                zip(of_machine["section"], of_machine["file_name"])]
+        keys = _clip_keys(of_machine)
         if machine not in {m for m, _ in have_sections}:
             gaps.append(f"machine type {machine} has no scores ({len(keys)} test clips)")
             continue
@@ -206,13 +210,8 @@ def _missing_from(clips: pd.DataFrame, scores: pd.DataFrame) -> list[str]:
 
 def _scored_only(clips: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """The test clips that have a score (``--allow-partial``)."""
-    from asdcore.metrics import normalize_section
-
-    have = {(m, normalize_section(s), Path(str(n)).name)
-            for m, s, n in zip(scores["machine"], scores["section"], scores["file_name"])}
-    keep = [(m, normalize_section(s), Path(str(n)).name) in have
-            for m, s, n in zip(clips["machine"], clips["section"], clips["file_name"])]
-    return clips[keep]
+    have = set(_clip_keys(scores))
+    return clips[[key in have for key in _clip_keys(clips)]]
 
 
 def _cmd_submission(args: argparse.Namespace) -> int:

@@ -57,12 +57,9 @@ def data(tiny_data, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def three_subnet_run(tiny_data, tmp_path_factory) -> Path:
-    """A 1-epoch three-subnet run on the tiny set (read-only)."""
-    out = tmp_path_factory.mktemp("bad_data") / "ts"
-    assert main(["train", str(tiny_data), "--system", "three-subnet-kmeans", "--out", str(out), "--epochs", "1"]
-                + THREE_SUBNET_FAST) == 0
-    return out
+def three_subnet_run(tiny_workspace) -> Path:
+    """The session's trained three-subnet run on the tiny set (read-only)."""
+    return tiny_workspace["runs"] / "three-subnet"
 
 
 # --------------------------------------------------------------------------- (12) checked before training
