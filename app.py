@@ -2,7 +2,8 @@
 
 Thin by design: every computation lives in :mod:`asdcore`; this file only lays it out. On a
 fresh clone the sidebar points at the demo workspace, which :func:`asdcore.app.ui.page` generates
-(synthetic data) and scores (bundled checkpoints) on first start, with a progress bar. The pages
+(synthetic data) and scores (bundled checkpoints) in the background on first start, with a progress
+bar per step; each system's score appears here as soon as it is ready. The pages
 in ``pages/`` are registered with ``st.navigation`` so the menu reads "Home" rather than the
 script's file name.
 """
@@ -15,7 +16,7 @@ from asdcore.app import ui
 
 
 def home() -> None:
-    ws = ui.page("Home", progressive=True)
+    ws = ui.page("Home")
 
     st.title("ASD Workbench")
     st.caption("First-shot unsupervised anomalous sound detection for machines (DCASE 2024 Task 2 setting): "
@@ -43,13 +44,20 @@ def home() -> None:
             rows.append({"name": item.name, "system": item.system or "?",
                          "official score (hmean, %)": None if member.hmean is None else round(100 * member.hmean, 2),
                          "machine types": len({m for m, _ in member.sections()}),
-                         "data": str(item.data_root or "?"), "folder": str(item.path)})
+                         "data": ui.short_path(item.data_root, ws.data_root, "this data folder"),
+                         "folder": ui.short_path(item.path, ws.runs_root)})
         table = pd.DataFrame(rows)
         cols = st.columns(min(len(rows), 4))
         for col, row in zip(cols * (len(rows) // len(cols) + 1), rows):
             value = row["official score (hmean, %)"]
             col.metric(row["name"], "no labels" if value is None else f"{value:.2f} %", help=row["system"])
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.dataframe(table, hide_index=True, width="stretch", placeholder="-", column_config={
+            "official score (hmean, %)": st.column_config.NumberColumn("official score (%)", format="%.2f"),
+            "machine types": st.column_config.NumberColumn("machine types", width="small"),
+            "data": st.column_config.TextColumn("data", help="the data folder that was scored ('this data folder': "
+                                                             "the one in the sidebar)"),
+            "folder": st.column_config.TextColumn("folder", help="inside the runs folder in the sidebar"),
+        })
         st.caption("Official score = harmonic mean of AUC(source), AUC(target) and pAUC (max FPR 0.1) over all "
                    "machine types and sections, exactly as the DCASE evaluator computes it.")
 
@@ -63,11 +71,13 @@ def home() -> None:
 
     st.subheader("Data set")
     st.write(f"`{ws.data_root}` — layout `{ds.layout}`" + (" (synthetic demo set)" if ws.is_demo else ""))
-    st.dataframe(summary, hide_index=True, width="stretch")
+    st.dataframe(summary, hide_index=True, width="stretch", column_config=ui.SUMMARY_COLUMNS)
+    st.caption("Clip counts per machine type and section: normal training clips and test clips by domain "
+               "(src: source, tgt: target) and label (N: normal, A: anomaly); unlabelled: test clips without "
+               "ground truth; attr. values: distinct attribute values among the training clips.")
     if ds.problems:
         with st.expander(f"{len(ds.problems)} problem(s): these files were skipped"):
             st.code("\n".join(str(p) for p in ds.problems[:200]))
-    ui.finish_demo(ws)
 
 
 PAGES = [

@@ -19,13 +19,16 @@ Two kinds of input (``input_kind``):
   Gaussian mixture).
 
 Inputs may be numpy arrays or torch tensors (moved to CPU); all fitting and scoring is numpy.
-The decision threshold fitted on the training scores lives in :mod:`asdcore.decisions`.
+
+:func:`held_out_scores` cross-fits any backend on a section's training clips (fitted on 4 of 5 folds,
+scoring the fifth): the out-of-sample scores of normal clips that the decision threshold is set from
+(:mod:`asdcore.decisions`), since a backend scores the clips it was fitted on far lower than new ones.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterable, Mapping, Protocol, TypeVar, Union, runtime_checkable
+from typing import Callable, ClassVar, Iterable, Mapping, Protocol, Sequence, TypeVar, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -206,7 +209,12 @@ class _RunningMoments:
             return
         mean_b = batch.mean(axis=0)
         centred = batch - mean_b
-        m2_b = centred.T @ centred
+        self.absorb(n_b, mean_b, centred.T @ centred)
+
+    def absorb(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
+        """Merge the moments of ``n_b`` other vectors (their mean and centred outer-product sum) into these."""
+        if n_b == 0:
+            return
         n = self.count + n_b
         delta = mean_b - self.mean
         self.mean = self.mean + delta * (n_b / n)
@@ -290,6 +298,18 @@ class MahalanobisBackend(_FrameErrorBackend):
             self.add_clip(clip, "target")
         self.finalize()
         return self
+
+    def absorb(self, other: "MahalanobisBackend") -> None:
+        """Add everything ``other`` accumulated, as if its clips had been added here (exact up to rounding).
+
+        Why: :func:`held_out_scores` accumulates each fold once and merges the other folds per held-out
+        fold, instead of accumulating 4/5 of the clips 5 times (the outer products are most of a fit).
+        """
+        if other.dim is not None and self.dim is not None and other.dim != self.dim:
+            raise ValueError(f"error dimension {other.dim} differs from the fitted {self.dim}")
+        for domain, m in other._moments.items():
+            self._moments.setdefault(domain, _RunningMoments(m.dim)).absorb(m.count, m.mean, m.m2)
+        self._precision = None
 
     @property
     def dim(self) -> int | None:
@@ -589,3 +609,118 @@ class GMMBackend:
         gmm.lower_bound_ = np.nan
         backend.gmm = gmm
         return backend
+
+
+# --------------------------------------------------------------------------- held-out (cross-fitted) training scores
+
+#: Folds of :func:`held_out_scores`: each held-out score comes from a backend fitted on 80 % of the clips.
+HELD_OUT_FOLDS = 5
+#: Seed of the fold assignment (fixed: the same clips always fall in the same folds).
+HELD_OUT_SEED = 0
+
+
+def held_out_folds(is_target: Sequence[bool] | np.ndarray, folds: int = HELD_OUT_FOLDS,
+                   seed: int = HELD_OUT_SEED) -> np.ndarray:
+    """The fold (``0 .. folds-1``) of each training clip, stratified by domain.
+
+    Each domain's clips are shuffled (seeded) and dealt to the folds in turn, the target clips
+    continuing where the source clips stopped. Why stratified: a section has only about 10 target
+    clips; dealt at random, one fold could hold most of them, and the backends fitted without that
+    fold would see almost no target clip (K-Means uses each target clip as a centre), scoring the
+    held-out target clips as far stranger than a new target clip is to the final backend.
+    """
+    if folds < 2:
+        raise ValueError(f"held-out scores need at least 2 folds, got {folds}")
+    target = np.asarray(is_target, dtype=bool)
+    rng = np.random.default_rng(seed)
+    out = np.empty(target.size, dtype=np.int64)
+    start = 0
+    for members in (np.flatnonzero(~target), np.flatnonzero(target)):
+        out[rng.permutation(members)] = (start + np.arange(members.size)) % folds
+        start = (start + members.size) % folds
+    return out
+
+
+def _subset(inputs: ArrayLike | Sequence[ArrayLike], index: np.ndarray):
+    """Rows ``index`` of an ``(N, D)`` array, or those items of a list of per-clip arrays (frame errors)."""
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        return to_numpy(inputs)[index]
+    return [inputs[i] for i in index]
+
+
+def held_out_scores(new_backend: Callable[[], Backend], inputs: ArrayLike | Sequence[ArrayLike],
+                    is_target: Sequence[bool] | np.ndarray, folds: int = HELD_OUT_FOLDS,
+                    seed: int = HELD_OUT_SEED) -> np.ndarray:
+    """Out-of-sample scores of a section's normal training clips: each clip scored by a backend not fitted on it.
+
+    ``new_backend()`` makes a fresh, unfitted backend (the one the system fits, same settings);
+    ``inputs`` are the training clips' backend inputs (embeddings ``(N, D)`` or a list of ``(T, D)``
+    frame errors) and ``is_target`` their domains. The clips are split into ``folds`` folds
+    (:func:`held_out_folds`); for each fold a backend is fitted on the other folds' clips (source
+    and target as the system fits them) and scores the fold's clips.
+
+    Why: the decision threshold needs the scores normal clips get from the fitted backend, and the
+    training clips' own scores are in-sample: the backend has seen them (a target clip is its own
+    K-Means centre, the GMM and the covariances were fitted to them), so they sit far below what
+    any new normal clip scores, and a threshold set on them flags most normal test clips. The
+    final backend (fitted on every clip, which scores the test clips) is not touched; these
+    backends fit on 80 % of the clips (5 folds), so held-out scores are, if anything, a little
+    higher than a new clip's under the final backend.
+
+    A backend with nothing to fit (``needs_fit`` False, the MSE score) has no in-sample bias of its
+    own: its held-out scores are its scores. A fold whose remaining clips cannot fit a backend (a
+    tiny section) leaves its clips NaN; with fewer than 2 clips everything is NaN (callers then use
+    the in-sample scores).
+    """
+    target = np.asarray(is_target, dtype=bool)
+    n = target.size
+    if len(inputs) != n:
+        raise ValueError(f"{len(inputs)} training inputs but {n} domain flags")
+    probe = new_backend()
+    if not probe.needs_fit:
+        return np.asarray(probe.score(inputs), dtype=np.float64)
+    out = np.full(n, np.nan)
+    if n < 2:
+        return out
+    fold_of = held_out_folds(target, min(folds, n), seed)
+    fits = _merged_folds if isinstance(probe, MahalanobisBackend) else _refitted_folds
+    for fold, backend in fits(new_backend, inputs, target, fold_of):
+        held = np.flatnonzero(fold_of == fold)
+        out[held] = np.asarray(backend.score(_subset(inputs, held)), dtype=np.float64)
+    return out
+
+
+def _refitted_folds(new_backend: Callable[[], Backend], inputs, target: np.ndarray,
+                    fold_of: np.ndarray) -> Iterable[tuple[int, Backend]]:
+    """(fold, a backend fitted on the other folds' clips) per fold; a fold without one (too few clips left to fit
+    on, e.g. no source clip) is skipped, so its clips stay unknown."""
+    for fold in np.unique(fold_of):
+        fit_on = fold_of != fold
+        try:
+            yield int(fold), new_backend().fit(_subset(inputs, np.flatnonzero(fit_on & ~target)),
+                                               _subset(inputs, np.flatnonzero(fit_on & target)))
+        except ValueError:
+            continue
+
+
+def _merged_folds(new_backend: Callable[[], Backend], inputs, target: np.ndarray,
+                  fold_of: np.ndarray) -> Iterable[tuple[int, Backend]]:
+    """As :func:`_refitted_folds` for the Mahalanobis backend, whose fit is a sum: each fold's clips are
+    accumulated once and the other folds merged (:meth:`MahalanobisBackend.absorb`), a third of the time."""
+    folds = [int(f) for f in np.unique(fold_of)]
+    parts = {}
+    for fold in folds:
+        part = new_backend()
+        for i in np.flatnonzero(fold_of == fold):
+            part.add_clip(inputs[i], "target" if target[i] else "source")
+        parts[fold] = part
+    for fold in folds:
+        backend = new_backend()
+        for other in folds:
+            if other != fold:
+                backend.absorb(parts[other])
+        try:
+            backend.finalize()
+        except ValueError:
+            continue
+        yield fold, backend

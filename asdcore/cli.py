@@ -1,4 +1,4 @@
-"""Command line: ``python -m asdcore {synth,info,evaluate,compare,train,score,score-clips,submission,ensemble,runs,bundle,ssl-tiny} ...``.
+"""Command line: ``python -m asdcore {synth,info,evaluate,compare,train,score,score-clips,submission,import,ensemble,runs,bundle,ssl-tiny,download} ...``.
 
 Every command prints a clear one-line error (no traceback) and exits with status 2 on bad
 input, so scripts can tell user errors (2) from success (0). ``ASDCORE_DEBUG=1`` shows the
@@ -86,7 +86,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdcore.data import discover
     from asdcore.export import read_scores
     from asdcore.outputs import claim_file
-    from asdcore.teams import cmd_evaluate_teams, is_teams_tree
+    from asdcore.teams import cmd_evaluate_teams, is_teams_tree, system_scores_dir
 
     if is_teams_tree(args.scores):  # the official evaluator's teams/<team>/<system>/ tree: rank every system
         return cmd_evaluate_teams(args)
@@ -96,7 +96,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     # the output is checked before anything is read: never the user's file, never inside the inputs
     out = claim_file(args.out, "metrics-csv", protect=[args.scores]) if args.out else None
     ds = discover(args.data, ground_truth=args.ground_truth, split=args.split)
-    scores = read_scores(args.scores)
+    scores = read_scores(system_scores_dir(args.scores) or args.scores)  # flat, or a scored folder's scores/
     clips = _labelled_test_clips(ds, scores, args.scores)
     missing = _missing_from(clips, scores)
     if missing and not args.allow_partial:
@@ -218,6 +218,18 @@ def _cmd_submission(args: argparse.Namespace) -> int:
     from asdcore.teams import cmd_submission
 
     return cmd_submission(args)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from asdcore.importing import cmd_import
+
+    return cmd_import(args)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from asdcore.download import cmd_download
+
+    return cmd_download(args)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -425,6 +437,9 @@ def _cmd_score_clips(args: argparse.Namespace) -> int:
         claim_file(args.out, "clip-scores-csv", protect=[f.path for f in folders])
     out = check_out(args.out) if args.out else None
     inputs = inputs_from_paths(clips)
+    from asdcore.threads import use_threads
+
+    use_threads()  # many small inputs: one thread is faster than the libraries' defaults (asdcore.threads)
     systems = batch_systems(folders, device=args.device)
     known = systems.sections()
     if args.machine is not None and args.machine not in known:
@@ -574,8 +589,10 @@ def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
         "score": _cmd_score,
         "score-clips": _cmd_score_clips,
         "submission": _cmd_submission,
+        "import": _cmd_import,
         "ensemble": _cmd_ensemble,
         "ssl-tiny": _cmd_ssl_tiny,
+        "download": _cmd_download,
         "bundle": _cmd_bundle,
         "runs": _cmd_runs,
     }
@@ -601,7 +618,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return 2
     except KeyboardInterrupt:
-        hint = "; the run folder keeps its last finished epoch: continue with --resume" if args.command == "train" else ""
+        hint = {"train": "; the run folder keeps its last finished epoch: continue with --resume",
+                "download": "; what was fetched and checked is kept: run the same command again to continue"
+                }.get(args.command, "")
         _fail(progress, "interrupted", None if env.debug() else f"interrupted (Ctrl-C){hint}")
         if env.debug():
             raise

@@ -40,6 +40,18 @@ def _add_submission(sub: Subparsers) -> argparse.ArgumentParser:
     return add_submission_parser(sub)
 
 
+def _add_import(sub: Subparsers) -> argparse.ArgumentParser:
+    from asdcore.importing import add_import_parser
+
+    return add_import_parser(sub)
+
+
+def _add_download(sub: Subparsers) -> argparse.ArgumentParser:
+    from asdcore.download import add_download_parser
+
+    return add_download_parser(sub)
+
+
 def _job_output(p: argparse.ArgumentParser) -> None:
     """``--quiet`` and the hidden ``--progress-file`` of the commands the app runs as jobs (train, score)."""
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -258,8 +270,10 @@ COMMANDS: dict[str, Callable[[Subparsers], argparse.ArgumentParser]] = {
     "score": _add_score,
     "score-clips": _add_score_clips,
     "submission": _add_submission,
+    "import": _add_import,
     "ensemble": _add_ensemble,
     "ssl-tiny": _add_ssl_tiny,
+    "download": _add_download,
     "bundle": _add_bundle,
     "runs": _add_runs,
 }

@@ -96,6 +96,24 @@ def _is_submission(path: Path) -> bool:
     return bool(meta) and meta.get("made_by") == SUBMISSION_MADE_BY
 
 
+def _is_imported(path: Path) -> bool:
+    from asdcore.importing import is_imported
+
+    return is_imported(path)
+
+
+def _is_dcase_download(path: Path) -> bool:
+    from asdcore.download.dcase import is_download_root
+
+    return is_download_root(path)
+
+
+def _is_weights_download(path: Path) -> bool:
+    from asdcore.download.weights import is_weights_folder
+
+    return is_weights_folder(path)
+
+
 def _is_tiny_weights(path: Path) -> bool:
     """What ``ssl-tiny`` writes: a Hugging Face folder whose config says ``asd_tiny_random``, a BEATs
     ``beats-tiny.pt``, or (``--model all``) sub-folders of those."""
@@ -156,6 +174,9 @@ FOLDER_KINDS: dict[str, Kind] = {
     "tiny-weights": Kind("folder of tiny random weights", _is_tiny_weights),
     "teams-result": Kind("teams evaluation result", _is_teams_result),
     "submission": Kind("submission folder", _is_submission),
+    "imported": Kind("folder of imported results", _is_imported),
+    "dcase-download": Kind("DCASE data root of 'download dcase2024'", _is_dcase_download),
+    "weights-download": Kind("weights folder of 'download weights'", _is_weights_download),
 }
 
 #: Single files the tool writes, by kind, recognised by their content (a header or a format name).

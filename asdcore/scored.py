@@ -7,7 +7,8 @@ Every system's ``score`` (and ``train``, scoring the run folder in place) writes
       scores/
         anomaly_score_<machine>_section_<ss>_test.csv     official, headerless (asdcore.export)
         decision_result_<machine>_section_<ss>_test.csv   official, headerless (asdcore.export)
-        train_scores_<machine>_section_<ss>.csv           file_name,domain,score of the normal training clips
+        train_scores_<machine>_section_<ss>.csv           file_name,domain,score[,held_out_score] of the normal
+                                                          training clips (held out: asdcore.backends.held_out_scores)
         thresholds.json           {"<machine>_section_<ss>": decision threshold}
         backend/<backend>_<machine>_section_<ss>.npz      the fitted backend's state (asdcore.backends)
       embeddings/<machine>_section_<ss>_<train|test>.npz  names + one vector per clip
@@ -40,6 +41,8 @@ SCORED_META = "scored.json"
 SCORES_DIR = "scores"
 EMBEDDINGS_DIR = "embeddings"
 THRESHOLDS_FILE = "thresholds.json"
+#: The marker of results imported from elsewhere (:mod:`asdcore.importing`, which owns it): source, data folder.
+IMPORT_MARKER = "imported.json"
 #: What a system's ``score`` writes into its output folder (plus the app's UMAP cache made from it): the
 #: previous outputs that re-scoring a folder replaces as a whole.
 SCORED_OUTPUTS = (SCORES_DIR, EMBEDDINGS_DIR, "metrics.csv", "metrics_dev.csv", "metrics_eval.csv", "umap",
@@ -150,7 +153,7 @@ def find_data_root(folder: str | Path) -> str | None:
     """The data folder a scored folder's scores are of (``scored.json``, or ``config.json`` of a run folder
     scored in place), resolved; None when nothing says (e.g. an imported submission folder)."""
     folder = Path(folder)
-    for meta_name in (SCORED_META, "config.json"):
+    for meta_name in (SCORED_META, "config.json", IMPORT_MARKER):
         meta = read_json(folder / meta_name)
         if meta and isinstance(meta.get("data_root"), str) and meta["data_root"]:
             return str(Path(meta["data_root"]).resolve())
@@ -200,6 +203,8 @@ def describe_scored(path: str | Path, name: str | None = None) -> ScoredFolder |
         data = Path(meta["data_root"]) if meta.get("data_root") else None
     elif cfg:  # a run folder scored in place by `train`
         run, data = path, Path(cfg["data_root"]) if cfg.get("data_root") else None
+    else:  # imported results (asdcore.importing): no run, the data folder they were evaluated against
+        data = Path(find_data_root(path)) if find_data_root(path) else None
     system = find_system(path)
     return ScoredFolder(name or path.name, system, path, run, data)
 
@@ -281,12 +286,20 @@ def prepare_scored_folder(out: Path, run: "Run", system: str, data_root: Path, r
                              "--out folder (nothing was written)")
 
 
+#: The optional fourth column of ``train_scores_*.csv``: each clip's score by a backend fitted without it.
+HELD_OUT_SCORE = "held_out_score"
+
+
 def write_train_scores(scores_dir: str | Path, machine: str, section: str, train: pd.DataFrame) -> Path:
-    """``train_scores_<machine>_section_<ss>.csv`` (columns file_name, domain, score), floats exact."""
+    """``train_scores_<machine>_section_<ss>.csv`` (columns file_name, domain, score and, when ``train`` has
+    any, held_out_score), floats exact; an unknown held-out score is an empty field."""
     from asdcore.runs import write_frame_csv
 
+    columns = ["file_name", "domain", "score"]
+    if HELD_OUT_SCORE in train.columns and train[HELD_OUT_SCORE].notna().any():
+        columns.append(HELD_OUT_SCORE)
     path = train_scores_path(scores_dir, machine, section)
-    write_frame_csv(path, train[["file_name", "domain", "score"]], index=False, float_format="%.17g")
+    write_frame_csv(path, train[columns], index=False, float_format="%.17g")
     return path
 
 
@@ -310,17 +323,16 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
     Returns the metrics table of ``metrics.csv`` (None when its clips are not all labelled).
     """
     from asdcore.export import write_scores
-    from asdcore.metrics import write_metrics_csv
     from asdcore.runs import save_arrays, save_json
 
     out_dir = Path(out_dir)
     scores_dir = out_dir / SCORES_DIR
     for (machine, section), grp in clip_scores.groupby(["machine", "section"], sort=True):
-        thr = thresholds[section_key(machine, section)]
+        thr = thresholds.get(section_key(machine, section))  # None: no decisions (an ensemble with imported results)
         test = grp[grp["split"] == "test"]
         if len(test):
             write_scores(scores_dir, machine, section, list(test["file_name"]), test["score"].to_numpy(),
-                         (test["score"].to_numpy() > thr).astype(int))
+                         None if thr is None else (test["score"].to_numpy() > thr).astype(int))
         train = grp[grp["split"] == "train"]
         if len(train):  # an ensemble section no training clip was scored in by every member has none
             write_train_scores(scores_dir, machine, section, train)
@@ -331,14 +343,28 @@ def write_outputs(out_dir: Path, clip_scores: pd.DataFrame, embeddings: dict[tup
     test = clip_scores[clip_scores["split"] == "test"]
     parts = _by_part(test)
     tables = {part: t for part, t in ((part, _metrics_of(sub, thresholds)) for part, sub in parts) if t is not None}
-    table = tables.get("dev", tables.get("eval", tables.get("")))  # the official score of one part, never of a mix
-    if table is not None:
-        write_metrics_csv(table, out_dir / "metrics.csv")
-    if len(parts) > 1:  # both parts scored: each labelled part's own table too
-        for part, t in tables.items():
-            write_metrics_csv(t, out_dir / PART_METRICS.format(part=part))
+    table = write_part_metrics(out_dir, tables, both=len(parts) > 1)
     if meta is not None:  # last: a folder with scored.json is complete (the demo workspace relies on it)
         save_json(out_dir / SCORED_META, meta)
+    return table
+
+
+def write_part_metrics(out_dir: Path, tables: dict[str, pd.DataFrame], both: bool | None = None) -> pd.DataFrame | None:
+    """``metrics.csv`` (the development part's table, else the only one) and, when ``both`` parts were scored
+    (default: more than one table), ``metrics_<part>.csv`` per part; returns the table of ``metrics.csv``.
+
+    The official score of one part, never of a mix: a score over development and evaluation machine types
+    together is not one the challenge knows.
+    """
+    from asdcore.metrics import write_metrics_csv
+
+    table = tables.get("dev", tables.get("eval", tables.get("")))
+    if table is not None:
+        write_metrics_csv(table, Path(out_dir) / "metrics.csv")
+    if (len(tables) > 1) if both is None else both:
+        for part, t in tables.items():
+            if part:
+                write_metrics_csv(t, Path(out_dir) / PART_METRICS.format(part=part))
     return table
 
 
@@ -355,9 +381,10 @@ def _metrics_of(test: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFram
 
     if test.empty or test["label"].isna().any() or test["domain"].isna().any():
         return None
-    limits = np.array([thresholds[section_key(m, s)] for m, s in zip(test["machine"], test["section"])])
-    return metrics_table(test[["machine", "section", "domain", "label", "score", "file_name"]].assign(
-        label=test["label"].astype(int), decision=(test["score"].to_numpy() > limits).astype(int)))
+    frame = test[["machine", "section", "domain", "label", "score", "file_name"]].assign(label=test["label"].astype(int))
+    limits = np.array([thresholds.get(section_key(m, s), np.nan) for m, s in zip(test["machine"], test["section"])])
+    decided = np.where(np.isnan(limits), np.nan, (test["score"].to_numpy() > limits).astype(float))
+    return metrics_table(frame.assign(decision=decided))
 
 
 def part_metrics(folder: str | Path) -> dict[str, pd.DataFrame]:
@@ -380,7 +407,11 @@ def part_metrics(folder: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def read_train_scores(scores_dir: str | Path) -> pd.DataFrame:
-    """Every ``train_scores_<machine>_section_<ss>.csv`` of a scores folder as one frame."""
+    """Every ``train_scores_<machine>_section_<ss>.csv`` of a scores folder as one frame.
+
+    Columns machine, section, file_name, domain, score, held_out_score; the last is NaN where a file
+    has none (a folder scored before held-out scores were kept: three columns) or leaves a field empty.
+    """
     scores_dir = Path(scores_dir)
     frames = []
     for path in sorted(scores_dir.glob("train_scores_*.csv")):
@@ -394,16 +425,18 @@ def read_train_scores(scores_dir: str | Path) -> pd.DataFrame:
         scores = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=np.float64)
         if not np.isfinite(scores).all():
             raise ValueError(f"{path}: {int((~np.isfinite(scores)).sum())} training score(s) are missing or not finite")
+        held_out = (pd.to_numeric(frame[HELD_OUT_SCORE], errors="coerce").to_numpy(dtype=np.float64)
+                    if HELD_OUT_SCORE in frame.columns else np.full(len(frame), np.nan))
         frames.append(pd.DataFrame({
             "machine": m.group("machine"), "section": m.group("section"),
             "file_name": frame["file_name"].astype(str).to_numpy(),
             "domain": frame["domain"].astype(str).to_numpy() if "domain" in frame.columns else "",
-            "score": scores,
+            "score": scores, HELD_OUT_SCORE: held_out,
         }))
     if not frames:
         return pd.DataFrame({"machine": pd.Series(dtype=str), "section": pd.Series(dtype=str),
                              "file_name": pd.Series(dtype=str), "domain": pd.Series(dtype=str),
-                             "score": pd.Series(dtype=np.float64)})
+                             "score": pd.Series(dtype=np.float64), HELD_OUT_SCORE: pd.Series(dtype=np.float64)})
     return pd.concat(frames, ignore_index=True)
 
 
@@ -498,6 +531,10 @@ class ScoredScores:
         keep = set(machines)
         return replace(self, test=self.test[self.test["machine"].isin(keep)].reset_index(drop=True),
                        train=self.train[self.train["machine"].isin(keep)].reset_index(drop=True), metrics=metrics)
+
+    def test_scores(self, machine: str, section: str) -> np.ndarray:
+        t = self.test
+        return t.loc[(t["machine"] == machine) & (t["section"] == section), "score"].to_numpy(dtype=np.float64)
 
     def train_scores(self, machine: str, section: str) -> np.ndarray:
         t = self.train

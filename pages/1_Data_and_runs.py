@@ -17,6 +17,7 @@ from asdcore.settings import parse_settings
 from asdcore.systems import SYSTEM_INFO, compatible, get_system, system_names
 from asdcore.app.workspace import BUNDLED, remove_folder
 
+OWN_SYSTEM = "the run's own system"
 ws = ui.page("Data and runs", "🗂️")
 st.title("Data and runs")
 
@@ -66,9 +67,51 @@ else:
                      "data": str(item.data_root or "?"), "folder": str(item.path), "note": note})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     names = [f.name for f in ws.available]
+    added = [f.name for f in ws.available if str(f.path) in st.session_state.pop("_import_added", [])]
+    if added:  # just imported (below): loaded with what was loaded before
+        now = st.session_state.get("_loaded_select", [f.name for f in ws.loaded])
+        st.session_state["_loaded_select"] = [n for n in names if n in set(now) | set(added)]
     chosen = st.multiselect("Loaded in the app (Results, Embeddings, Clip inspector, Ensemble tuner)", names,
                             default=[f.name for f in ws.loaded], key="_loaded_select")
     st.session_state["loaded"] = chosen
+
+# ----------------------------------------------------------------------------- results made elsewhere
+st.subheader("Add results made elsewhere")
+st.caption("Another team's submission files, the official baseline's, or the evaluator's teams/<team>/<system>/ tree: "
+           "anomaly_score_<machine>_section_<SS>_test.csv (+ decision_result_...) flat, in a scores/ folder or "
+           "under baseline names, as a folder or a .zip. They are copied into the runs folder (the original is only "
+           "read), evaluated against this data folder's labels, and shown like any system.")
+for line in st.session_state.pop("_import_report", []):
+    getattr(st, line[0])(line[1])
+with st.form("import"):
+    c1, c2 = st.columns([3, 1])
+    source_text = c1.text_input("Folder or .zip on this machine", placeholder="/path/to/team/results",
+                                key="_import_source")
+    import_name = c2.text_input("Name (optional)", key="_import_name",
+                                help="the system's name in the app; default: the folder's name")
+    upload = st.file_uploader("... or upload a .zip", type=["zip"], key="_import_zip")
+    replace = st.checkbox("Replace an earlier import of the same name")
+    imported = st.form_submit_button("Add results")
+if imported:
+    from asdcore.importing import import_uploaded, import_results
+
+    bar = st.progress(0.0, text="importing")
+    with ui.guard("cannot add these results"):
+        progress = dict(on_progress=lambda f, msg: bar.progress(min(f, 1.0), text=msg))
+        if upload is not None:
+            done = import_uploaded(upload.name, upload.getvalue(), ws.runs_root, ws.data_root,
+                                   name=import_name.strip() or None, replace=replace, **progress)
+        elif source_text.strip():
+            done = import_results(Path(source_text.strip()).expanduser(), ws.runs_root, ws.data_root,
+                                  name=import_name.strip() or None, replace=replace, **progress)
+        else:
+            raise ValueError("give a folder or a .zip path, or upload a .zip")
+    bar.empty()
+    st.session_state["_import_added"] = [str(item.folder) for item in done]
+    st.session_state["_import_report"] = [("success", f"Added {item.describe()}") for item in done] + [
+        ("info", f"{item.name}: {note}") for item in done for note in item.notes]
+    st.cache_data.clear()
+    st.rerun()
 
 # ----------------------------------------------------------------------------- jobs
 FINISHED = ("done", "failed", "stopped")
@@ -159,7 +202,9 @@ with st.form("score"):
     run_path = st.selectbox("Run folder or bundled checkpoint", candidates, accept_new_options=True,
                             help="any run folder made by 'train' (type a path to use one elsewhere)")
     c1, c2 = st.columns(2)
-    score_system = c1.selectbox("Score as", system_names())
+    score_system = c1.selectbox("Score as", [OWN_SYSTEM, *system_names()],
+                                help="the run's own system, or another backend on the same model (e.g. a "
+                                     "three-subnet run scored as three-subnet-gmm)")
     out_name = c2.text_input("Output name (a folder in the runs folder)", value="scored")
     scored = st.form_submit_button("Start scoring")
 if scored:
@@ -169,6 +214,8 @@ if scored:
         if not run_path:
             raise ValueError("choose a run folder first")
         run = Run.open(run_path)
+        if score_system == OWN_SYSTEM:
+            score_system = run.config.system
         if not compatible(run.config.system, score_system):
             raise ValueError(f"{score_system} cannot score a {run.config.system} run (different frontend); "
                              f"choose one of: {', '.join(n for n in system_names() if compatible(run.config.system, n))}")

@@ -1,7 +1,8 @@
 """Embeddings: a 2-D UMAP map of one scored folder's clip embeddings; click a clip to hear and see it.
 
 Thin page: loading, joining and mapping live in :mod:`asdcore.app.embeddings`, figures of a clip in
-:mod:`asdcore.app.inspector`.
+:mod:`asdcore.app.inspector`. A map not cached yet is computed in the background with a progress bar
+(:func:`asdcore.app.embeddings.map_in_background`); the controls and the clip list work meanwhile.
 """
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import numpy as np
 import streamlit as st
 
 from asdcore.app import ui
+from asdcore.app.inspector import format_percentile
 from asdcore.app.embeddings import (
     COLOUR_BY,
+    MapJob,
     UmapParams,
     embedding_machines,
-    embedding_map,
+    embedding_request,
     load_embeddings,
+    map_in_background,
     preferred_folder,
     scatter_figure,
     selected_rows,
@@ -43,10 +47,23 @@ def _load(scored: str, machines: tuple[str, ...], data_root: str | None, system:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _map(scored: str, machines: tuple[str, ...], data_root: str | None, system: str | None, stamp: float,
-         n_neighbors: int, min_dist: float):
+def _request(scored: str, machines: tuple[str, ...], data_root: str | None, system: str | None, stamp: float,
+             n_neighbors: int, min_dist: float):
     emb = _load(scored, machines, data_root, system, stamp)
-    return embedding_map(scored, emb, UmapParams(n_neighbors=n_neighbors, min_dist=min_dist))
+    return embedding_request(scored, emb, UmapParams(n_neighbors=n_neighbors, min_dist=min_dist))
+
+
+@st.fragment(run_every=1.0)
+def _map_progress(request) -> None:
+    """The background map's progress, redrawn every second; the page reruns once the map is ready."""
+    found = map_in_background(request)
+    if not isinstance(found, MapJob):
+        st.rerun(scope="app")
+    status = found.status()
+    if status.error is not None:
+        st.rerun(scope="app")
+    st.progress(status.fraction, text=f"Computing the UMAP map (cached afterwards): {status.stage}")
+    st.caption("The rest of the page works meanwhile: pick a clip below to hear it.")
 
 
 def _stamp(folder: Path) -> float:
@@ -89,24 +106,39 @@ data_root = folder.data_root if folder.data_root is not None and Path(folder.dat
 stamp = _stamp(Path(folder.path))
 with ui.guard(f"cannot read the embeddings of {folder.name}"):
     emb = _load(str(folder.path), tuple(picked), str(data_root), folder.system, stamp)
-with ui.guard("UMAP failed"), st.spinner(f"computing the UMAP map of {len(emb)} clips (cached afterwards)"):
-    result = _map(str(folder.path), tuple(picked), str(data_root), folder.system, stamp, n_neighbors, float(min_dist))
+with ui.guard("UMAP failed"):
+    request = _request(str(folder.path), tuple(picked), str(data_root), folder.system, stamp, n_neighbors,
+                       float(min_dist))
+    found = map_in_background(request)
+result = None if isinstance(found, MapJob) else found
+failed = found.status().error if isinstance(found, MapJob) else None
 
 geometry = ("Embeddings are length-normalised before mapping (cosine geometry), because the K-Means and GMM "
             "backends of this system compare unit-length embeddings."
             if emb.geometry == "cosine" else
             "Vectors are mapped as stored (Euclidean geometry): for the autoencoder they are the per-mel-band "
             "reconstruction errors, whose size is what makes a clip anomalous.")
-st.caption(f"{len(emb)} clips, {emb.vectors.shape[1]}-d, UMAP n_neighbors={result.params.n_neighbors}, "
-           f"min_dist={result.params.min_dist:g}, random_state={result.params.random_state}"
-           f"{' (read from the cache)' if result.from_cache else ''}. {geometry}")
-for note in [result.note, *emb.notes]:
+st.caption(f"{len(emb)} clips, {emb.vectors.shape[1]}-d, UMAP n_neighbors={request.params.n_neighbors}, "
+           f"min_dist={request.params.min_dist:g}, random_state={request.params.random_state}"
+           f"{' (read from the cache)' if result is not None and result.from_cache else ''}. {geometry}")
+for note in [request.note, *emb.notes]:
     if note:
         st.info(note)
 
-fig = scatter_figure(emb.meta, result.coords, colour_by, title=f"{folder.name}: {', '.join(picked)}")
-event = st.plotly_chart(fig, key=f"emb_chart::{choice}", on_select="rerun", selection_mode="points")
-if colour_by.startswith("anomaly score"):
+event = None
+if failed is not None:
+    st.error(f"UMAP failed: {failed}")
+    if st.button("Try again", key="emb_retry"):
+        map_in_background(request, retry=True)
+        st.rerun()
+elif result is None:
+    _map_progress(request)
+else:
+    if result.note != request.note and result.note:
+        st.info(result.note)
+    fig = scatter_figure(emb.meta, result.coords, colour_by, title=f"{folder.name}: {', '.join(picked)}")
+    event = st.plotly_chart(fig, key=f"emb_chart::{choice}", on_select="rerun", selection_mode="points")
+if colour_by.startswith("anomaly score") and result is not None:
     st.caption("Score percentile: the share of the same machine type's and section's normal training clips scoring "
                "at or below the clip (comparable across machine types, whose raw score scales differ).")
 
@@ -131,7 +163,7 @@ info[1].metric("Split / domain", f"{row['split']} / {row['domain']}")
 info[2].metric("Condition", row["condition"])
 info[3].metric("Anomaly score", "not scored" if not np.isfinite(row["score"]) else f"{row['score']:.4g}")
 info[4].metric("Percentile (normal train)", "-" if not np.isfinite(row["score_percentile"])
-               else f"{row['score_percentile']:.0f} %")
+               else f"{format_percentile(row['score_percentile'])} %")
 st.caption(f"attributes: {row['attributes']}")
 if not row["path"]:
     st.warning(f"{row['file_name']} is not in the data folder `{data_root}`, so it cannot be played.")

@@ -18,6 +18,7 @@ from asdcore.data import SAMPLE_RATE, load_audio
 from asdcore.ensemble import Ensemble
 from asdcore.app.inspector import (
     MAX_UPLOAD_MB,
+    PERCENTILE_FORMAT,
     UPLOAD_TYPES,
     ClipScorer,
     ae_attribution_figures,
@@ -28,6 +29,7 @@ from asdcore.app.inspector import (
     ensemble_train_scores,
     equal_ensemble,
     example_clip,
+    format_percentile,
     guess_clip,
     member_rows,
     occlusion_figures,
@@ -40,6 +42,7 @@ from asdcore.app.inspector import (
     waveform_figure,
 )
 from asdcore.scored import ScoredFolder, read_thresholds, thresholds_path
+from asdcore.threads import use_threads
 
 ws = ui.page("Clip inspector")
 st.title("Clip inspector")
@@ -76,6 +79,21 @@ def _equal_ensemble(spec: tuple):
     return equal_ensemble(members), members
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _batch_systems(spec: tuple) -> tuple[BatchSystems, str]:
+    """What a batch is scored with, kept between batches (models, backends, thresholds and the ensemble's
+    reference scores load once); the second value says why there is no ensemble column, if there is none."""
+    scorer, skipped = _scorer(spec)
+    folders = {f.name: f for f in _folders(spec)}
+    members = {n: ui.member(folders[n]) for n in scorer.names}
+    try:
+        ens, ens_members, note = *_equal_ensemble(spec), ""
+    except ValueError as exc:
+        ens, ens_members, note = None, None, f"no ensemble column: {exc}"
+    thresholds = {n: read_thresholds(folders[n].path) for n in scorer.names}
+    return BatchSystems(scorer, members, thresholds, ens, ens_members, skipped), note
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _saved_ensemble(path: str, mtime: float):
     ens = Ensemble.load(path)
@@ -102,7 +120,9 @@ if not machines:
     st.stop()
 spec = _spec(ws.loaded)
 with ui.guard("cannot load the systems' models"), st.spinner("loading the systems' models (once)"):
+    use_threads()  # the scoring runs in this process: one thread (asdcore.threads says why)
     scorer, skipped = _scorer(spec)
+scorer.warm_up(keys)  # every machine type's models and backends, in the background (once)
 try:
     dataset = ui.dataset(ws.data_root)
 except (ValueError, OSError) as exc:
@@ -135,7 +155,11 @@ if not is_batch and ss.get("_insp_source", ("",))[0] == "batch":
 # ----------------------------------------------------------------------------- many clips at once
 batch_inputs = []
 if is_batch:
-    st.subheader(f"{len(uploads)} uploaded file(s)")
+    with ui.guard("cannot read the uploaded files"):
+        batch_inputs = inputs_from_uploads([(f.name, f.size, f.getvalue) for f in uploads])
+    zips = sum(is_zip(f.name) for f in uploads)
+    st.subheader(f"{len(batch_inputs)} clip(s) from {len(uploads)} uploaded file(s)"
+                 + (f", {zips} of them zip archive(s)" if zips else ""))
     sections_of = {m: [s for k, s in keys if k == m] for m in machines}
     b1, b2 = st.columns([2, 1])
     for_all = b1.selectbox("Machine type of the clips", [GUESS] + machines, key="insp_batch_machine",
@@ -144,20 +168,13 @@ if is_batch:
     sec_choices = [GUESS] + (sections_of[for_all] if for_all != GUESS else [])
     sec_for_all = b2.selectbox("Section", sec_choices, key="insp_batch_section", disabled=for_all == GUESS,
                                help="Used where the file name names no section of that machine type.")
-    with ui.guard("cannot read the uploaded files"):
-        batch_inputs = inputs_from_uploads([(f.name, f.size, f.getvalue) for f in uploads])
     batch_key = (tuple(f.file_id for f in uploads), for_all, sec_for_all, spec)
     if ss.get("_insp_batch", (None,))[0] != batch_key:
         bar = st.progress(0.0, text=f"scoring {len(batch_inputs)} clip(s)")
         with ui.guard("scoring the clips failed"):
-            try:
-                ens, ens_members = _equal_ensemble(spec)
-            except ValueError as exc:
-                ens, ens_members = None, None
-                st.caption(f"no ensemble column: {exc}")
-            systems = BatchSystems(scorer, {n: members[n] for n in scorer.names},
-                                   {n: read_thresholds(ws.by_name(n).path) for n in scorer.names},
-                                   ens, ens_members, skipped)
+            systems, no_ensemble = _batch_systems(spec)
+            if no_ensemble:
+                st.caption(no_ensemble)
             result = score_clips(batch_inputs, systems, None if for_all == GUESS else for_all,
                                  None if sec_for_all == GUESS else sec_for_all, dataset,
                                  on_progress=lambda f, msg: bar.progress(min(f, 1.0), text=msg))
@@ -174,8 +191,8 @@ if is_batch:
                "percentile among the normal training clips of the same machine type and section. Click a column "
                "to sort, a row to open the clip below.")
     event = st.dataframe(result.table, hide_index=True, width="stretch", key="insp_batch_table", on_select="rerun",
-                         selection_mode="single-row",
-                         column_config={c: st.column_config.NumberColumn(format="%.1f") for c in result.table
+                         selection_mode="single-row", placeholder="-",
+                         column_config={c: st.column_config.NumberColumn(format=PERCENTILE_FORMAT) for c in result.table
                                         if c.endswith(" percentile")})
     st.download_button("Download the table (CSV)", to_csv_bytes(result.table), file_name="clip_scores.csv",
                        mime="text/csv", key="insp_batch_csv", disabled=result.n_scored == 0)
@@ -254,7 +271,8 @@ with ui.guard("scoring failed"):
     with st.spinner("loading models and backends for this machine type"):
         scorer.prepare(machine, section)
     results = {r.name: r for r in scorer.score([wave], machine, section)}
-rows, references = member_rows(ws.loaded, members, results, skipped, machine, section)
+rows, references = member_rows(ws.loaded, members, results, skipped, machine, section,
+                               clip_name=clip_name if source[0] == "example" else None)
 
 choices = [EQUAL] + [p.stem for p in saved_ensembles(ws.runs_root)]
 ens_choice = st.selectbox("Ensemble", choices, key="insp_ensemble",
@@ -282,14 +300,19 @@ all_rows = rows + ([ens_row] if ens_row is not None else [])
 scored = [r for r in rows if r.score is not None]
 st.caption(f"Scored by {len(scored)} system(s) in {1000 * sum(r.seconds for r in rows):.0f} ms "
            "(models and backends stay loaded between clips). Decision: anomalous when the score exceeds the "
-           "system's threshold (90th percentile of a gamma fit to its normal training scores).")
+           "system's threshold (10 % false alarms on held-out scores of its normal training clips).")
 verdicts = st.columns(len(all_rows))
 for col, r in zip(verdicts, all_rows):
     col.metric(r.name, "-" if r.score is None else f"{r.score:.4g}",
-               delta=None if r.percentile is None else f"{r.decision} · {r.percentile:.0f}th pct",
+               delta=None if r.percentile is None else f"{r.decision} · {format_percentile(r.percentile)} pct",
                delta_color="inverse" if r.decision == "anomalous" else "normal" if r.decision == "normal" else "off",
-               help=r.note or r.system)
-st.dataframe(rows_frame(all_rows), hide_index=True, width="stretch")
+               delta_arrow="off", help=r.note or r.system)
+small = {c: st.column_config.Column(width="small") for c in ("score", "threshold", "decision", "time (ms)")}
+st.dataframe(rows_frame(all_rows), hide_index=True, width="stretch", placeholder="-", column_config={
+    **small, "note": st.column_config.TextColumn(width="large"),
+    "percentile of normal training clips": st.column_config.NumberColumn(
+        "pct", format=PERCENTILE_FORMAT, width="small",
+        help="percentile among the normal training clips of this machine type and section (as on the cards)")})
 
 with_score = [r for r in all_rows if r.score is not None]
 tabs = st.tabs([r.name for r in with_score]) if with_score else []

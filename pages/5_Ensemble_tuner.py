@@ -95,6 +95,12 @@ normalization = st.radio("Normalisation", NORMALIZATIONS, horizontal=True, key="
                          help="; ".join(NORMALIZATION_HELP.values()))
 st.caption(NORMALIZATION_HELP[normalization] + ". Every map is increasing, so a single member's AUCs do not change; "
            "only how members weigh against each other does.")
+bare = T.without_training_scores(members)
+if bare:
+    st.info(f"{', '.join(bare)}: no training-clip scores (results imported from elsewhere hold test scores only), so "
+            f"{'it is' if len(bare) == 1 else 'they are'} normalised with the same statistics of {'its' if len(bare) == 1 else 'their'} "
+            "own test scores of each section (no label is used; the reference is then the test set's mix of normal "
+            "and anomalous clips). Where such a member has a weight, the ensemble has no decision threshold.")
 
 with ui.guard("could not read the data folder for labels"):
     clips = R.clip_tables([f.data_root for f in ws.loaded] + [ws.data_root], ui.dataset)

@@ -51,6 +51,16 @@ def test_example_clip_scored_by_every_system(tiny_workspace, monkeypatch):
     assert table["score"].notna().all() and set(table["decision"]) <= {"normal", "anomalous"}
     assert table["percentile of normal training clips"].between(0, 100).all()
     assert [m.label for m in at.metric] == SYSTEMS + ["ensemble"]
+    # the cards say the percentile the table holds, rounded as the table shows it (one decimal), no arrow
+    from asdcore.app.inspector import PERCENTILE_FORMAT, format_percentile
+
+    for card in at.metric:
+        row = table.loc[card.label]
+        percentile = format_percentile(row["percentile of normal training clips"])
+        assert card.proto.delta == f"{row['decision']} · {percentile} pct"
+        assert card.proto.direction == card.proto.NONE  # no up-arrow beside "normal"
+    assert PERCENTILE_FORMAT in at.dataframe[0].proto.columns
+    assert at.dataframe[0].proto.placeholder == "-"  # a cell without a value (a threshold) is "-", not "None"
     assert "Scored as valve section 00" in _captions(at)
     # the histogram of each system (training clips + a line for this clip)
     charts = [c.proto.spec for c in at.get("plotly_chart")]
@@ -185,9 +195,31 @@ def test_zip_and_machine_for_all(tiny_workspace, monkeypatch):
             z.writestr(f"recordings/clip_{i}.wav", data)  # names that say nothing about the machine
     at.file_uploader(key="insp_upload").set_value(("clips.zip", buf.getvalue(), "application/zip")).run()
     assert not at.exception
+    assert at.subheader[0].value == "3 clip(s) from 1 uploaded file(s), 1 of them zip archive(s)"
     assert at.dataframe[0].value.empty and "3 file(s) could not be scored" in at.warning[0].value
     assert "choose the machine type" in at.warning[0].value
     at.selectbox(key="insp_batch_machine").set_value("valve").run()
     assert not at.exception and not at.warning
     table = at.dataframe[0].value
     assert len(table) == 3 and set(table["machine"]) == {"valve"} and table["ensemble score"].notna().all()
+
+
+def test_imported_results_show_their_recorded_score_of_a_data_clip(tiny_workspace, tmp_path, monkeypatch):
+    """Results imported from elsewhere have no model, but they scored the data folder's clips: the inspector's
+    table shows, for an example clip of the data folder, the score their files hold for it (by clip name)."""
+    from asdcore.importing import import_results
+    from asdcore.scored import load_scores
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_workspace["runs"] / "ae", runs / "ae")
+    import_results(tiny_workspace["runs"] / "ae-mahala", runs, tiny_workspace["data"], name="theirs")
+    at = _app(tiny_workspace["data"], runs, monkeypatch)
+    at.run()
+    at.button(key="insp_example_1").click().run()
+    assert not at.exception
+    clip = at.subheader[0].value
+    table = _table(at)
+    own = load_scores(tiny_workspace["runs"] / "ae-mahala").test.set_index("file_name")["score"]
+    assert table.loc["theirs", "score"] == pytest.approx(own[clip])
+    assert "recorded score" in table.loc["theirs", "note"] and table.loc["theirs", "decision"] in ("normal",
+                                                                                                   "anomalous")

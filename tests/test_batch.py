@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from asdcore.batch import (
     ENSEMBLE,
@@ -182,3 +183,40 @@ def test_cli_score_clips_refuses_foreign_out_and_bad_args(tiny_workspace, test_f
     assert "no clips given" in capsys.readouterr().err
     assert main(["score-clips", *_cli_scored(tiny_workspace), clip, "--machine", "toaster", "--quiet"]) == 2
     assert "--machine toaster" in capsys.readouterr().err
+
+
+def test_batched_scores_equal_one_by_one_with_mixed_lengths(tiny_workspace, test_files):
+    """Clips of different lengths in one batch (the AE groups equal lengths per forward pass, the embedding model
+    tiles/crops each clip to its input length): every score is the score of that clip scored alone, the app's
+    optimised scorer included; the ensemble's training-clip scores are computed once for the whole batch."""
+    from asdcore.app.inspector import ClipScorer
+
+    systems = batch_systems(find_scored(tiny_workspace["runs"]))  # optimize=True: the app's scorer
+    waves = {m: [load_clip(p, seconds=None) for p in test_files[m]] for m in ("fan", "valve")}
+    cut = {"fan": [waves["fan"][0], waves["fan"][1][:12000], waves["fan"][2], waves["fan"][0][:30000]],
+           "valve": [waves["valve"][0][:9000], waves["valve"][1], waves["valve"][2][:9000]]}
+    alone_scorer, _ = ClipScorer.from_folders(find_scored(tiny_workspace["runs"]), optimize=False)
+    frames = []
+    real = type(systems.ensemble).score_frame
+    calls = []
+    try:
+        type(systems.ensemble).score_frame = lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+        for machine, clips in cut.items():
+            batch = {r.name: r.scores for r in systems.scorer.score(clips, machine, "00")}
+            alone = [{r.name: float(r.scores[0]) for r in alone_scorer.score([w], machine, "00")} for w in clips]
+            for name in MEMBERS:
+                np.testing.assert_allclose(batch[name], [a[name] for a in alone], rtol=1e-5, atol=1e-7)
+            uploads = []
+            for i, w in enumerate(clips):
+                buf = io.BytesIO()
+                sf.write(buf, w, 16000, format="WAV", subtype="FLOAT")
+                uploads.append((f"{machine}_section_00_{i}.wav", buf.getbuffer().nbytes, lambda b=buf.getvalue(): b))
+            table = score_clips(inputs_from_uploads(uploads), systems).table
+            for name in MEMBERS:  # the table's cells too (decoded from the float WAVs: the same samples)
+                np.testing.assert_allclose(table[f"{name} score"], [a[name] for a in alone], rtol=1e-5, atol=1e-7)
+            frames.append(table)
+    finally:
+        type(systems.ensemble).score_frame = real
+    assert len(calls) == 1  # one pass over the training clips for both machine types
+    table = pd.concat(frames, ignore_index=True)
+    assert len(table) == 7 and table[[f"{n} score" for n in MEMBERS + [ENSEMBLE]]].notna().all().all()

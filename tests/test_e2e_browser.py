@@ -194,3 +194,48 @@ def test_ensemble_slider_changes_table(page, app_url, tiny_workspace):
     # the figures shown are the ensemble recomputed for the new weights (two tiny test sets can tie, so
     # the check is against the library's value, not "it changed")
     assert (before, after) == (expected[(1.0, 1.0, 1.0, 1.0)], expected[(1.0, 1.0, 1.0, 0.0)])
+
+
+def test_add_results_made_elsewhere(page, app_url, tiny_workspace, tmp_path):
+    """Another team's flat submission folder (official names, no metadata) added on *Data and runs*: Results
+    shows its official score computed from the data folder's labels, and the tuner offers it beside the
+    bundled systems (normalised with its own test scores, said on the page). Runs last in this module: it
+    adds a system to the workspace the other tests count."""
+    import numpy as np
+
+    from asdcore.data import discover
+    from asdcore.export import read_scores, scores_for_evaluation, write_scores
+    from asdcore.metrics import metrics_table, official_score
+
+    clips = discover(tiny_workspace["data"]).to_frame()
+    test = clips[clips["split"] == "test"]
+    team = tmp_path / "their-results"
+    rng = np.random.default_rng(7)
+    for (machine, section), g in test.groupby(["machine", "section"]):
+        scores = rng.random(len(g)) + 0.5 * g["label"].to_numpy()
+        write_scores(team, machine, section, g["file_name"].tolist(), scores, (scores > 0.9).astype(int).tolist())
+    expected = f"{100 * official_score(metrics_table(scores_for_evaluation(read_scores(team), test))):.2f} %"
+
+    _open(page, f"{app_url}/Data_and_runs")
+    form = page.locator("[data-testid='stForm']").filter(has_text="Add results")
+    form.locator(".st-key-_import_source input").fill(str(team))
+    form.locator(".st-key-_import_name input").fill("teamx")
+    form.get_by_role("button", name="Add results").click()
+    page.get_by_text(re.compile(r"Added teamx: \d+ test clips")).wait_for(timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+
+    _open(page, f"{app_url}/Results")
+    page.get_by_text("teamx · hmean").wait_for(timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+    assert _metrics(page)["teamx · hmean"] == expected
+
+    _open(page, f"{app_url}/Ensemble_tuner")
+    page.get_by_text("Ensemble hmean").wait_for(timeout=120_000)
+    wait_for_app(page)
+    _no_exception(page)
+    assert page.locator(".st-key-tuner_w--teamx input[type='range']").count() == 1
+    assert page.locator(".st-key-tuner_w--three-subnet input[type='range']").count() == 1
+    page.get_by_text(re.compile(r"teamx: no training-clip scores")).wait_for(timeout=30_000)
+    assert "teamx" in page.get_by_text(re.compile(r"^Proportions:")).inner_text()

@@ -180,3 +180,58 @@ def test_preferred_folder_is_an_embedding_model(tmp_path):
     gmm = folder("ts", "three-subnet-gmm")
     assert preferred_folder([ae, empty, gmm]) == 2  # the first embedding model that has embeddings
     assert preferred_folder([ae, empty]) == 0 and preferred_folder([]) == 0
+
+
+def _wait_finished(job, limit_s: float = 600):
+    """Poll a background map until it ends (the limit only stops a hang; not a timing check)."""
+    import time
+
+    end = time.monotonic() + limit_s
+    while not job.status().finished and time.monotonic() < end:
+        time.sleep(0.05)
+    return job.status()
+
+
+def test_background_map_reports_progress_caches_and_matches(tmp_path):
+    """A map not cached is a job (started at once) that reports UMAP's epochs; when it ends the map is the one
+    umap_coords gives, written to the same cache file, and the next look reads that file."""
+    from asdcore.app.embeddings import MapJob, map_in_background, map_request
+
+    vectors = np.random.default_rng(3).normal(size=(40, 8)).astype(np.float32)
+    names = [f"c{i}" for i in range(40)]
+    request = map_request(vectors, names, UmapParams(n_neighbors=5), tmp_path / "a")
+    seen = []
+
+    def fit(v, p, on_epochs=None):
+        from asdcore.app.embeddings import _fit_umap
+
+        return _fit_umap(v, p, on_epochs=lambda done, total: (seen.append((done, total)), on_epochs(done, total)))
+
+    job = map_in_background(request, fit)
+    assert isinstance(job, MapJob) and map_in_background(request, fit) is job  # one job per map
+    status = _wait_finished(job)
+    assert status.error is None and status.fraction == 1.0
+    assert seen and seen[-1][0] == seen[-1][1] > 0  # the layout's epochs were reported up to the last
+    plain = umap_coords(vectors, names, UmapParams(n_neighbors=5), tmp_path / "b")
+    assert np.array_equal(status.result.coords, plain.coords)  # listening to the epochs changes nothing
+    again = map_in_background(request, fit)
+    assert not isinstance(again, MapJob) and again.from_cache and np.array_equal(again.coords, plain.coords)
+
+
+def test_failed_background_map_stays_until_retried(tmp_path):
+    from asdcore.app.embeddings import MapJob, map_in_background, map_request
+
+    calls = []
+
+    def broken(v, p, on_epochs=None):
+        calls.append(1)
+        raise ValueError("no map today")
+
+    request = map_request(np.eye(6, dtype=np.float32), [str(i) for i in range(6)], UmapParams(n_neighbors=3),
+                          tmp_path)
+    status = _wait_finished(map_in_background(request, broken))
+    assert status.error == "no map today" and status.result is None
+    again = map_in_background(request, broken)
+    assert isinstance(again, MapJob) and again.status().error == "no map today" and calls == [1]
+    _wait_finished(map_in_background(request, broken, retry=True))
+    assert calls == [1, 1]

@@ -397,5 +397,36 @@ def test_bad_input_is_a_clear_error(trio, tmp_path):
     no_train = tmp_path / "notrain"
     write_scores(no_train / "scores", "fan", "00", ["section_00_source_test_normal_0000_a_1.wav"], [1.0])
     with pytest.raises(ValueError, match="no training-clip scores"):
-        E.Ensemble.build(E.load_members([no_train]))
+        E.normalization_stats(E.load_members([no_train])[0], "zscore", from_test=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_member_without_training_scores_is_normalised_with_its_test_scores(trio, tmp_path):
+    """Imported results have test scores only: such a member joins with its own test-score statistics (said
+    in the stats), keeps its ranking, and the ensemble then has no threshold (no normal reference)."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(trio[1] / "scores", bare / "scores")
+    for path in (bare / "scores").glob("train_scores_*.csv"):
+        path.unlink()
+    members = E.load_members([trio[0], bare])
+    ens = E.Ensemble.build(members, [1, 1], "zscore")
+    assert ens.without_training_scores() == [members[1].name]
+    for machine in MACHINES:
+        stats = ens.stats[members[1].name][f"{machine}_section_00"]
+        test = members[1].test_scores(machine, "00")
+        assert stats["from"] == "test" and stats["mean"] == pytest.approx(test.mean())
+        assert f"{machine}_section_00" not in ens.thresholds
+        assert ens.threshold_methods[f"{machine}_section_00"] == "none"
+    assert ens.stats[members[0].name]["fan_section_00"].get("from") is None
+    frame = ens.score_frame(members)
+    assert len(frame[frame["split"] == "test"]) == len(members[0].test)
+    # alone, the bare member's ranking (hence AUC) is unchanged by the test-score normalisation
+    alone = E.Ensemble.build([members[1]], None, "rank").score_frame([members[1]])
+    for machine in MACHINES:
+        a = alone[(alone["split"] == "test") & (alone["machine"] == machine)].sort_values("file_name")["score"]
+        b = members[1].test[members[1].test["machine"] == machine].sort_values("file_name")["score"]
+        assert (np.argsort(a.to_numpy(), kind="stable") == np.argsort(b.to_numpy(), kind="stable")).all()
+    values, decisions = ens.score_raw({members[0].name: [0.3], members[1].name: [-200.0]}, "fan", "00")
+    assert values.shape == (1,) and decisions.tolist() == [-1]

@@ -164,3 +164,109 @@ def test_bundle_keeps_only_what_scoring_needs(tiny_workspace, tmp_path):
     b = read_scores(tiny_workspace["runs"] / "three-subnet" / "scores").sort_values(["machine", "file_name"])["score"]
     assert abs(a - b.to_numpy()).max() < 1e-5
     assert main(["bundle", str(tmp_path / "nothing"), str(out)]) == 2
+
+
+# ----------------------------------------------------------------------------- the first start in the background
+
+
+def _bundled_copies(tiny_workspace, tmp_path, monkeypatch):
+    """Copies of the tiny trained runs as bundled checkpoints, and a copy of the tiny data marked as the demo set."""
+    import asdcore.app.workspace as wsmod
+
+    ckpt = tmp_path / "checkpoints"
+    for name, src in (("ae-demo", "ae"), ("ts-demo", "three-subnet")):
+        shutil.copytree(tiny_workspace["runs"] / src, ckpt / name,
+                        ignore=shutil.ignore_patterns("scores", "embeddings", "checkpoint"))
+    monkeypatch.setattr(wsmod, "CHECKPOINTS_DIR", ckpt)
+    data = tmp_path / "demo_data"
+    shutil.copytree(tiny_workspace["data"], data)
+    (data / wsmod.DEMO_MARKER).write_text(json.dumps({"scale": "small", "seed": 0, "complete": True}))
+    bundled = (BundledModel("ts-demo", ("three-subnet-kmeans", "three-subnet-gmm")),
+               BundledModel("ae-demo", ("ae-mse", "ae-mahala")))
+    return data, bundled
+
+
+def test_demo_build_scores_each_model_in_its_own_process_with_steps(tiny_workspace, tmp_path, monkeypatch):
+    """One step per system after the data, numbered in the demo's order; each bundled model's systems in one
+    child process (the GMM reuses the K-Means folder's embeddings); every step ends done with its time; the
+    scores equal scoring each system alone; clips read are reported on the way."""
+    import asdcore.app.workspace as wsmod
+    from asdcore.app.workspace import DONE, DemoBuild
+
+    data, bundled = _bundled_copies(tiny_workspace, tmp_path, monkeypatch)
+    build = DemoBuild(data, tmp_path / "runs", bundled).start()
+    seen = []
+    while not build.status().finished:
+        seen.append(build.status())
+        build.wait(0.05)
+    status = build.status()
+    assert status.finished and not status.failed, [s.message for s in status.failed]
+    assert [(s.number, s.label) for s in status.steps] == [
+        (1, "generate the demo data"), (2, "score with ae-mse"), (3, "score with three-subnet-kmeans"),
+        (4, "score with three-subnet-gmm"), (5, "score with ae-mahala")]
+    assert all(s.state == DONE and s.fraction == 1.0 and s.seconds is not None for s in status.steps)
+    messages = {s.message for snap in seen for s in snap.steps}
+    assert any(m.endswith(" clips") for m in messages)  # "n/N clips" while reading
+    assert "reusing the saved embeddings; fitting the backends" in messages or \
+        not any(s.system == "three-subnet-gmm" and s.state == "running" for snap in seen for s in snap.steps)
+    assert sorted(status.scored) == sorted(["ae-mse", "ae-mahala", "three-subnet-kmeans", "three-subnet-gmm"])
+    assert [f.system for f in build.folders()] == ["ae-mse", "three-subnet-kmeans", "three-subnet-gmm", "ae-mahala"]
+    # the same scores as one system scored on its own
+    alone = ensure_scored(wsmod.CHECKPOINTS_DIR / "ts-demo", "three-subnet-gmm", data, tmp_path / "alone")
+    a = read_scores(alone.path / "scores").sort_values(["machine", "file_name"])["score"].to_numpy()
+    b = read_scores(tmp_path / "runs" / "demo" / "three-subnet-gmm" / "scores").sort_values(
+        ["machine", "file_name"])["score"].to_numpy()
+    assert abs(a - b).max() <= 1e-6 * abs(a).max()
+    # a second build finds everything current: nothing is scored again
+    again = DemoBuild(data, tmp_path / "runs", bundled).start().wait(600)
+    assert [s.message for s in again.steps[1:]] == ["already scored"] * 4
+
+
+def test_demo_build_failure_is_one_step_and_the_others_go_on(tiny_workspace, tmp_path, monkeypatch):
+    from asdcore.app.workspace import DONE, FAILED, DemoBuild
+
+    data, bundled = _bundled_copies(tiny_workspace, tmp_path, monkeypatch)
+    weights = next((tmp_path / "checkpoints" / "ts-demo" / "model").glob("*.safetensors"))
+    weights.write_bytes(b"not safetensors")  # a damaged checkpoint
+    status = DemoBuild(data, tmp_path / "runs", bundled).start().wait(600)
+    by_system = {s.system: s for s in status.steps}
+    assert by_system["ae-mse"].state == DONE and by_system["ae-mahala"].state == DONE
+    assert by_system["three-subnet-kmeans"].state == FAILED and "\n" not in by_system["three-subnet-kmeans"].message
+    assert status.failed and status.finished
+    with pytest.raises(Exception):
+        ensure_demo_workspace(data, tmp_path / "runs2", bundled=bundled)
+
+
+def test_scoring_reports_every_clip_it_reads(tiny_workspace, tmp_path):
+    """The first start's bars count clips: scoring a data folder reports each clip it reads once (the AE its
+    log-mels, the embedding model its batches), as many as clips_read_by_scoring says."""
+    from asdcore.app.workspace import clips_read_by_scoring
+    from asdcore.progress import advance, listening
+
+    expected = clips_read_by_scoring(tiny_workspace["data"])
+    for run, system in (("ae", "ae-mse"), ("three-subnet", "three-subnet-kmeans")):
+        counted = []
+        with listening(counted.append):
+            ensure_scored(tiny_workspace["runs"] / run, system, tiny_workspace["data"], tmp_path / system)
+        assert sum(counted) == expected, system
+    advance(5)  # nobody listening: nothing happens
+
+
+def test_demo_folder_rules(tmp_path):
+    """Only a new or empty folder, or one with the demo's marker, is (or becomes) the demo set; a real data folder
+    is never generated into and never called the demo."""
+    from asdcore.app.workspace import DEMO_MARKER, demo_is_complete, ensure_demo_data, is_demo_folder
+
+    assert is_demo_folder(tmp_path / "new") and is_demo_folder(tmp_path)
+    real = tmp_path / "real"
+    (real / "dev_data").mkdir(parents=True)
+    assert not is_demo_folder(real) and not demo_is_complete(real)
+    with pytest.raises(ValueError, match="only generated into a new or empty folder"):
+        ensure_demo_data(real)
+    assert [p.name for p in real.iterdir()] == ["dev_data"]  # nothing written
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / DEMO_MARKER).write_text(json.dumps({"scale": "small", "seed": 0, "complete": False}))
+    assert is_demo_folder(half) and not demo_is_complete(half)  # an interrupted first start is finished later
+    (half / DEMO_MARKER).write_text(json.dumps({"scale": "small", "seed": 0}))  # a marker written before "complete"
+    assert demo_is_complete(half)

@@ -16,13 +16,17 @@ error is a more anomalous clip), so it is mapped as stored.
 UMAP (umap-learn) with a fixed ``random_state`` gives the same map for the same input, so the map
 is cached on disk, inside the scored folder (``umap/<key>.npz``, written atomically), under a key
 made of the embeddings' bytes, the clip names and every setting; a second look at the same view
-reads the file instead of running UMAP again.
+reads the file instead of running UMAP again. A map not cached yet is computed in a background
+thread (:func:`map_in_background`, :class:`MapJob`) with its progress, so the page stays usable.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import re
+import threading
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -224,15 +228,28 @@ def effective_params(params: UmapParams, n_clips: int) -> UmapParams:
 
 
 def umap_key(vectors: np.ndarray, names: Sequence[str], params: UmapParams) -> str:
-    """Cache key: SHA-256 of the vectors (bytes, shape), the clip names, the settings and umap's version."""
-    import umap
+    """Cache key: SHA-256 of the vectors (bytes, shape), the clip names, the settings and umap's version.
 
+    The version comes from the installed package's metadata, so a key (and a cache hit) costs no import
+    of umap, which takes seconds (numba) on a small machine.
+    """
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     h = hashlib.sha256()
-    h.update(repr((v.shape, sorted(asdict(params).items()), umap.__version__)).encode())
+    h.update(repr((v.shape, sorted(asdict(params).items()), _umap_version())).encode())
     h.update(v.tobytes())
     h.update("\0".join(names).encode())
     return h.hexdigest()[:32]
+
+
+def _umap_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("umap-learn")
+    except PackageNotFoundError:  # an unusual install: ask the module itself
+        import umap
+
+        return str(umap.__version__)
 
 
 @dataclass
@@ -244,16 +261,96 @@ class UmapResult:
     note: str = ""
 
 
-def _fit_umap(vectors: np.ndarray, params: UmapParams) -> np.ndarray:
-    """Run UMAP (2-D). Spectral initialisation needs a few clips; below 5 a random start is used."""
+#: ``on_epochs(done, total)``: the layout's optimisation epochs done so far (UMAP's longest stage).
+EpochCallback = Callable[[int, int], None]
+
+
+class _EpochCounter(io.TextIOBase):
+    """Where UMAP's epoch bar (tqdm) writes; each write carries ``done/total`` (see :func:`_fit_umap`)."""
+
+    def __init__(self, on_epochs: EpochCallback):
+        self.on_epochs = on_epochs
+
+    def write(self, text: str) -> int:
+        found = re.findall(r"(\d+)/(\d+)", text)
+        if found:
+            self.on_epochs(int(found[-1][0]), int(found[-1][1]))
+        return len(text)
+
+
+def _fit_umap(vectors: np.ndarray, params: UmapParams, on_epochs: EpochCallback | None = None) -> np.ndarray:
+    """Run UMAP (2-D). Spectral initialisation needs a few clips; below 5 a random start is used.
+
+    ``on_epochs``: told the epochs done, through UMAP's own progress bar (``tqdm_kwds``: written to a
+    counter instead of the terminal); the map does not depend on it.
+    """
     import umap
 
     init = "spectral" if len(vectors) >= 5 else "random"
+    progress = {} if on_epochs is None else {"tqdm_kwds": {"disable": False, "file": _EpochCounter(on_epochs),
+                                                            "bar_format": "{n}/{total}", "mininterval": 0.2}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs=1 under a fixed seed; graph warnings on tiny sets
         reducer = umap.UMAP(n_components=2, n_neighbors=params.n_neighbors, min_dist=params.min_dist,
-                            random_state=params.random_state, n_jobs=1, init=init)
+                            random_state=params.random_state, n_jobs=1, init=init, **progress)
         return np.asarray(reducer.fit_transform(vectors), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """One map to make: the prepared vectors, their names, the settings used, its cache key and file."""
+
+    vectors: np.ndarray
+    names: list[str]
+    params: UmapParams  # as used (effective_params)
+    key: str
+    path: Path | None
+    note: str = ""
+
+
+def map_request(vectors: np.ndarray, names: Sequence[str], params: UmapParams,
+                cache_dir: str | Path | None = None) -> MapRequest:
+    """Everything needed to compute or look up a map; ValueError for too few clips or names that do not fit."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    names = [str(n) for n in names]
+    if len(names) != len(vectors):
+        raise ValueError(f"{len(names)} names for {len(vectors)} vectors")
+    used = effective_params(params, len(vectors))
+    note = (f"n_neighbors reduced from {params.n_neighbors} to {used.n_neighbors}: only {len(vectors)} clips"
+            if used.n_neighbors != params.n_neighbors else "")
+    key = umap_key(vectors, names, used)
+    return MapRequest(vectors, names, used, key, Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None,
+                      note)
+
+
+def cached_map(request: MapRequest) -> UmapResult | None:
+    """The map from its cache file, or None (no file, or one that does not match: damaged, other clips)."""
+    from asdcore.runs import load_arrays
+
+    if request.path is None or not request.path.exists():
+        return None
+    try:
+        cached = load_arrays(request.path)
+        if cached["coords"].shape == (len(request.names), 2) and [str(n) for n in cached["names"]] == request.names:
+            return UmapResult(cached["coords"].astype(np.float32), request.params, request.key, True, request.note)
+    except (OSError, ValueError, KeyError):
+        pass  # damaged cache file: recomputed and replaced
+    return None
+
+
+def compute_map(request: MapRequest, fit: Callable[[np.ndarray, UmapParams], np.ndarray] = _fit_umap) -> UmapResult:
+    """Run UMAP and write the cache file atomically; a folder that cannot be written (read-only
+    checkpoints) only loses the disk cache, with a note."""
+    from asdcore.runs import save_arrays
+
+    coords = fit(request.vectors, request.params)
+    note = request.note
+    if request.path is not None:
+        try:
+            save_arrays(request.path, coords=coords, names=np.asarray(request.names))
+        except OSError as exc:
+            note = "; ".join(x for x in (note, f"map not cached on disk ({exc.strerror or exc})") if x)
+    return UmapResult(coords, request.params, request.key, False, note)
 
 
 def umap_coords(vectors: np.ndarray, names: Sequence[str], params: UmapParams, cache_dir: str | Path | None = None,
@@ -264,37 +361,131 @@ def umap_coords(vectors: np.ndarray, names: Sequence[str], params: UmapParams, c
     loses the disk cache, with a note. A cache file that does not match (other clips, damaged) is
     recomputed and replaced.
     """
-    from asdcore.runs import load_arrays, save_arrays
+    request = map_request(vectors, names, params, cache_dir)
+    return cached_map(request) or compute_map(request, fit)
 
-    vectors = np.asarray(vectors, dtype=np.float32)
-    names = [str(n) for n in names]
-    if len(names) != len(vectors):
-        raise ValueError(f"{len(names)} names for {len(vectors)} vectors")
-    used = effective_params(params, len(vectors))
-    note = (f"n_neighbors reduced from {params.n_neighbors} to {used.n_neighbors}: only {len(vectors)} clips"
-            if used.n_neighbors != params.n_neighbors else "")
-    key = umap_key(vectors, names, used)
-    path = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
-    if path is not None and path.exists():
-        try:
-            cached = load_arrays(path)
-            if cached["coords"].shape == (len(names), 2) and [str(n) for n in cached["names"]] == names:
-                return UmapResult(cached["coords"].astype(np.float32), used, key, True, note)
-        except (OSError, ValueError, KeyError):
-            pass  # damaged cache file: recompute below and replace it
-    coords = fit(vectors, used)
-    if path is not None:
-        try:
-            save_arrays(path, coords=coords, names=np.asarray(names))
-        except OSError as exc:
-            note = "; ".join(x for x in (note, f"map not cached on disk ({exc.strerror or exc})") if x)
-    return UmapResult(coords, used, key, False, note)
+
+def map_names(emb: EmbeddingSet) -> list[str]:
+    """The names a map's clips are keyed by: machine/split/file name (unique within a scored folder)."""
+    return [f"{m}/{s}/{f}" for m, s, f in zip(emb.meta["machine"], emb.meta["split"], emb.meta["file_name"])]
+
+
+def embedding_request(scored_dir: str | Path, emb: EmbeddingSet, params: UmapParams) -> MapRequest:
+    """The :class:`MapRequest` of a loaded :class:`EmbeddingSet`, cached in ``<scored_dir>/umap/``."""
+    return map_request(emb.prepared(), map_names(emb), params, Path(scored_dir) / UMAP_DIR)
 
 
 def embedding_map(scored_dir: str | Path, emb: EmbeddingSet, params: UmapParams) -> UmapResult:
     """:func:`umap_coords` of a loaded :class:`EmbeddingSet`, cached in ``<scored_dir>/umap/``."""
-    names = [f"{m}/{s}/{f}" for m, s, f in zip(emb.meta["machine"], emb.meta["split"], emb.meta["file_name"])]
-    return umap_coords(emb.prepared(), names, params, Path(scored_dir) / UMAP_DIR)
+    request = embedding_request(scored_dir, emb, params)
+    return cached_map(request) or compute_map(request)
+
+
+# =========================================================================== maps made in the background
+
+
+@dataclass
+class MapStatus:
+    """Where a background map is: ``stage`` (words), ``fraction`` of the layout epochs done, and at the end
+    its ``result`` or the one-line ``error``."""
+
+    stage: str
+    fraction: float
+    result: UmapResult | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or self.error is not None
+
+
+class MapJob:
+    """One UMAP map computed in a background thread, so the Embeddings page stays usable meanwhile.
+
+    Why: the first map of a folder takes seconds to minutes on a small machine (most of it UMAP's first
+    compilation in the process, then the layout's epochs); a page that blocks on it cannot be used, and
+    a browser waiting on it times out. The page polls :meth:`status` for the progress bar and shows the
+    map once it is done; the map lands in the disk cache as before (:func:`compute_map`).
+    """
+
+    def __init__(self, request: MapRequest, fit: Callable[..., np.ndarray] = _fit_umap):
+        self.request = request
+        self._fit = fit
+        self._lock = threading.Lock()
+        self._status = MapStatus("waiting to start", 0.0)
+        self._started = False
+
+    def status(self) -> MapStatus:
+        with self._lock:
+            return replace(self._status)
+
+    def _set(self, **changes: Any) -> None:
+        with self._lock:
+            self._status = replace(self._status, **changes)
+
+    def start(self) -> "MapJob":
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+        threading.Thread(target=self._run, name=f"asd-umap-{self.request.key[:8]}", daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        n = len(self.request.names)
+
+        def on_epochs(done: int, total: int) -> None:
+            self._set(stage=f"laying out {n} clips: epoch {done}/{total}", fraction=done / max(total, 1))
+
+        try:
+            self._set(stage="loading UMAP (the first map of a session also compiles it)")
+            import umap  # noqa: F401 - the slow import, under its own stage name
+
+            self._set(stage=f"finding the neighbours of {n} clips and an initial layout")
+            result = compute_map(self.request, lambda v, p: self._fit(v, p, on_epochs=on_epochs))
+        except Exception as exc:  # noqa: BLE001 - shown on the page as one line
+            self._set(stage="failed", error=f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError)
+                      else str(exc))
+            return
+        self._set(stage="done", fraction=1.0, result=result)
+
+
+#: Background maps by cache key; finished ones are kept (a map without a disk cache lives here) up to this many.
+MAX_KEPT_MAPS = 16
+_MAP_JOBS: dict[str, MapJob] = {}
+_MAP_JOBS_LOCK = threading.Lock()
+
+
+def job_id(request: MapRequest) -> str:
+    """A background map's identity: its cache file (two scored folders can hold the same embeddings, each
+    keeps its own map), or its key when it has no cache folder."""
+    return str(request.path) if request.path is not None else request.key
+
+
+def map_in_background(request: MapRequest, fit: Callable[..., np.ndarray] = _fit_umap,
+                      retry: bool = False) -> UmapResult | MapJob:
+    """The map when it is ready (disk cache or a finished job), else the job computing it (started here).
+
+    One job per map and process, shared by every browser session. A failed job stays (its status says
+    why) until ``retry``, so a map that cannot be made is not recomputed on every look at the page.
+    """
+    cached = cached_map(request)
+    if cached is not None:
+        return cached
+    ident = job_id(request)
+    with _MAP_JOBS_LOCK:
+        job = _MAP_JOBS.get(ident)
+        if job is not None:
+            status = job.status()
+            if status.result is not None:
+                return status.result
+            if status.error is None or not retry:
+                return job
+        job = _MAP_JOBS[ident] = MapJob(request, fit)
+        finished = [k for k, j in _MAP_JOBS.items() if j.status().finished]
+        for k in finished[:max(0, len(_MAP_JOBS) - MAX_KEPT_MAPS)]:
+            del _MAP_JOBS[k]
+    return job.start()
 
 
 # =========================================================================== figure

@@ -26,7 +26,8 @@ from asdcore.app.results import (
     prepare_tables,
     seed_layout,
 )
-from asdcore.metrics import ALL_ROW, HMEAN_ROW, METRIC_COLUMNS, METRIC_LABELS, _row_labels, machine_sort_key, summarize
+from asdcore.metrics import (ALL_ROW, HMEAN_ROW, METRIC_COLUMNS, METRIC_LABELS, _row_labels, hmean_with_floor,
+                             machine_sort_key, summarize)
 from asdcore.scored import ScoredScores
 
 
@@ -69,6 +70,22 @@ def seed_layout_with_intervals(tables: Mapping[str, pd.DataFrame], ivs: Mapping[
             bounds = lookup.get(key)
             cells.append(interval_text(bounds[0][column], bounds[1][column]) if bounds else "")
         out[ci_column(name)] = cells
+    return out
+
+
+def folded_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`seed_layout_with_intervals` for the screen: each system's value and interval in one cell
+    (``53.56 [34.22, 71.78]``), so the table of four or five systems fits the page instead of running off its
+    right edge (the downloaded CSV keeps them apart, as numbers)."""
+    out = frame[[MACHINE, METRIC]].copy()
+    for column in frame.columns[2:]:
+        if column.endswith(" 95 % CI"):
+            continue
+        ci = ci_column(column)
+        values = [f"{v:.2f}" if isinstance(v, (int, float)) and math.isfinite(v) else "" for v in frame[column]]
+        if ci in frame.columns:
+            values = [f"{v} {c}".strip() for v, c in zip(values, frame[ci])]
+        out[column] = values
     return out
 
 
@@ -132,6 +149,10 @@ def decisions_layout(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     labels = _row_labels(keys)
     records = {n: {(m, s): r for m, s, r in zip(t["machine"], t["section"], t.to_dict("records"))}
                for n, t in full.items()}
+    # the hmean row of a metrics table holds the official score in the AUC columns; here that row is the
+    # evaluator's per-domain harmonic mean over sections, for the AUCs as for precision, recall and F1
+    auc_hmeans = {n: {c: hmean_with_floor(t[c].iloc[:-2]) for c in DECISION_TABLE_COLUMNS if c.startswith("auc_")}
+                  for n, t in full.items()}
     rows = []
     for key in [*keys, (ALL_ROW, ""), (HMEAN_ROW, "")]:
         row = {MACHINE: labels.get(key, key[0])}
@@ -140,7 +161,7 @@ def decisions_layout(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             for c in DECISION_TABLE_COLUMNS:
                 value = record[c] if record is not None else math.nan
                 if key[0] == HMEAN_ROW and c.startswith("auc_"):
-                    value = math.nan  # the hmean row holds the official score there, not an AUC
+                    value = auc_hmeans[n][c]
                 row[decision_column(n, c)] = percent(value)
         rows.append(row)
     return pd.DataFrame(rows, columns=[MACHINE, *[decision_column(n, c) for n in names for c in DECISION_TABLE_COLUMNS]])

@@ -73,6 +73,18 @@ class EnsembleEvaluation:
         return max(scored, key=lambda x: x[1]) if scored else None
 
 
+def without_training_scores(members: Sequence[Member]) -> list[str]:
+    """Members with no training-clip scores in some section (imported results: the challenge's files hold test
+    scores only); the ensemble normalises them with their own test-score statistics
+    (:func:`asdcore.ensemble.normalization_stats`)."""
+    out = []
+    for m in members:
+        have = set(zip(m.train["machine"], m.train["section"]))
+        if any(key not in have for key in m.sections()):
+            out.append(m.name)
+    return out
+
+
 def weight_proportions(names: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
     """Slider values as proportions summing to 1; all-zero or negative weights are a ValueError."""
     w = normalize_weights(list(weights), len(names))

@@ -20,12 +20,15 @@ import streamlit as st
 from asdcore import env
 from asdcore.scored import ScoredFolder, find_scored
 from asdcore.app.workspace import (
-    DEMO_MARKER,
-    demo_pending,
+    DONE,
+    FAILED,
+    DemoStatus,
     default_demo_root,
     default_runs_root,
-    demo_runs_root,
-    ensure_demo_workspace,
+    demo_build,
+    demo_is_complete,
+    is_demo_folder,
+    is_demo_result,
 )
 
 #: Errors whose message is written for users (bad folder, bad clip, bad run, bad value).
@@ -79,61 +82,91 @@ def _scored_list(runs_root: str, stamp: float) -> list[ScoredFolder]:
     return find_scored(runs_root)
 
 
-def _ensure_demo(data_root: Path, runs_root: Path, limit: int | None = None) -> None:
-    """Generate and score the demo workspace with a progress bar (a no-op once it exists)."""
-    if (data_root / DEMO_MARKER).exists() and not demo_pending(data_root, runs_root):
-        return
-    bar = st.progress(0.0, text="first start: preparing the demo workspace")
-    try:
-        ensure_demo_workspace(data_root, runs_root, limit=limit,
-                              on_progress=lambda f, msg: bar.progress(min(f, 1.0), text=f"first start: {msg}"))
-    finally:
-        bar.empty()
+def _demo_steps(status: DemoStatus) -> None:
+    """The first start's steps: one progress bar per step with its number, a message for a failed one."""
+    n = len(status.steps)
+    done = sum(s.state == DONE for s in status.steps)
+    st.markdown(f"**First start: preparing the demo workspace** ({done} of {n} steps done; each system appears "
+                "below as soon as it is scored)")
+    for s in status.steps:
+        text = f"Step {s.number}/{n} · {s.label}: " + (
+            f"done in {s.seconds:.0f} s" if s.state == DONE and s.seconds else s.message or s.state)
+        if s.state == FAILED:
+            st.error(f"Step {s.number}/{n} · {s.label} failed: {s.message}")
+        else:
+            st.progress(min(max(s.fraction, 0.0), 1.0), text=text)
 
 
-def finish_demo(ws: "Workspace") -> None:
-    """Score the demo systems still missing, then rerun the page (called at the end of a page).
+@st.fragment(run_every=1.0)
+def _demo_progress(data_root: str, runs_root: str) -> None:
+    """Redrawn every second while the demo is being made; the whole page reruns when the data becomes ready,
+    a system is scored or the build ends, so new results show without waiting for the others."""
+    build = demo_build(Path(data_root), Path(runs_root))
+    status = build.status() if build is not None else None
+    if status is not None:
+        _demo_steps(status)
+    if (status.signature() if status is not None else None) != st.session_state.get("_demo_signature"):
+        st.rerun(scope="app")
 
-    With :func:`page` ``(progressive=True)`` a first start scores only the cheapest system before
-    the page is drawn, so results appear within seconds of the data; the rest is scored here,
-    below what is already shown, with a status box.
+
+def _demo_panel(data_root: Path, runs_root: Path) -> list[str]:
+    """Start (or follow) the demo build and show its progress; returns the systems not scored yet.
+
+    Stops the page while the data is being generated: there is nothing to show before it exists.
     """
-    if not ws.pending:
-        return
-    with st.status(f"Scoring the demo data with {len(ws.pending)} more system(s): {', '.join(ws.pending)}",
-                   expanded=False) as box:
-        with guard("could not finish the demo workspace"):
-            ensure_demo_workspace(ws.data_root, default_runs_root())
-        box.update(label="demo workspace complete", state="complete")
-    st.cache_data.clear()
-    st.rerun()
+    with guard("could not prepare the demo workspace"):
+        build = demo_build(data_root, runs_root)
+    if build is None:
+        st.session_state.pop("_demo_signature", None)
+        return []
+    status = build.status()
+    if status.finished and not status.failed:  # ended between the two looks: nothing left to show
+        st.session_state.pop("_demo_signature", None)
+        return []
+    st.session_state["_demo_signature"] = status.signature()
+    with st.container(border=True):
+        if status.finished:  # failed steps: said once, with a way to try again (no polling)
+            _demo_steps(status)
+            if st.button("Try the failed steps again", key="_demo_retry"):
+                demo_build(data_root, runs_root, retry=True)
+                st.rerun()
+        else:
+            _demo_progress(str(data_root), str(runs_root))
+    if not status.data_ready:
+        st.stop()
+    return [s.system for s in status.steps if s.system is not None and s.state != DONE]
 
 
-def page(title: str, icon: str = "🔊", progressive: bool = False) -> Workspace:
+def page(title: str, icon: str = "🔊") -> Workspace:
     """Set up a page (title, sidebar) and return the workspace it should show.
 
-    ``progressive``: on a first start, score only the cheapest demo system before returning (the
-    page then calls :func:`finish_demo` at its end); other pages score everything first.
+    Defaults: the demo data folder (``$ASD_DEMO_DATA``) and the runs folder (``$ASD_RUNS``), whose
+    ``demo/`` subfolder holds the demo's scored folders. When both are the defaults and the demo is not
+    made yet, it is made in the background (:func:`asdcore.app.workspace.demo_build`) while the page
+    shows each step's progress and every system already scored. The demo's folders are listed only
+    while the demo data is the data folder; "(synthetic demo set)" is said only of the demo's data.
     """
+    from asdcore.threads import use_threads
+
     st.set_page_config(page_title=f"{title} · ASD Workbench", page_icon=icon, layout="wide")
-    demo_data = default_demo_root()
+    use_threads(load=False)  # what is loaded already; pages that score load the rest (why one: asdcore.threads)
+    demo_data, default_runs = default_demo_root(), default_runs_root()
     data_text = st.sidebar.text_input(
         "Data folder", value=st.session_state.get("data_folder", str(demo_data)), key="_data_folder_input",
         help="A DCASE Task 2 folder (dev_data/raw/<machine>/train, test) or the synthetic demo set.",
     )
     runs_text = st.sidebar.text_input(
-        "Runs folder", value=st.session_state.get("runs_folder", str(demo_runs_root())), key="_runs_folder_input",
-        help="Where run folders and scored folders live (searched three levels deep).",
+        "Runs folder", value=st.session_state.get("runs_folder", str(default_runs)), key="_runs_folder_input",
+        help="Where run folders and scored folders live (searched three levels deep; the demo's are in its "
+             "demo/ subfolder).",
     )
     st.session_state["data_folder"], st.session_state["runs_folder"] = data_text, runs_text
     data_root, runs_root = Path(data_text).expanduser(), Path(runs_text).expanduser()
-    is_demo = _same(data_root, demo_data) and _same(runs_root, demo_runs_root())
-    pending: list[str] = []
-    if is_demo and not env.no_demo():
-        with guard("could not prepare the demo workspace"):
-            _ensure_demo(data_root, default_runs_root(), limit=1 if progressive else None)
-            pending = demo_pending(data_root, default_runs_root())
+    demo_here = _same(data_root, demo_data) and _same(runs_root, default_runs) and is_demo_folder(data_root)
+    pending = _demo_panel(data_root, runs_root) if demo_here and not env.no_demo() else []
     available = _scored_list(str(runs_root), _tree_stamp(runs_root))
+    if not _same(data_root, demo_data):
+        available = [f for f in available if not is_demo_result(f, runs_root, demo_data)]
     names = [f.name for f in available]
     chosen = st.session_state.get("loaded")
     chosen = [n for n in chosen if n in names] if chosen is not None else names
@@ -144,7 +177,7 @@ def page(title: str, icon: str = "🔊", progressive: bool = False) -> Workspace
         st.sidebar.caption("no scored folders yet: train or score one on *Data and runs*")
     if pending:
         st.sidebar.caption(f"still scoring the demo data with: {', '.join(pending)}")
-    return Workspace(data_root, runs_root, available, loaded, is_demo, pending)
+    return Workspace(data_root, runs_root, available, loaded, demo_is_complete(data_root), pending)
 
 
 def require_loaded(ws: Workspace, purpose: str = "show") -> None:
@@ -181,6 +214,39 @@ def _tree_stamp(root: Path, depth: int = 3) -> float:
             newest = max([newest] + [_stamp(q) for q in subs])
         level = nxt
     return newest
+
+
+def short_path(path: Path | None, base: Path, itself: str = ".") -> str:
+    """``path`` for a narrow table column: relative to ``base`` when inside it (``itself`` when it is ``base``),
+    else as given; "?" when unknown. Full paths made the home page's tables wider than the page."""
+    if path is None:
+        return "?"
+    if _same(Path(path), base):
+        return itself
+    try:
+        return Path(path).resolve().relative_to(Path(base).resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
+#: The data summary's columns (:meth:`asdcore.data.Dataset.summary`) with short titles, so the table fits
+#: the page; the full meaning is in each column's help.
+SUMMARY_COLUMNS = {
+    "split": st.column_config.TextColumn("split", width="small"),
+    "section": st.column_config.TextColumn("section", width="small"),
+    "train_source": st.column_config.NumberColumn("train src", width="small", help="normal training clips, source"),
+    "train_target": st.column_config.NumberColumn("train tgt", width="small", help="normal training clips, target"),
+    "test_source_normal": st.column_config.NumberColumn("test src N", width="small", help="normal test clips, source"),
+    "test_source_anomaly": st.column_config.NumberColumn("test src A", width="small",
+                                                         help="anomalous test clips, source"),
+    "test_target_normal": st.column_config.NumberColumn("test tgt N", width="small", help="normal test clips, target"),
+    "test_target_anomaly": st.column_config.NumberColumn("test tgt A", width="small",
+                                                         help="anomalous test clips, target"),
+    "test_unlabelled": st.column_config.NumberColumn("unlabelled", width="small", help="test clips without ground truth"),
+    "attributes": st.column_config.TextColumn("attributes", help="attribute names of the clips"),
+    "attribute_values": st.column_config.NumberColumn("attr. values", width="small",
+                                                      help="distinct attribute values in training"),
+}
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

@@ -34,6 +34,7 @@ from asdcore.ensemble.normalization import (
     apply_normalization,
     check_normalization,
     fit_normalization,
+    normalised_from_test,
     normalization_stats,
     normalize_weights,
     normalized_matrix,
@@ -68,7 +69,7 @@ __all__ = [
     "SearchResult", "Selection", "aligned_test_scores", "aligned_train_scores", "apply_normalization",
     "attach_labels", "candidate_section_metrics", "candidate_weights", "canonical_preset", "check_normalization",
     "check_same_data", "clips_from_data", "combine", "find_system", "fit_normalization", "is_pretrained",
-    "is_three_subnet", "labels_from_names", "load_member", "load_members", "normalization_stats",
+    "is_three_subnet", "labels_from_names", "load_member", "load_members", "normalised_from_test", "normalization_stats",
     "normalize_weights", "normalized_matrix", "parse_member_spec", "run_ensemble", "search_weights",
     "select_preset", "weighted_sum",
 ]

@@ -17,6 +17,11 @@ from those and nothing else (test scores and test labels never enter them):
   continues linearly with slope ``1 / (max_train - min_train)``, so it stays strictly increasing: test
   scores above every training score still keep their order instead of all becoming 1.
 
+A member without training-clip scores (another team's submission files) is normalised with the same
+statistics of its own test scores of the section instead (:func:`normalization_stats`), said wherever the
+ensemble is shown: unsupervised still, but the reference is then the test set's mix of normal and anomalous
+clips rather than the normal clips alone.
+
 A zero spread (``std`` or ``max - min`` equal to 0, e.g. one training clip) is replaced by 1, so the
 map is still a strictly increasing shift. Every map is strictly increasing, so within a section each
 member's ranking - and hence its AUC and pAUC - is unchanged by normalisation.
@@ -93,23 +98,39 @@ def apply_normalization(scores: Sequence[float] | np.ndarray, stats: Mapping[str
     return out
 
 
-def normalization_stats(member: Member, method: str, keys: Iterable[Key] | None = None) -> dict[str, dict[str, Any]]:
+def normalization_stats(member: Member, method: str, keys: Iterable[Key] | None = None,
+                        from_test: bool = True) -> dict[str, dict[str, Any]]:
     """``{section_key: stats}`` from the member's *training* scores for each (machine, section).
 
-    ``keys`` defaults to the sections of the member's test scores. Only ``member.train`` is
-    read. A section without training scores is a ValueError naming the file it needs.
+    ``keys`` defaults to the sections of the member's test scores. A section without training-clip scores
+    (results imported from another team: the challenge's files hold test scores only) is normalised with the
+    statistics of the member's own *test* scores of that section when ``from_test`` (no label is used, and the
+    map is still strictly increasing, so the member's AUC and pAUC are unchanged); those statistics carry
+    ``"from": "test"`` so the tuner and the saved ensemble can say so (:func:`normalised_from_test`). Without
+    ``from_test`` such a section is a ValueError naming the file it needs.
     """
     out = {}
     for machine, section in (keys if keys is not None else member.sections()):
         train = member.train_scores(machine, section)
-        if train.size == 0:
+        if train.size:
+            out[section_key(machine, section)] = fit_normalization(train, method)
+            continue
+        test = member.test_scores(machine, section)
+        if not from_test or test.size == 0:
             raise ValueError(
                 f"member {member.name} ({member.folder}) has no training-clip scores for {machine} section "
                 f"{section} ({train_scores_path('scores', machine, section)}); normalisation needs the "
                 "scores of the normal training clips"
             )
-        out[section_key(machine, section)] = fit_normalization(train, method)
+        out[section_key(machine, section)] = {**fit_normalization(test, method), "from": "test"}
     return out
+
+
+def normalised_from_test(stats: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
+    """``{member: [section keys]}`` of the sections whose statistics came from the member's test scores."""
+    found = {name: [k for k, v in per.items() if isinstance(v, Mapping) and v.get("from") == "test"]
+             for name, per in stats.items()}
+    return {name: keys for name, keys in found.items() if keys}
 
 
 def normalize_weights(weights: Sequence[float] | np.ndarray, n: int | None = None) -> np.ndarray:

@@ -225,6 +225,10 @@ def run_ensemble(members: list[str], out: Path, weights: list[float] | None = No
         tables["ensemble"] = scored.metrics
         table_text = format_tables(tables)
     notes = list(scored.notes)
+    bare = choice.ensemble.without_training_scores()
+    if bare:
+        notes.insert(0, f"{', '.join(bare)}: no training-clip scores (results made elsewhere); normalised with the "
+                        "same statistics of their own test scores per section (no label used)")
     if choice.search is not None:
         notes.append("the weights were chosen on the development split's clips (in-sample there); the evaluation "
                      "split's figure uses them unchanged" if parts else

@@ -6,9 +6,13 @@ scores the same folders to identical floats, and scores new folders (each member
 new data set) into a scored folder like any run's, written by :func:`asdcore.scored.write_outputs`:
 official submission CSVs, training-clip scores, thresholds and, when labels exist, ``metrics.csv``.
 
-Decision threshold: the 90th percentile of a gamma distribution fitted to the *ensemble's own*
-scores of the normal training clips of that machine type and section
-(:func:`asdcore.decisions.fit_threshold`, the DCASE baseline rule, with its empirical fallback).
+Decision threshold (:func:`ensemble_threshold`): where every member kept held-out scores of the
+normal training clips (:func:`asdcore.backends.held_out_scores`), the ensemble's held-out scores
+(each member's held-out scores normalised with the same statistics as its other scores, weighted
+alike) set it by the default rule of :mod:`asdcore.decisions` (10 % false alarms on them); otherwise
+the 90th percentile of a gamma distribution fitted to the *ensemble's own* in-sample scores of the
+normal training clips (:func:`asdcore.decisions.fit_threshold`, the DCASE baseline rule, with its
+empirical fallback), as before held-out scores were kept.
 """
 from __future__ import annotations
 
@@ -25,13 +29,35 @@ from asdcore.atomic import atomic_write_text
 from asdcore.ensemble.alignment import aligned_test_scores, aligned_train_scores, attach_labels, clips_from_data
 from asdcore.ensemble.members import Key, Member, load_member, sort_sections
 from asdcore.ensemble.normalization import (apply_normalization, check_normalization, fit_normalization,
-                                            normalization_stats, normalize_weights, normalized_matrix, weighted_sum)
+                                            normalised_from_test, normalization_stats, normalize_weights,
+                                            normalized_matrix, weighted_sum)
 from asdcore.ensemble.search import SearchResult
 from asdcore.scored import section_key
 
 FORMAT_NAME = "asdcore-ensemble"
 FORMAT_VERSION = 1
 THRESHOLD_PERCENTILE = 0.9
+#: What ``threshold_rule`` of a saved ensemble says (``threshold_methods`` per section: ``held_out``,
+#: or ``gamma``/``empirical`` where some member kept no held-out scores).
+THRESHOLD_RULE = ("10 % false alarms on the ensemble's held-out training-clip scores where every member kept "
+                  "held-out scores, else gamma 90th percentile of the ensemble's training-clip scores")
+
+
+def ensemble_threshold(rows: pd.DataFrame) -> tuple[float, str]:
+    """(threshold, method) of one section from the ensemble's training-clip rows (``score`` and maybe
+    ``held_out_score``).
+
+    Held-out scores by the default rule of :mod:`asdcore.decisions` (method ``held_out``) only where
+    every clip has one: a mix with in-sample scores would be neither rule. Otherwise the old rule, the
+    gamma 90th percentile of the in-sample scores (method ``gamma`` or its ``empirical`` fallback).
+    """
+    from asdcore.decisions import ThresholdRule, fit_threshold, has_held_out
+    from asdcore.scored import HELD_OUT_SCORE
+
+    if has_held_out(rows):
+        return ThresholdRule().threshold(rows["score"].to_numpy(), rows[HELD_OUT_SCORE].to_numpy()), "held_out"
+    fit = fit_threshold(rows["score"].to_numpy(), THRESHOLD_PERCENTILE)
+    return float(fit.threshold), fit.method
 
 
 @dataclass
@@ -113,7 +139,7 @@ class Ensemble:
     statistics came from). ``weights``: proportions summing to 1, in member order.
     ``stats[member][section_key]``: normalisation statistics (:func:`fit_normalization`) of that
     member's training scores. ``thresholds[section_key]``: decision threshold on the ensemble's
-    own training scores (gamma 90th percentile). Saved as JSON by :meth:`save`.
+    own training scores (:func:`ensemble_threshold`). Saved as JSON by :meth:`save`.
     """
 
     members: list[dict[str, Any]]
@@ -154,18 +180,27 @@ class Ensemble:
         train = ens._train_scores(members, sections, [ens.stats[n] for n in names])
         for key in sections:
             rows = train[(train["machine"] == key[0]) & (train["section"] == key[1])]
+            if rows.empty and ens.without_training_scores(key):
+                ens.threshold_methods[section_key(*key)] = "none"  # no normal reference: no decisions
+                continue
             if rows.empty:
                 raise ValueError(f"{key[0]} section {key[1]}: no training clip was scored by every member, so no "
                                  "decision threshold can be set")
-            ens._set_threshold(key, rows["score"].to_numpy())
+            ens._set_threshold(key, rows)
         return ens
 
-    def _set_threshold(self, key: Key, scores: np.ndarray) -> None:
-        from asdcore.decisions import fit_threshold
+    def _set_threshold(self, key: Key, rows: pd.DataFrame) -> None:
+        """The threshold of section ``key`` from the ensemble's training-clip rows (:func:`ensemble_threshold`)."""
+        self.thresholds[section_key(*key)], self.threshold_methods[section_key(*key)] = ensemble_threshold(rows)
 
-        fit = fit_threshold(scores, THRESHOLD_PERCENTILE)
-        self.thresholds[section_key(*key)] = float(fit.threshold)
-        self.threshold_methods[section_key(*key)] = fit.method
+    def without_training_scores(self, key: Key | None = None) -> list[str]:
+        """The members normalised with their own test scores (no training-clip scores: imported results), in
+        section ``key`` or in any. The ensemble has no decision threshold where one of them takes part: the
+        threshold needs the ensemble's scores of normal training clips."""
+        found = normalised_from_test(self.stats)
+        if key is not None:
+            found = {n: keys for n, keys in found.items() if section_key(*key) in keys}
+        return [n for n in self.names if n in found]
 
     @property
     def names(self) -> list[str]:
@@ -185,7 +220,7 @@ class Ensemble:
         ``raw`` maps every member name to that member's anomaly scores of the same clips (for
         example from ``System.score_waves`` on an uploaded clip). The saved training statistics of
         the machine type and section normalise them, the weighted mean combines them, and the
-        saved threshold decides.
+        saved threshold decides (-1: undecided, where the ensemble has no threshold).
         """
         key = section_key(machine, section)
         missing = [n for n in self.names if n not in raw]
@@ -196,13 +231,15 @@ class Ensemble:
         z = np.stack([apply_normalization(np.atleast_1d(np.asarray(raw[n], dtype=np.float64)), self.stats[n][key],
                                           self.normalization) for n in self.names], axis=1)
         scores = weighted_sum(z, np.asarray(self.weights, dtype=np.float64))
+        if key not in self.thresholds:  # a member without training-clip scores: no threshold (see build)
+            return scores, np.full(scores.shape, -1)
         return scores, (scores > self.thresholds[key]).astype(int)
 
     # ------------------------------------------------------------------ saving
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, "format_version": self.format_version, "created_at": self.created_at,
                 "description": self.description, "normalization": self.normalization, "members": self.members,
-                "weights": self.weights, "threshold_rule": "gamma 90th percentile of the ensemble's training-clip scores",
+                "weights": self.weights, "threshold_rule": THRESHOLD_RULE,
                 "thresholds": self.thresholds, "threshold_methods": self.threshold_methods,
                 "search": self.search, "stats": self.stats}
 
@@ -277,7 +314,10 @@ class Ensemble:
             for key in sections:
                 k = section_key(*key)
                 train = m.train_scores(*key)
-                if source == "saved" or (source == "auto" and train.size == 0):
+                if train.size == 0 and saved.get(k, {}).get("from") == "test" and source != "saved":
+                    # normalised with the member's own test scores when built: the same rule on these folders
+                    own[k] = {**fit_normalization(m.test_scores(*key), self.normalization), "from": "test"}
+                elif source == "saved" or (source == "auto" and train.size == 0):
                     if k not in saved:
                         raise ValueError(f"member {m.name}: no training-clip scores for {key[0]} section {key[1]} in "
                                          f"{m.folder} and no saved statistics for it")
@@ -291,6 +331,10 @@ class Ensemble:
 
     def _train_scores(self, members: Sequence[Member], sections: Sequence[Key],
                       stats: Sequence[Mapping[str, Mapping[str, Any]]]) -> pd.DataFrame:
+        """The ensemble's scores of the training clips every member scored, and their held-out scores
+        (``held_out_score``: NaN where a member with weight kept none; see :func:`ensemble_threshold`)."""
+        from asdcore.scored import HELD_OUT_SCORE
+
         w = np.asarray(self.weights, dtype=np.float64)
         frames = []
         for key in sections:
@@ -300,10 +344,14 @@ class Ensemble:
             k = section_key(*key)
             z = np.column_stack([apply_normalization(raw[:, j], stats[j][k], self.normalization)
                                  for j in range(len(members))])
+            held = _held_out_matrix(members, key, names["file_name"])
+            zh = np.column_stack([apply_normalization(held[:, j], stats[j][k], self.normalization)
+                                  for j in range(len(members))])
+            held_out = weighted_sum(zh, w) if np.isfinite(held[:, w > 0]).all() else np.full(len(names), np.nan)
             frames.append(pd.DataFrame({"machine": key[0], "section": key[1], "split": "train",
                                         "file_name": names["file_name"], "domain": names["domain"],
-                                        "score": weighted_sum(z, w)}))
-        cols = ["machine", "section", "split", "file_name", "domain", "score"]
+                                        "score": weighted_sum(z, w), HELD_OUT_SCORE: held_out}))
+        cols = ["machine", "section", "split", "file_name", "domain", "score", HELD_OUT_SCORE]
         return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
     def score_frame(self, members: Sequence[Member] | None = None, stats: str = "auto") -> pd.DataFrame:
@@ -334,10 +382,8 @@ class Ensemble:
 
 
     def decision_thresholds(self, frame: pd.DataFrame, notes: list[str]) -> dict[str, float]:
-        """Each section's threshold from the ensemble's training-clip scores in ``frame`` (gamma 90th
-        percentile); the saved threshold where no training clip was scored by every member."""
-        from asdcore.decisions import fit_threshold
-
+        """Each section's threshold from the ensemble's training-clip scores in ``frame``
+        (:func:`ensemble_threshold`); the saved threshold where no training clip was scored by every member."""
         test = frame[frame["split"] == "test"]
         train = frame[frame["split"] == "train"]
         thresholds: dict[str, float] = {}
@@ -345,10 +391,13 @@ class Ensemble:
             k = section_key(machine, section)
             tr = train[(train["machine"] == machine) & (train["section"] == section)]
             if len(tr):
-                thresholds[k] = float(fit_threshold(tr["score"].to_numpy(), THRESHOLD_PERCENTILE).threshold)
+                thresholds[k] = ensemble_threshold(tr)[0]
             elif k in self.thresholds:
                 thresholds[k] = self.thresholds[k]
                 notes.append(f"{k}: no training scores common to all members; used the saved threshold")
+            elif self.without_training_scores((machine, section)):
+                notes.append(f"{k}: no decisions ({', '.join(self.without_training_scores((machine, section)))} "
+                             "without training-clip scores, so no normal reference for a threshold)")
             else:
                 raise ValueError(f"{machine} section {section}: no training scores common to all members and no "
                                  "saved threshold; cannot decide normal/anomalous")
@@ -363,8 +412,8 @@ class Ensemble:
         ``out/scores/train_scores_*.csv`` (the ensemble's training-clip scores),
         ``out/scores/thresholds.json``, ``out/ensemble.json`` (this ensemble) and, when every test
         clip has a domain and a label (from ``clips``, the ``data`` folder, or development-style
-        file names), ``out/metrics.csv``. Decisions: score above the gamma 90th-percentile
-        threshold of the ensemble's training scores of that section (computed from the folders'
+        file names), ``out/metrics.csv``. Decisions: score above the threshold of the ensemble's
+        training scores of that section (:func:`ensemble_threshold`, computed from the folders'
         training scores; the saved threshold where they have none).
         """
         from asdcore.metrics import official_score
@@ -380,6 +429,20 @@ class Ensemble:
         self.save(out / "ensemble.json")
         return EnsembleScoring(out, frame, table, official_score(table) if table is not None else None,
                                thresholds, notes)
+
+
+def _held_out_matrix(members: Sequence[Member], key: Key, names: Sequence[str]) -> np.ndarray:
+    """``(clips, members)`` held-out training scores of the clips ``names`` of section ``key``; NaN where a
+    member kept none (a folder scored before they were kept, an imported one)."""
+    from asdcore.scored import HELD_OUT_SCORE
+
+    out = np.full((len(names), len(members)), np.nan)
+    for j, m in enumerate(members):
+        t = m.train[(m.train["machine"] == key[0]) & (m.train["section"] == key[1])]
+        if HELD_OUT_SCORE in t.columns:
+            mine = t.drop_duplicates("file_name").set_index("file_name")[HELD_OUT_SCORE]
+            out[:, j] = mine.reindex(list(names)).to_numpy(dtype=np.float64)
+    return out
 
 
 def _labelled_frame(frame: pd.DataFrame, clips: pd.DataFrame | None, notes: list[str]) -> pd.DataFrame:

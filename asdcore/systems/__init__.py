@@ -44,13 +44,6 @@ class SystemInfo:
 # --------------------------------------------------------------------------- shared scoring output
 
 
-def decision_threshold(train_scores: np.ndarray) -> float:
-    """90th percentile of a gamma fit to the normal training scores (the DCASE baseline rule)."""
-    from asdcore.decisions import gamma_threshold
-
-    return float(gamma_threshold(np.asarray(train_scores, dtype=np.float64), percentile=0.9))
-
-
 # --------------------------------------------------------------------------- system base
 
 

@@ -22,7 +22,6 @@ from asdcore.systems import (
     System,
     SystemInfo,
     backend_training_source,
-    decision_threshold,
     training_clips,
 )
 from asdcore.scored import backend_path, scored_meta, section_key, write_outputs
@@ -160,16 +159,42 @@ class AEFrontend:
         x = frame_stack(logmel[None], self.settings.n_frames)[0].to(self.device)
         return (x - self.models[machine](x)).cpu().numpy().astype(np.float64)
 
+    #: Samples per batched log-mel and forward pass of :meth:`embed` (64 clips of 10 s): bounds the memory.
+    BATCH_SAMPLES = 64 * 160_000
+
+    @torch.no_grad()
     def embed(self, waves: Iterable[np.ndarray], machine: str) -> list[np.ndarray]:
-        """Per-frame reconstruction errors of raw 16 kHz waves (AudioError for a clip too short)."""
-        from asdcore.features import log_mel
+        """Per-frame reconstruction errors of raw 16 kHz waves (AudioError for a clip too short).
+
+        Clips of equal length go through the log-mel and the model together, one call per group instead
+        of one per clip (a batch of uploads is mostly clips of one length); every clip keeps its native
+        length, as the baseline scores it, so the errors equal :meth:`logmel_errors` of each clip alone up
+        to float rounding.
+        """
+        from asdcore.features import frame_stack, log_mel
 
         self.prepare(machine)
         waves = [np.asarray(w, dtype=np.float32) for w in waves]
         for i, w in enumerate(waves):
             check_length(len(w), self.settings, f"clip {i + 1}" if len(waves) > 1 else "the clip")
         cfg = logmel_config(self.settings)
-        return [self.logmel_errors(log_mel(torch.from_numpy(w), cfg)[0].float(), machine) for w in waves]
+        model = self.models[machine]
+        out: list[np.ndarray] = [np.empty(0)] * len(waves)
+        by_length: dict[int, list[int]] = {}
+        for i, w in enumerate(waves):
+            by_length.setdefault(len(w), []).append(i)
+        for length, members in by_length.items():
+            step = max(1, self.BATCH_SAMPLES // length)
+            for start in range(0, len(members), step):
+                part = members[start:start + step]
+                x = frame_stack(log_mel(torch.from_numpy(np.stack([waves[i] for i in part])), cfg).float(),
+                                self.settings.n_frames)
+                b, t, d = x.shape
+                flat = x.reshape(b * t, d).to(self.device)
+                errors = (flat - model(flat)).cpu().numpy().astype(np.float64).reshape(b, t, d)
+                for j, i in enumerate(part):
+                    out[i] = errors[j]
+        return out
 
 
 class _FrameBank:
@@ -220,6 +245,7 @@ class AESystem(System):
         from tqdm.auto import tqdm
 
         from asdcore.features import log_mel
+        from asdcore.progress import advance
 
         cfg = logmel_config(s)
         out = []
@@ -230,6 +256,7 @@ class AESystem(System):
             except AudioError as exc:  # named as the check before training names it (machine/split/file)
                 raise AudioError(c.path, exc.reason, clip_label(c.path)) from None
             out.append(log_mel(torch.from_numpy(wave), cfg)[0].float())
+            advance()  # the app's first-start progress bar (asdcore.progress)
         return out
 
     # ---- training
@@ -336,8 +363,17 @@ class AESystem(System):
     def _score_section(self, frontend: AEFrontend, out_dir: Path, progress: bool, part: SectionClips,
                        embeddings: dict, thresholds: dict) -> list[dict]:
         """Fit the backend of one machine type and section (the clips of ``part``), score its clips; fills
-        ``embeddings`` and ``thresholds``."""
-        from asdcore.backends import make_backend
+        ``embeddings`` and ``thresholds``.
+
+        The threshold comes from held-out scores of the training clips (:func:`asdcore.backends.held_out_scores`:
+        the Mahalanobis backend refitted on the errors of 4 of 5 folds, scoring the fifth) by the default rule
+        (:func:`asdcore.decisions.default_threshold`). Only the backend is refitted: the autoencoder itself was
+        trained on these clips and is not retrained, so its own overfit (training clips reconstructed better than
+        new normal clips) stays in the held-out scores; the MSE backend has nothing to fit, so its held-out scores
+        are its in-sample ones and that overfit is all that separates them from the test clips.
+        """
+        from asdcore.backends import held_out_scores, make_backend
+        from asdcore.decisions import HELD_OUT_COLUMN, default_threshold
 
         s = frontend.settings
         machine, section, train, test = part.machine, part.section, part.train, part.test
@@ -348,19 +384,23 @@ class AESystem(System):
 
         train_err = list(errors(train, "train"))
         backend = make_backend(self.backend)
+        is_target = [c.domain == "target" for c in train]
         if backend.needs_fit:
-            is_target = [c.domain == "target" for c in train]
             backend.fit([e for e, t in zip(train_err, is_target) if not t],
                         [e for e, t in zip(train_err, is_target) if t])
             save_arrays(backend_path(out_dir, self.backend, machine, section), **backend.state_dict())
-        thresholds[section_key(machine, section)] = decision_threshold(backend.score(train_err))
+        train_scores = backend.score(train_err)  # once: the threshold and the rows read the same floats
+        held_out = held_out_scores(lambda: make_backend(self.backend), train_err, is_target)
+        thresholds[section_key(machine, section)] = default_threshold(train_scores, held_out)
         rows = []
         for split, clips, errs in (("train", train, train_err), ("test", test, None)):
             names, vecs = [], []
             for c, e in zip(clips, errs if errs is not None else errors(clips, "test")):
+                score = train_scores[len(names)] if split == "train" else backend.score_clip(e)
                 rows.append({"machine": machine, "section": section, "split": split, "domain": c.domain,
-                             "label": c.label, "file_name": c.file_name, "score": backend.score_clip(e),
-                             "part": c.part})
+                             "label": c.label, "file_name": c.file_name, "score": float(score), "part": c.part})
+                if split == "train":
+                    rows[-1][HELD_OUT_COLUMN] = float(held_out[len(names)])
                 names.append(c.file_name)
                 vecs.append(per_band_error(e, s.n_frames))
             embeddings[(machine, section, split)] = (names, np.stack(vecs))

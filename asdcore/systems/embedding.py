@@ -34,11 +34,11 @@ from asdcore.scored import SCORED_META, backend_path, embedding_path, read_json,
 
 @dataclass(frozen=True)
 class ClipFailure:
-    """A clip a loader worker could not read, carried to the main process as data.
+    """A clip a loader worker could not read, carried back as data and raised by :func:`clip_loader`.
 
-    Why not the exception itself: torch re-raises an exception from a worker as a RuntimeError whose text
-    is the worker's traceback (an :class:`AudioError` cannot be rebuilt from that text), so the user saw a
-    traceback instead of the clip's one-line error.
+    Why not the exception itself: loader workers used to be processes, and torch re-raised an exception
+    from one as a RuntimeError whose text was the worker's traceback, so the user saw a traceback instead
+    of the clip's one-line error. The threads of :func:`clip_loader` return it the same way.
     """
 
     path: str
@@ -63,7 +63,7 @@ class ClipFolder(torch.utils.data.Dataset):
 
 
 def collate_clips(items: list) -> Any:
-    """torch's default collation of a batch, or its first :class:`ClipFailure` (checked in the main process)."""
+    """torch's default collation of a batch, or its first :class:`ClipFailure` (raised by :func:`clip_loader`)."""
     for item in items:
         if isinstance(item, ClipFailure):
             return item
@@ -73,15 +73,50 @@ def collate_clips(items: list) -> Any:
 def clip_loader(clips: list[ClipRecord], seconds: float, batches: list[list[int]], workers: int):
     """Batches ``(waves (B, N), indices)`` of ``clips`` in the order of ``batches`` (lists of clip indices).
 
-    A clip that cannot be read raises its :class:`AudioError` here, in the main process, named as
-    :func:`asdcore.data.check_clips` names it, whether it was read in a worker or not.
+    Clips held by an active clip cache (:func:`asdcore.clipcache.covering`: a training run decodes its
+    training clips once, before the first epoch) are read from it. Others are decoded by ``workers``
+    threads of this process, one batch ahead of the one handed out (0: decoded when asked for). Why
+    threads, not loader processes: decoding waits in libsndfile with the GIL released, and worker processes
+    were forked from a process holding GBs of tensors (each reported as large as it), started anew for
+    every call (each section and split of a scoring) and shipped every batch between processes.
+    A clip that cannot be read raises its :class:`AudioError` here, named as :func:`asdcore.data.check_clips`
+    names it.
     """
-    loader = torch.utils.data.DataLoader(ClipFolder(clips, seconds), batch_sampler=batches, num_workers=workers,
-                                         persistent_workers=False, collate_fn=collate_clips)
-    for batch in loader:
-        if isinstance(batch, ClipFailure):
-            raise AudioError(batch.path, batch.reason, clip_label(batch.path))
-        yield batch
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asdcore.clipcache import covering
+
+    paths = [str(c.path) for c in clips]
+    cache = covering([paths[i] for b in batches for i in b], SAMPLE_RATE)
+    if cache is not None:
+        length = int(round(seconds * SAMPLE_RATE))
+        for b in batches:
+            yield cache.read_batch([paths[i] for i in b], length), torch.tensor(b, dtype=torch.long)
+        return
+    folder = ClipFolder(clips, seconds)
+    if not batches:
+        return
+    if workers <= 0:
+        for b in batches:
+            yield _collated([folder[i] for i in b])
+        return
+    pool = ThreadPoolExecutor(workers)
+    try:
+        ahead = [[pool.submit(folder.__getitem__, i) for i in b] for b in batches[:1]]
+        for b in batches[1:] + [None]:
+            if b is not None:
+                ahead.append([pool.submit(folder.__getitem__, i) for i in b])
+            yield _collated([f.result() for f in ahead.pop(0)])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _collated(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch ``(waves, indices)`` of :class:`ClipFolder` items; a :class:`ClipFailure` raises its error."""
+    batch = collate_clips(items)
+    if isinstance(batch, ClipFailure):
+        raise AudioError(batch.path, batch.reason, clip_label(batch.path))
+    return batch
 
 
 # --------------------------------------------------------------------------- the frontend
@@ -95,7 +130,9 @@ class FrozenModel:
     halves the CPU time of one 12 s clip (bench/inspector_speed.py). Embeddings differ from the
     eager model's by float rounding only (~1e-6 relative). Only batches of one clip (the
     inspector's case) are traced: another shape would need its own trace and warm-up, so batches
-    (occlusion) run the eager model. Tracing problems fall back to the eager model.
+    (occlusion) run the eager model. Tracing problems fall back to the eager model. The graph is built
+    on the first single clip, not when the model loads: a batch of many clips never uses it, and tracing
+    and warming it up cost about as much as embedding a dozen clips.
     """
 
     WARMUP_CALLS = 3  # the TorchScript profiling executor optimises the graph over the first calls
@@ -121,8 +158,11 @@ class FrozenModel:
             self.failed = f"{type(exc).__name__}: {exc}"
 
     def __call__(self, x, *args, **kwargs):
-        if self.graph is not None and not args and not kwargs and tuple(x.shape) == (1, self.n_samples):
-            return self.graph(x)
+        if not args and not kwargs and tuple(x.shape) == (1, self.n_samples):
+            if self.graph is None and not self.failed:
+                self.build()
+            if self.graph is not None:
+                return self.graph(x)
         return self.model(x, *args, **kwargs)
 
 
@@ -159,8 +199,7 @@ class EmbeddingFrontend:
         self._eager = self._load(self.device)
         model = self._eager
         if self.optimize and self.device.type == "cpu":
-            model = FrozenModel(model, int(round(self.settings.clip_seconds * SAMPLE_RATE)))
-            model.build()
+            model = FrozenModel(model, int(round(self.settings.clip_seconds * SAMPLE_RATE)))  # built on first use
         self.model = model
 
     @property
@@ -194,13 +233,17 @@ class EmbeddingFrontend:
         """Embeddings of clips read from disk batch by batch (the data set is never held in memory)."""
         from tqdm.auto import tqdm
 
+        from asdcore.progress import advance
+
         self.prepare()
         s = self.settings
         b = s.embed_batch_size
         plan = [list(range(i, min(i + b, len(clips)))) for i in range(0, len(clips), b)]
-        out = [self._batch(waves) for waves, _ in tqdm(clip_loader(clips, s.clip_seconds, plan, s.num_workers),
-                                                        total=len(plan), desc=desc, disable=not progress,
-                                                        unit="batch", leave=False)]
+        out = []
+        for waves, _ in tqdm(clip_loader(clips, s.clip_seconds, plan, s.num_workers), total=len(plan), desc=desc,
+                             disable=not progress, unit="batch", leave=False):
+            out.append(self._batch(waves))
+            advance(len(waves))  # the app's first-start progress bar (asdcore.progress)
         return self._stacked(out)
 
 
@@ -339,8 +382,15 @@ class EmbeddingScoring:
     def _score_section(self, frontend: EmbeddingFrontend, out_dir: Path, progress: bool,
                        saved: dict[tuple[str, str, str], np.ndarray | None], part: SectionClips, embeddings: dict,
                        thresholds: dict) -> list[dict]:
-        """Fit the backend of one machine type and section, score its clips; fills ``embeddings`` and ``thresholds``."""
-        from asdcore.systems import decision_threshold
+        """Fit the backend of one machine type and section, score its clips; fills ``embeddings`` and ``thresholds``.
+
+        The threshold comes from held-out scores of the training clips (:func:`asdcore.backends.held_out_scores`:
+        the backend refitted on 4 of 5 folds of these embeddings, scoring the fifth; the network is not
+        retrained) by the default rule (:func:`asdcore.decisions.default_threshold`); they are kept beside the
+        in-sample scores (``held_out_score``). The backend that scores the clips is fitted on every clip, as before.
+        """
+        from asdcore.backends import held_out_scores
+        from asdcore.decisions import HELD_OUT_COLUMN, default_threshold
 
         machine, section, train, test = part.machine, part.section, part.train, part.test
 
@@ -356,10 +406,13 @@ class EmbeddingScoring:
         save_arrays(backend_path(out_dir, self.backend, machine, section), **backend.state_dict())
         train_scores = np.asarray(backend.score(train_emb), dtype=np.float64)
         test_scores = np.asarray(backend.score(test_emb), dtype=np.float64)
-        thresholds[section_key(machine, section)] = decision_threshold(train_scores)
+        held_out = held_out_scores(lambda: embedding_backend(self.backend, frontend.settings), train_emb, is_target)
+        thresholds[section_key(machine, section)] = default_threshold(train_scores, held_out)
         rows = []
         for split, clips, emb, sc in (("train", train, train_emb, train_scores), ("test", test, test_emb, test_scores)):
             rows += [{"machine": machine, "section": section, "split": split, "domain": c.domain, "label": c.label,
                       "file_name": c.file_name, "score": float(v), "part": c.part} for c, v in zip(clips, sc)]
             embeddings[(machine, section, split)] = ([c.file_name for c in clips], emb)
+        for row, value in zip(rows, held_out):  # the training clips' rows come first
+            row[HELD_OUT_COLUMN] = float(value)
         return rows

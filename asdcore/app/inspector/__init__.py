@@ -35,9 +35,11 @@ from asdcore.app.inspector.ensembles import (
     ensemble_folders,
     ensemble_row,
     ensemble_scores,
+    ensemble_train_frame,
     ensemble_train_scores,
     equal_ensemble,
     saved_ensembles,
+    train_scores_of,
 )
 from asdcore.app.inspector.figures import (
     ae_attribution_figures,
@@ -58,14 +60,22 @@ from asdcore.app.inspector.uploads import (
     guess_clip,
     wave_id,
 )
-from asdcore.app.inspector.verdicts import ScoreRow, member_rows, percentile_of, rows_frame, score_row
+from asdcore.app.inspector.verdicts import (
+    PERCENTILE_FORMAT,
+    ScoreRow,
+    format_percentile,
+    member_rows,
+    percentile_of,
+    rows_frame,
+    score_row,
+)
 
 __all__ = [
     "AEAttribution", "ClipGuess", "ClipScorer", "MAX_UPLOAD_MB", "MemberScore", "Occlusion", "OcclusionPlan",
-    "ScoreRow", "UPLOAD_TYPES", "ae_attribution_figures", "band_edges", "band_stop", "check_upload_size",
-    "cut_segment", "decode_upload", "ensemble_folders", "ensemble_row", "ensemble_scores", "ensemble_train_scores",
-    "equal_ensemble", "example_clip", "guess_clip", "mel_band_centres", "member_rows", "occlusion",
-    "occlusion_figures", "occlusion_plan", "occlusion_result", "percentile_of", "rows_frame", "saved_ensembles",
-    "score_histogram", "score_row", "scorer_members", "spectrogram_figure", "spectrum_figure", "wave_id",
-    "waveform_figure",
+    "PERCENTILE_FORMAT", "ScoreRow", "UPLOAD_TYPES", "ae_attribution_figures", "band_edges", "band_stop",
+    "check_upload_size", "cut_segment", "decode_upload", "ensemble_folders", "ensemble_row", "ensemble_scores",
+    "ensemble_train_frame", "ensemble_train_scores", "equal_ensemble", "example_clip", "format_percentile",
+    "guess_clip", "mel_band_centres", "member_rows", "occlusion", "occlusion_figures", "occlusion_plan",
+    "occlusion_result", "percentile_of", "rows_frame", "saved_ensembles", "score_histogram", "score_row",
+    "scorer_members", "spectrogram_figure", "spectrum_figure", "train_scores_of", "wave_id", "waveform_figure",
 ]

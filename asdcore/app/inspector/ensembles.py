@@ -29,11 +29,22 @@ def saved_ensembles(runs_root: str | Path) -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
+def ensemble_train_frame(ensemble, members: Sequence[Any]):
+    """The ensemble's scores of every normal training clip (machine, section, score, ...): one pass over all
+    machine types, to slice with :func:`train_scores_of` (a batch of many machine types needs them all)."""
+    frame = ensemble.score_frame(list(members))
+    return frame[frame["split"] == "train"]
+
+
+def train_scores_of(frame, machine: str, section: str) -> np.ndarray:
+    """The scores of one machine type and section in a frame of :func:`ensemble_train_frame`."""
+    rows = frame[(frame["machine"] == machine) & (frame["section"] == section)]
+    return rows["score"].to_numpy(dtype=np.float64)
+
+
 def ensemble_train_scores(ensemble, members: Sequence[Any], machine: str, section: str) -> np.ndarray:
     """The ensemble's scores of the normal training clips of ``machine``/``section`` (its reference)."""
-    frame = ensemble.score_frame(list(members))
-    rows = frame[(frame["split"] == "train") & (frame["machine"] == machine) & (frame["section"] == section)]
-    return rows["score"].to_numpy(dtype=np.float64)
+    return train_scores_of(ensemble_train_frame(ensemble, members), machine, section)
 
 
 def ensemble_folders(ensemble) -> list[Any]:

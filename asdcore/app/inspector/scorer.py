@@ -95,6 +95,7 @@ class ClipScorer:
             self._frontend_of[m.name] = key
         self._backends: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.RLock()
+        self._warming: threading.Thread | None = None
 
     @classmethod
     def from_folders(cls, folders: Sequence[Any], device: str | None = None,
@@ -140,6 +141,30 @@ class ClipScorer:
                 except (ValueError, OSError, KeyError) as exc:
                     errors[m.name] = str(exc)
         return errors
+
+    def warm_up(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Load the models and backends of every ``(machine, section)`` in ``keys`` in a background thread (once
+        per scorer; later calls do nothing).
+
+        Why: the first clips of a machine type otherwise pay its model and fitted backends (a Mahalanobis
+        backend inverts two 640 x 640 covariances per section), so the first batch of clips spread over every
+        machine type took seconds longer than the next. The page starts this when it opens; a clip scored
+        meanwhile waits only for what it needs (:meth:`prepare` takes the lock one machine type at a time).
+        Failures are left for scoring to report.
+        """
+        with self._lock:
+            if self._warming is not None:
+                return
+            self._warming = threading.Thread(target=self._warm, args=(list(keys),), name="asd-scorer-warm-up",
+                                             daemon=True)
+        self._warming.start()
+
+    def _warm(self, keys: list[tuple[str, str]]) -> None:
+        for machine, section in keys:
+            try:
+                self.prepare(machine, section)
+            except Exception:  # noqa: BLE001 - scoring that machine type reports it, on the page
+                continue
 
     def _chosen(self, names: Sequence[str] | None) -> list[ScoredFolder]:
         return self.members if names is None else [self.member(n) for n in names]
