@@ -197,8 +197,11 @@ def test_ctrl_c_in_the_middle_of_a_file_leaves_a_root_the_next_run_finishes(serv
     assert hold.after > 2 * transfer.CHUNK  # the client writes whole chunks: some must have arrived
     env = {k: v for k, v in os.environ.items() if k not in PROXIES}
     env["PYTHONPATH"] = str(REPO)
+    # a shell's background job (CI may run the tests as one) ignores SIGINT, and Python then installs no Ctrl-C
+    # handler: the child gets the default disposition back, as in a terminal
     proc = subprocess.Popen([sys.executable, "-m", "asdcore", *download_args(server, root, "--machines", "fan")],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert hold.reached.wait(60), "the download never started"
         part = root / dcase.WORK / "zips" / "dev_fan.zip.part"
