@@ -106,8 +106,9 @@ def _check_types(data: dict[str, Any], where: Path) -> None:
 
 
 #: Settings that may change on ``--resume``: a longer training, and how the work is executed (device, process and
-#: worker counts, inference batch size), none of which changes what is learned from the data.
-RESUME_FREE_SETTINGS = frozenset({"epochs", "device", "parallel_machines", "num_workers", "embed_batch_size"})
+#: worker counts, inference batch size, memory kept for reuse), none of which changes what is learned from the data.
+RESUME_FREE_SETTINGS = frozenset({"epochs", "device", "parallel_machines", "num_workers", "embed_batch_size",
+                                  "kept_heap_gib"})
 
 #: Settings added after run folders were first written, each with the value that reproduces what a run written
 #: before it did. A resumed run whose config lacks one is compared with this value, not with today's default.

@@ -77,6 +77,7 @@ RANGES: dict[str, Bound] = {
     "clip_seconds": POSITIVE, "chunk_seconds": POSITIVE,
     "n_subclusters": AT_LEAST_1, "kmeans_clusters": AT_LEAST_1, "gmm_components": AT_LEAST_1,
     "pseudo_classes": NON_NEGATIVE, "freeze_layers": NON_NEGATIVE, "embed_dim": NON_NEGATIVE,
+    "kept_heap_gib": NON_NEGATIVE,
 }
 
 #: Settings with a fixed set of values (checked here so the message lists them).

@@ -44,6 +44,12 @@ KEPT_HEAP_LIMIT = 2 * 2**30
 _KEPT = False
 
 
+def kept_heap_bytes(settings: object) -> int:
+    """The kept heap a system's settings ask for: ``kept_heap_gib`` GiB (:data:`KEPT_HEAP_LIMIT` without the field)."""
+    gib = getattr(settings, "kept_heap_gib", None)
+    return KEPT_HEAP_LIMIT if gib is None else int(float(gib) * 2**30)
+
+
 def keep_freed_memory(limit: int = KEPT_HEAP_LIMIT) -> bool:
     """Let this process reuse up to ``limit`` bytes of freed memory instead of handing it back to the kernel
     (glibc only); True if set.
@@ -58,12 +64,19 @@ def keep_freed_memory(limit: int = KEPT_HEAP_LIMIT) -> bool:
     The limit: a heap reused this way fragments (the backward pass allocates each gradient before the
     activations it replaces are freed): kept whole it grew to 1.7x the step's 2.2 GB of live tensors and the
     process to 5 GB. So the heap may grow by ``limit``; then a watcher thread (it polls the heap's end,
-    ``sbrk(0)``, every 2 ms) switches ``mmap`` back on for what no longer fits, while the heap kept so far is
-    still reused. Measured with 2 GiB: 0.7 instead of 2.2 s of system time per step and a peak RSS 0.5 GB
-    above the default's. Process-wide and permanent, so only the train and score commands call it, never
-    the app's long-lived process.
+    ``sbrk(0)``, every 5 ms) switches ``mmap`` back on for what no longer fits, while the heap kept so far is
+    still reused. Measured (one thread, ``bench/speed.py`` on ``small``): training 10.0 clips/s with glibc's
+    default, 14.6 with the whole heap kept (peak RSS 3.3 -> 5.2 GB), 13.2 with 2 GiB (3.7 GB; 0.7-1.5 instead
+    of 2.2 s of system time per step). With 2 threads (a training step of 64 clips, random waves; issue 25):
+    2.9 s per step with 2 GiB (1.1 s of it system time, peak RSS 3.5 GiB), 2.6 s with 2.5 GiB (3.9 GiB),
+    2.5 s with 3 GiB (4.1 GiB), 2.3 s with 8 GiB (0.05 s system, 4.5 GiB). The three-subnet setting
+    ``kept_heap_gib`` chooses (2 by default: the peak RSS stays under 4 GiB on the DCASE-sized set).
+    Process-wide and permanent, so only the three-subnet system's train and score call it, never the app's
+    long-lived process. Numbers are unchanged: only where memory comes from. ``limit`` <= 0: nothing is changed.
     """
     global _KEPT
+    if limit <= 0:   # asked for glibc's default behaviour
+        return False
     if _KEPT:
         return True
     import ctypes
@@ -83,7 +96,7 @@ def keep_freed_memory(limit: int = KEPT_HEAP_LIMIT) -> bool:
 
     def watch() -> None:
         while (sbrk(0) or 0) - start < limit:
-            time.sleep(0.002)
+            time.sleep(0.005)
         mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
 
     threading.Thread(target=watch, name="kept-heap-limit", daemon=True).start()

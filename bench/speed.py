@@ -13,7 +13,9 @@ for ``--epochs`` epochs (the run then scores DATA, as ``train`` does) and report
 * for the three-subnetworks systems, one training step of a batch taken apart (``--no-profile`` skips it):
   reading the batch from the clip cache and, for comparison, decoding it from the files; mixup; the input
   features; each branch's forward + backward; the AdaCos and FeatEx heads; the optimizer; the whole step;
-  then the top operators of that step (torch profiler, self CPU time).
+  then the top operators of that step (torch profiler, self CPU time), and its arithmetic: GFLOP per clip
+  of each branch (torch's ``FlopCounterMode``) and the rate the whole step reaches, to tell arithmetic from
+  overhead.
 
 Each figure is printed with the machine's load average (``os.getloadavg``) before and after, since on a
 shared machine the absolute clips/s depend on what else runs; compare figures of one sitting only. The
@@ -57,6 +59,27 @@ def _median_seconds(fn: Callable[[], object], reps: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def step_arithmetic(model, waves, clips: int = 4) -> dict[str, float]:
+    """GFLOP per clip of one training step's forward + backward, per branch, as torch's ``FlopCounterMode``
+    counts them (convolutions and matrix products) on each branch's straightforward form
+    (``reference_forward``: the same sums as the training form, whose custom autograd functions the counter
+    does not see). With the step's time it tells arithmetic from the rest: the step's GFLOP/s against
+    what the cores can do."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = model._check(waves[:clips])
+    inputs = {"waveform": x, "spectrum": model._spectrum_input(x), "STFT": model.stft.input_features(x, model.cfg)}
+    out = {}
+    for name, branch in (("waveform", model.waveform), ("spectrum", model.spectrum), ("STFT", model.stft)):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            getattr(branch, "reference_forward", branch.forward)(inputs[name]).sum().backward()
+        out[name] = counter.get_total_flops() / len(x) / 1e9
+    model.zero_grad(set_to_none=True)
+    return out
 
 
 def profile_step(system, run, ds, reps: int = 3) -> dict:
@@ -141,8 +164,8 @@ def profile_step(system, run, ds, reps: int = 3) -> dict:
         whole_step()
     top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
     total = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1.0
-    return {"items": out, "batch": len(clips), "top": [(e.key, e.self_cpu_time_total / 1e6,
-                                                        e.self_cpu_time_total / total, e.count) for e in top]}
+    return {"items": out, "batch": len(clips), "gflop_per_clip": step_arithmetic(model, mixed),
+            "top": [(e.key, e.self_cpu_time_total / 1e6, e.self_cpu_time_total / total, e.count) for e in top]}
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -236,7 +259,8 @@ def report(r: dict) -> None:
           f"(a 10-epoch model of {FULL_TRAINING_CLIPS:,} clips: about "
           f"{10 * FULL_TRAINING_CLIPS / rate / 3600:.1f} h)")
     if r["score_seconds"]:
-        print(f"scoring:    {r['n_all']} clips in {r['score_seconds']:.1f} s -> {r['n_all'] / r['score_seconds']:.1f} clips/s")
+        rate = r["n_all"] / r["score_seconds"]
+        print(f"scoring:    {r['n_all']} clips in {r['score_seconds']:.1f} s -> {rate:.1f} clips/s")
     child = f"largest child process {r['rss_worker_mib']:.0f} MiB"
     if r["system"].startswith("three-subnet"):   # no loader processes: the one child is scikit-learn's lscpu
         child += " (a fork sharing the process's pages: scikit-learn runs lscpu once)"
@@ -255,6 +279,12 @@ def report(r: dict) -> None:
         share = f"{100 * sec / step:5.1f} %" if "batch" not in name and "whole" not in name else "       "
         print(f"  {name:46s} {sec:7.3f} s {share}")
     print("  (no loader workers: the clips are read from the cache in the training process)")
+    gflop = prof.get("gflop_per_clip")
+    if gflop:
+        total = sum(gflop.values())
+        parts = ", ".join(f"{name} {g:.2f}" for name, g in gflop.items())
+        print(f"arithmetic: {total:.2f} GFLOP per clip per step ({parts}): the whole step at "
+              f"{total * prof['batch'] / step:.0f} GFLOP/s")
     print("top operators of one step (self CPU time):")
     for name, sec, share, count in prof["top"]:
         print(f"  {name:46s} {sec:7.3f} s {100 * share:5.1f} %  x{count}")

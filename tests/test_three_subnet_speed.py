@@ -49,17 +49,19 @@ def _step(branch: torch.nn.Module, x: torch.Tensor, reference: bool) -> torch.Te
 
 def test_fast_branches_compute_exactly_the_straightforward_functions():
     """In float64, where rounding cannot hide a mistake: every branch's fast forward and backward (12 s clips,
-    the training shapes: 192,000 samples, a 513 x 376 STFT) give the reference's outputs, parameter gradients
-    and BatchNorm statistics to 1e-8 of each gradient's largest entry. The reformulations (time-major framed convolutions, the input norm's
-    scale and shift after the first convolution, the stem's phase-convolution input gradient, pooling before
-    ReLU, the fused residual) are the same functions, not approximations."""
+    the training shapes: 192,000 samples, a 513 x 376 STFT) give the reference's outputs and BatchNorm
+    statistics to 1e-10 and its parameter gradients to 1e-8 of each one's largest entry. The reformulations
+    (time-major framed convolutions, the input norm's scale and shift after the first convolution, the
+    stem's phase-convolution input gradient, pooling before ReLU, the fused residual) are the same
+    functions, not approximations."""
     torch.manual_seed(0)
     model = ThreeSubnet(ThreeSubnetConfig()).train()
     waves = 0.1 * torch.randn(2, model.cfg.n_samples, generator=torch.Generator().manual_seed(1))
     for name, x in _branch_inputs(model, waves).items():
         fast = copy.deepcopy(getattr(model, name)).double()
         slow = copy.deepcopy(fast)
-        torch.testing.assert_close(_step(fast, x.double(), False), _step(slow, x.double(), True), rtol=1e-10, atol=1e-12)
+        got, expected = _step(fast, x.double(), False), _step(slow, x.double(), True)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
         for (pname, a), b in zip(fast.named_parameters(), slow.parameters()):   # measured: at most 6e-10 of the max
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8 * float(b.grad.abs().max()),
                                        msg=f"{name}.{pname}")
@@ -270,3 +272,41 @@ def test_training_run_uses_its_cache_and_removes_it_when_done(tiny_data, tmp_pat
                  on_epoch_end=lambda e, loss: seen.append([p.name for p in (run.path / "cache").glob("clips-*")]))
     assert len(seen) == 1 and len(seen[0]) == 2          # the data file and its index existed while training
     assert not (run.path / "cache").exists()
+
+
+def test_the_speed_benchmark_counts_a_steps_arithmetic():
+    """``bench.speed``'s arithmetic line counts what a training step computes: for the waveform branch the sums
+    of its convolutions, worked out here from their shapes (forward and weight gradient of each; the input
+    gradient of all but the first, whose input is the clip), to within the dense layers' small share."""
+    from bench.speed import step_arithmetic
+
+    model = ThreeSubnet(ThreeSubnetConfig()).train()
+    waves = 0.1 * torch.randn(2, model.cfg.n_samples, generator=torch.Generator().manual_seed(0))
+    gflop = step_arithmetic(model, waves, clips=2)
+    expected = 0.0
+    for i, layer in enumerate(model.waveform.convs):
+        conv = layer.conv
+        macs = layer.out_len * conv.out_channels * conv.in_channels * conv.kernel_size[0]
+        expected += 2 * macs * (2 if i == 0 else 3)               # 2 FLOP per multiply-add
+    assert expected / 1e9 <= gflop["waveform"] <= 1.02 * expected / 1e9
+    assert set(gflop) == {"waveform", "spectrum", "STFT"} and gflop["STFT"] > gflop["waveform"] > gflop["spectrum"] > 0
+    assert all(p.grad is None for p in model.parameters())        # the count leaves no gradients behind
+
+
+def test_kept_heap_is_a_setting_of_how_the_work_runs():
+    """``kept_heap_gib`` chooses how much freed memory training keeps for reuse (2 GiB: the peak RSS under 4 GiB);
+    it changes no number, so a resumed run may change it; 0 keeps glibc's default; a negative value is refused
+    before anything runs."""
+    from asdcore.runs import RESUME_FREE_SETTINGS
+    from asdcore.settings import SettingsError, build_settings
+    from asdcore.systems.three_subnet import ThreeSubnetSettings
+    from asdcore.training import KEPT_HEAP_LIMIT, keep_freed_memory, kept_heap_bytes
+
+    assert kept_heap_bytes(ThreeSubnetSettings()) == KEPT_HEAP_LIMIT == 2 * 2**30
+    assert kept_heap_bytes(build_settings(ThreeSubnetSettings, {"kept_heap_gib": "8"})) == 8 * 2**30
+    assert kept_heap_bytes(object()) == KEPT_HEAP_LIMIT              # a system without the setting
+    zero = build_settings(ThreeSubnetSettings, {"kept_heap_gib": "0"})
+    assert kept_heap_bytes(zero) == 0 and keep_freed_memory(kept_heap_bytes(zero)) is False
+    assert "kept_heap_gib" in RESUME_FREE_SETTINGS
+    with pytest.raises(SettingsError, match="kept_heap_gib must be a number >= 0"):
+        build_settings(ThreeSubnetSettings, {"kept_heap_gib": "-1"})

@@ -309,7 +309,9 @@ class AESystem(System):
         val_bank = _FrameBank([logmels[i] for i in sorted(val_idx)], s.n_frames).to(device) if n_val else None
         vectors_per_clip = max(len(bank) / max(len(train_idx), 1), 1.0)
         model = new_model(s).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+        # multi-tensor Adam: the same numbers as the per-tensor loop (bit for bit), in a few operations instead of
+        # ~10 per tensor; the loop was a fifth of an AE step (the network is tiny)
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr, foreach=True)
         loss_fn = torch.nn.MSELoss()
 
         def batches(epoch: int, gen: torch.Generator) -> Iterable[tuple[int, torch.Tensor]]:
