@@ -28,13 +28,14 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+from bench.timing import median_seconds
 
 RESULT = "BENCH-SPEED-RESULT "
 FULL_TRAINING_CLIPS = 7000
@@ -49,16 +50,6 @@ def _load() -> str:
 
 
 # --------------------------------------------------------------------------- one process: train, score, profile
-
-
-def _median_seconds(fn: Callable[[], object], reps: int) -> float:
-    fn()                                              # warm-up: allocator, oneDNN primitives
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def step_arithmetic(model, waves, clips: int = 4) -> dict[str, float]:
@@ -107,21 +98,21 @@ def profile_step(system, run, ds, reps: int = 3) -> dict:
     with tempfile.TemporaryDirectory(prefix="asd-speed-cache-") as tmp:
         cache = clipcache.build_cache(Path(tmp) / "cache", paths, SAMPLE_RATE)
         length = int(round(s.clip_seconds * SAMPLE_RATE))
-        out["read a batch from the clip cache"] = _median_seconds(lambda: cache.read_batch(paths, length), reps)
+        out["read a batch from the clip cache"] = median_seconds(lambda: cache.read_batch(paths, length), reps)
         cache.close()
-    out["decode a batch (load_clip, no cache)"] = _median_seconds(
+    out["decode a batch (load_clip, no cache)"] = median_seconds(
         lambda: [load_clip(p, SAMPLE_RATE, s.clip_seconds) for p in paths], reps)
     waves = torch.stack([torch.from_numpy(load_clip(p, SAMPLE_RATE, s.clip_seconds)) for p in paths])
     gen = torch.Generator().manual_seed(0)
-    out["mixup + FeatEx draws"] = _median_seconds(lambda: (batches.mix(waves, idx, gen), batches.exchange(idx, gen)),
+    out["mixup + FeatEx draws"] = median_seconds(lambda: (batches.mix(waves, idx, gen), batches.exchange(idx, gen)),
                                                   reps)
     mixed, targets = batches.mix(waves, idx, gen)
     exchange = featex_public_draw(len(clips), 3, gen)
     model = net.model
     spectrum_in = model._spectrum_input(mixed)
     stft_in = model.stft.input_features(mixed, model.cfg)
-    out["features: amplitude spectrum (rFFT)"] = _median_seconds(lambda: model._spectrum_input(mixed), reps)
-    out["features: STFT magnitude"] = _median_seconds(lambda: model.stft.input_features(mixed, model.cfg), reps)
+    out["features: amplitude spectrum (rFFT)"] = median_seconds(lambda: model._spectrum_input(mixed), reps)
+    out["features: STFT magnitude"] = median_seconds(lambda: model.stft.input_features(mixed, model.cfg), reps)
 
     def fwd_bwd(branch, x) -> Callable[[], None]:
         def run_once() -> None:
@@ -129,9 +120,9 @@ def profile_step(system, run, ds, reps: int = 3) -> dict:
             branch(x).sum().backward()
         return run_once
 
-    out["waveform branch forward + backward"] = _median_seconds(fwd_bwd(model.waveform, mixed), reps)
-    out["spectrum branch forward + backward"] = _median_seconds(fwd_bwd(model.spectrum, spectrum_in), reps)
-    out["STFT branch forward + backward"] = _median_seconds(fwd_bwd(model.stft, stft_in), reps)
+    out["waveform branch forward + backward"] = median_seconds(fwd_bwd(model.waveform, mixed), reps)
+    out["spectrum branch forward + backward"] = median_seconds(fwd_bwd(model.spectrum, spectrum_in), reps)
+    out["STFT branch forward + backward"] = median_seconds(fwd_bwd(model.stft, stft_in), reps)
     with torch.no_grad():
         parts = [p.detach() for p in model.branch_embeddings(mixed).values()]
 
@@ -144,7 +135,7 @@ def profile_step(system, run, ds, reps: int = 3) -> dict:
             loss = loss + net.featex_head(*featex_public(leaves, targets, *exchange))
         loss.backward()
 
-    out["AdaCos + FeatEx heads forward + backward"] = _median_seconds(heads, reps)
+    out["AdaCos + FeatEx heads forward + backward"] = median_seconds(heads, reps)
 
     def whole_step() -> None:
         loss = net(mixed, targets, None, exchange)
@@ -153,8 +144,8 @@ def profile_step(system, run, ds, reps: int = 3) -> dict:
         opt.step()
 
     whole_step()
-    out["optimizer step (Adam)"] = _median_seconds(opt.step, reps)
-    out["whole step (forward, loss, backward, Adam)"] = _median_seconds(whole_step, reps)
+    out["optimizer step (Adam)"] = median_seconds(opt.step, reps)
+    out["whole step (forward, loss, backward, Adam)"] = median_seconds(whole_step, reps)
     import warnings
 
     from torch.profiler import ProfilerActivity, profile

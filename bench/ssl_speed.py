@@ -20,19 +20,8 @@ parameter count. Clips longer than ``--chunk`` seconds are chunked as in the sys
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-
-
-def _time(fn, reps: int) -> float:
-    fn()  # warm-up (allocator, one-off kernel selection)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from bench.timing import median_seconds
 
 
 def bench_one(model: str, size: str, seconds: float, batch: int, reps: int, chunk: float, device) -> dict:
@@ -57,7 +46,7 @@ def bench_one(model: str, size: str, seconds: float, batch: int, reps: int, chun
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    fwd = _time(forward, reps) / batch
+    fwd = median_seconds(forward, reps) / batch
     backbone.freeze(feature_encoder=True, layers=0)
     opt = torch.optim.Adam(SSLSystem.param_groups(emb, head, SSLSettings()))
 
@@ -71,7 +60,7 @@ def bench_one(model: str, size: str, seconds: float, batch: int, reps: int, chun
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    stp = _time(step, reps) / batch
+    stp = median_seconds(step, reps) / batch
     return {"model": model, "size": size, "params": params, "forward_s": fwd, "step_s": stp}
 
 

@@ -48,14 +48,7 @@ def tones(freqs: list[float], seconds: float, seed: int = 0) -> torch.Tensor:
                                   for f in freqs]), dtype=torch.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are latency bound: on busy shared cores, intra-op threads mostly wait on each other
-    (a 40 k-parameter forward measured 0.47 s with 2 threads, 0.017 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models are latency bound (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ from asdcore.systems.classifier import featex_batch, featex_draw
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a small, shared machine extra OpenMP threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def test_same_padding_gives_ceil_length():

@@ -28,12 +28,7 @@ from asdcore.systems.classifier import Classifier, featex_public_draw
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def _branch_inputs(model: ThreeSubnet, waves: torch.Tensor) -> dict[str, torch.Tensor]:
